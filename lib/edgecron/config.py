@@ -1,0 +1,377 @@
+"""Settings from the environment and `.env` (environment wins), parsed strictly.
+
+Every key lives in `KEYS` (name, default, parser, help); `.env.example` and the README's table are
+generated from it, so the documentation cannot drift from the code. A malformed value or an unknown
+key in `.env` is a `ConfigError` naming the key, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from .errors import ConfigError
+
+
+class Secret:
+    """A string that never shows itself in repr, str, logs or JSON."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+# --- parsers: text -> value, raising ValueError(expected) on bad input -------------------------
+
+
+def _int(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        expected = f"a whole number ≥ {lo}" + (f" and ≤ {hi}" if hi is not None else "")
+        if not re.fullmatch(r"[+-]?\d+", text.strip()):
+            raise ValueError(expected)
+        value = int(text)
+        if value < lo or (hi is not None and value > hi):
+            raise ValueError(expected)
+        return value
+
+    return parse
+
+
+def _float(lo: float, hi: float | None = None) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        expected = f"a number ≥ {lo:g}" + (f" and ≤ {hi:g}" if hi is not None else "")
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(expected) from None
+        if value != value or value < lo or (hi is not None and value > hi):
+            raise ValueError(expected)
+        return value
+
+    return parse
+
+
+def parse_site_url(text: str) -> str:
+    expected = "an absolute http(s) URL such as https://www.example.com"
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(expected)
+    return text.strip().rstrip("/")
+
+
+def _url_list(text: str) -> tuple[str, ...]:
+    return tuple(parse_site_url(item) for item in _split(text))
+
+
+def _hosts(text: str) -> tuple[str, ...]:
+    hosts = []
+    for item in _split(text):
+        host = item.lower()
+        if not re.fullmatch(r"[a-z0-9.-]+(:\d+)?|\[[0-9a-f:]+\](:\d+)?", host) or "/" in host:
+            raise ValueError("host names separated by commas, such as www.example.com,example.com")
+        hosts.append(host.split(":")[0] if not host.startswith("[") else host.split("]")[0] + "]")
+    return tuple(hosts)
+
+
+def _paths(text: str) -> tuple[str, ...]:
+    paths = _split(text)
+    for path in paths:
+        if not path.startswith("/"):
+            raise ValueError("path prefixes starting with '/', separated by commas, such as /admin,/cart")
+    return tuple(paths)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(_split(text))
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in options:
+            raise ValueError("one of " + ", ".join(options))
+        return value
+
+    return parse
+
+
+def _zone_id(text: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{32}", text.strip()):
+        raise ValueError("32 hex characters (the zone ID from the dashboard's Overview page, not the domain)")
+    return text.strip()
+
+
+def _path(text: str) -> str:
+    return text.strip()
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
+def _split(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+    section: str = "general"
+    secret: bool = False
+
+
+KEYS: tuple[Key, ...] = (
+    Key("SITE_URL", "", parse_site_url, "Canonical site URL; robots.txt and /sitemap.xml are found under it."),
+    Key("ALLOWED_HOSTS", "", _hosts, "Hosts that may be fetched or purged (default: SITE_URL's host)."),
+    Key("SITEMAP_URLS", "", _url_list, "Sitemaps to warm, comma-separated (default: discovered from robots.txt)."),
+    Key("STATE_DIR", "", _path, "Where state.db, logs and backups live (default ~/.local/state/edgecron)."),
+    Key("LOCK_DIR", "", _path, "Where <job>.lock files live (default STATE_DIR/locks)."),
+    Key("METRICS_DIR", "", _path, "node_exporter textfile directory; empty disables metrics."),
+    Key("HEALTHCHECKS_URL", "", _text, "Healthchecks base URL (e.g. https://hc-ping.com/<uuid>); empty disables pings.", "monitoring"),
+    Key("WARM_CONCURRENCY", "8", _int(1, 256), "Parallel warm requests.", "warm"),
+    Key("WARM_RATE", "20", _float(0), "Warm requests per second across all workers (0 = unlimited).", "warm"),
+    Key("WARM_TIMEOUT", "30", _float(0.1, 600), "Seconds to wait for each warm response.", "warm"),
+    Key("WARM_MAX_FAILURE_RATE", "0.05", _float(0, 1), "Exit 1 when more than this share of URLs failed.", "warm"),
+    Key("BYPASS_PATHS", "/admin,/login,/logout,/account,/cart,/checkout,/wp-admin,/wp-login.php", _paths, "Path prefixes never warmed (logged-in or personal pages).", "warm"),
+    Key("LOGIN_COOKIES", "sessionid,wordpress_logged_in_", _names, "Cookie names that mark a logged-in visitor (cache must bypass).", "warm"),
+    Key("SITEMAP_MAX_BYTES", "52428800", _int(1024), "Cap on one sitemap's decompressed size (protocol limit 50 MiB).", "warm"),
+    Key("SITEMAP_MAX_DEPTH", "5", _int(0, 20), "How deep sitemap indexes may nest.", "warm"),
+    Key("SITEMAP_MAX_URLS", "50000", _int(1), "URLs accepted from one sitemap file (protocol limit 50,000).", "warm"),
+    Key("CF_API_TOKEN", "", _text, "Cloudflare API token with Zone → Cache Purge → Purge.", "cloudflare", secret=True),
+    Key("CF_API_TOKEN_FILE", "", _path, "File holding the token instead of CF_API_TOKEN (e.g. a systemd credential).", "cloudflare"),
+    Key("CF_ZONE_ID", "", _zone_id, "The zone ID (32 hex characters).", "cloudflare"),
+    Key("CF_API_URL", "https://api.cloudflare.com/client/v4", parse_site_url, "Cloudflare API base URL (the demo points it at the local emulator).", "cloudflare"),
+    Key("CF_PLAN", "free", _choice("free", "pro", "business", "enterprise"), "Plan, for purge rate limits.", "cloudflare"),
+    Key("CF_PURGE_BATCH", "30", _int(1, 500), "Items per purge request (halved automatically when Cloudflare says too many).", "cloudflare"),
+    Key("ACCESS_LOGS", "/var/log/nginx/access.log", _names, "nginx access logs to check: paths or globs, comma-separated.", "logs"),
+    Key("LOG_FORMAT", "combined", _text, "nginx log_format string as in nginx.conf, or a preset: combined, edgecron.", "logs"),
+    Key("CHECK_5XX_RATE", "0.01", _float(0, 1), "Breach when 5xx responses exceed this share.", "logs"),
+    Key("CHECK_P95_SECONDS", "1.0", _float(0), "Breach when p95 of $request_time exceeds this.", "logs"),
+    Key("CHECK_MIN_REQUESTS", "50", _int(0), "Rates are judged only over at least this many requests.", "logs"),
+    Key("CHECK_STATIC_ORIGIN_HITS", "100", _int(0), "Breach when one static URL reaches the origin more often than this.", "logs"),
+    Key("IMPORT_SOURCE", "", _text, "Feed to import: an http(s) JSON API URL, or a .jsonl / .csv file path.", "import"),
+    Key("IMPORT_FIELD_MAP", "", _text, "Source field names, e.g. id=guid,updated_at=modified.", "import"),
+    Key("CONTENT_DB", "", _path, "Content store (default STATE_DIR/content.db).", "import"),
+    Key("SCHEDULE_TIMEZONE", "UTC", _text, "Time zone for schedules.", "schedule"),
+)
+
+KEY_NAMES = frozenset(k.name for k in KEYS)
+SCHEDULE_PREFIX = "SCHEDULE_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Parsed settings. Use `require()` for keys a job cannot run without."""
+
+    values: Mapping[str, Any]
+    env_file: Path | None = None
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.values.get(name, default)
+
+    def require(self, name: str) -> Any:
+        value = self.values.get(name)
+        if value in (None, "", ()):
+            key = next((k for k in KEYS if k.name == name), None)
+            raise ConfigError(
+                f"{name} is not set",
+                expected=key.help.rstrip(".").lower() if key else "a value",
+            )
+        return value
+
+    @property
+    def state_dir(self) -> Path:
+        raw = self.values.get("STATE_DIR") or ""
+        if raw:
+            return self._resolve(raw)
+        xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(xdg) / "edgecron"
+
+    @property
+    def lock_dir(self) -> Path:
+        raw = self.values.get("LOCK_DIR") or ""
+        return self._resolve(raw) if raw else self.state_dir / "locks"
+
+    @property
+    def metrics_dir(self) -> Path | None:
+        raw = self.values.get("METRICS_DIR") or ""
+        return self._resolve(raw) if raw else None
+
+    @property
+    def content_db(self) -> Path:
+        raw = self.values.get("CONTENT_DB") or ""
+        return self._resolve(raw) if raw else self.state_dir / "content.db"
+
+    @property
+    def allowed_hosts(self) -> tuple[str, ...]:
+        hosts = tuple(self.values.get("ALLOWED_HOSTS") or ())
+        site = self.values.get("SITE_URL") or ""
+        if not hosts and site:
+            hosts = (urlsplit(site).hostname or "",)
+        return hosts
+
+    @property
+    def api_token(self) -> Secret:
+        token = self.values.get("CF_API_TOKEN")
+        return token if isinstance(token, Secret) else Secret("")
+
+    def schedules(self) -> dict[str, str]:
+        """SCHEDULE_<JOB> overrides, job names lower-case with '-' for '_'."""
+        return {
+            name[len(SCHEDULE_PREFIX) :].lower().replace("_", "-"): value
+            for name, value in self.values.items()
+            if name.startswith(SCHEDULE_PREFIX) and name != "SCHEDULE_TIMEZONE"
+        }
+
+    def redacted(self) -> dict[str, Any]:
+        """All values with secrets masked, for `--json` and logs."""
+        return {
+            k: ("***" if isinstance(v, Secret) and v else v)
+            for k, v in self.values.items()
+            if not isinstance(v, Secret) or v
+        }
+
+    def _resolve(self, raw: str) -> Path:
+        path = Path(raw).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+
+def load_settings(
+    *,
+    environ: Mapping[str, str] | None = None,
+    env_file: Path | None = None,
+) -> Settings:
+    """Read `.env` (if it exists) then the environment, which wins; parse every key strictly."""
+    environ = os.environ if environ is None else environ
+    file_values: dict[str, str] = {}
+    if env_file is not None and env_file.exists():
+        try:
+            raw = dotenv_values(env_file)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{env_file} cannot be read", got=exc, expected="a readable UTF-8 KEY=value file") from exc
+        for name, value in raw.items():
+            _check_known(name, source=str(env_file))
+            file_values[name] = value or ""
+    for name in environ:
+        if name.startswith("EDGECRON_") and name not in ("EDGECRON_ENV_FILE",):
+            _check_known(name, source="the environment")
+
+    merged: dict[str, str] = {k.name: k.default for k in KEYS}
+    merged.update(file_values)
+    for name, value in environ.items():
+        if name in KEY_NAMES or _is_schedule_key(name):
+            merged[name] = value
+
+    values: dict[str, Any] = {}
+    for key in KEYS:
+        text = merged.get(key.name, "")
+        values[key.name] = _parse_one(key, text)
+    for name, text in merged.items():
+        if _is_schedule_key(name):
+            values[name] = text.strip()
+
+    token_file = values.get("CF_API_TOKEN_FILE") or ""
+    token = merged.get("CF_API_TOKEN", "").strip()
+    if token_file:
+        if token:
+            raise ConfigError(
+                "CF_API_TOKEN and CF_API_TOKEN_FILE are both set",
+                expected="only one of them",
+            )
+        token = _read_token_file(Path(token_file).expanduser())
+    values["CF_API_TOKEN"] = Secret(token)
+    base_dir = env_file.parent.resolve() if env_file is not None else Path.cwd()
+    return Settings(values=values, env_file=env_file, base_dir=base_dir)
+
+
+def _is_schedule_key(name: str) -> bool:
+    return name.startswith(SCHEDULE_PREFIX) and name != "SCHEDULE_TIMEZONE" and len(name) > len(SCHEDULE_PREFIX)
+
+
+def _parse_one(key: Key, text: str) -> Any:
+    if key.secret:
+        return text
+    if text.strip() == "":
+        if key.default:
+            return key.parse(key.default)
+        try:
+            return key.parse("")  # list-valued keys parse "" as ()
+        except ValueError:
+            return ""
+    try:
+        return key.parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"{key.name} is not valid", got=text, expected=str(exc)) from None
+
+
+def _check_known(name: str, *, source: str) -> None:
+    if name in KEY_NAMES or _is_schedule_key(name) or name == "EDGECRON_ENV_FILE":
+        return
+    close = difflib.get_close_matches(name, sorted(KEY_NAMES), n=1)
+    raise ConfigError(
+        f"{name} in {source} is not a known setting",
+        expected=f"{close[0]}?" if close else "one of the keys listed in .env.example",
+    )
+
+
+def _read_token_file(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            "CF_API_TOKEN_FILE cannot be read",
+            got=f"{path} ({exc.strerror})",
+            expected="a readable file holding the API token",
+        ) from None
+    if not token:
+        raise ConfigError("CF_API_TOKEN_FILE is empty", got=str(path), expected="a file holding the API token")
+    return token
+
+
+def render_env_example() -> str:
+    """The text of `.env.example`: every key with its help and default."""
+    lines = [
+        "# edgecron settings. Copy to .env and edit; the environment wins over this file.",
+        "# Generated from lib/edgecron/config.py (KEYS); a test keeps the two equal.",
+    ]
+    section = None
+    for key in KEYS:
+        if key.section != section:
+            section = key.section
+            lines += ["", f"# --- {section} ---"]
+        lines.append(f"# {key.help}")
+        lines.append(f"{key.name}={key.default}")
+    lines += [
+        "",
+        "# --- schedule overrides (cron syntax, 5 fields); defaults are in lib/edgecron/schedule.py ---",
+        "# SCHEDULE_WARM=*/30 * * * *",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,168 @@
+"""HTTP helpers safe to point at a production site.
+
+`make_session()`: a requests Session with timeouts, urllib3 Retry honouring Retry-After, an honest
+user agent and a cookie jar that stores nothing. `open_checked()` follows redirects by hand so a
+redirect to a host that is not allowed is refused instead of followed. `read_capped()` streams a
+body with a hard cap on the *decompressed* size (gzip served with or without Content-Encoding).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Iterator
+from http.cookiejar import DefaultCookiePolicy
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from . import USER_AGENT
+from .errors import InputError, UpstreamUnavailable
+
+RETRY_STATUSES = (429, 502, 503, 504)
+GZIP_MAGIC = b"\x1f\x8b"
+CHUNK = 64 * 1024
+
+
+class _NoCookies(DefaultCookiePolicy):
+    """Accept no cookie, so nothing a site sets is ever sent back."""
+
+    def set_ok(self, cookie, request):  # type: ignore[no-untyped-def]
+        return False
+
+    def return_ok(self, cookie, request):  # type: ignore[no-untyped-def]
+        return False
+
+
+def make_session(*, retries: int = 3, backoff: float = 0.5, user_agent: str = USER_AGENT) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # no ~/.netrc credentials, no proxy surprises on the VPS
+    session.cookies.set_policy(_NoCookies())
+    session.headers.clear()
+    session.headers.update({"User-Agent": user_agent, "Accept": "*/*", "Accept-Encoding": "gzip"})
+    retry = Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        backoff_factor=backoff,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET", "HEAD"}),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+    adapter = HTTPAdapter(max_retries=retry, pool_maxsize=16)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def host_allowed(url: str, allowed_hosts: Iterable[str]) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and (parts.hostname or "").lower() in set(allowed_hosts)
+
+
+def open_checked(
+    session: requests.Session,
+    url: str,
+    *,
+    allowed_hosts: Iterable[str],
+    timeout: float = 30.0,
+    max_redirects: int = 5,
+    what: str = "URL",
+) -> requests.Response:
+    """GET `url` (streamed), following at most `max_redirects` redirects that stay on allowed hosts."""
+    allowed = {h.lower() for h in allowed_hosts}
+    current = url
+    for _ in range(max_redirects + 1):
+        if not host_allowed(current, allowed):
+            raise InputError(
+                f"{what} {url} leads to a host that is not allowed"
+                + (f" (redirected to {current})" if current != url else ""),
+                got=urlsplit(current).hostname,
+                expected="one of ALLOWED_HOSTS: " + ", ".join(sorted(allowed)),
+            )
+        try:
+            response = session.get(current, stream=True, timeout=timeout, allow_redirects=False)
+        except requests.RequestException as exc:
+            raise UpstreamUnavailable(
+                f"{what} {current} could not be fetched", got=type(exc).__name__, expected="an HTTP response"
+            ) from None
+        if response.is_redirect and "location" in response.headers:
+            response.close()
+            current = urljoin(current, response.headers["location"])
+            continue
+        if response.status_code >= 500 or response.status_code == 429:
+            response.close()
+            raise UpstreamUnavailable(
+                f"{what} {current} answered HTTP {response.status_code}", got=response.status_code, expected="HTTP 200"
+            )
+        if response.status_code != 200:
+            response.close()
+            raise InputError(
+                f"{what} {current} answered HTTP {response.status_code}",
+                got=response.status_code,
+                expected="HTTP 200; check the URL",
+            )
+        return response
+    raise InputError(f"{what} {url} redirects more than {max_redirects} times", expected="at most 5 redirects")
+
+
+def read_capped(chunks: Iterable[bytes], *, max_bytes: int, what: str) -> Iterator[bytes]:
+    """Yield the decompressed body (gzip sniffed by magic bytes), never more than `max_bytes`."""
+    iterator = iter(chunks)
+    first = b""
+    for chunk in iterator:
+        first = chunk
+        if chunk:
+            break
+    total = 0
+
+    def over() -> InputError:
+        return InputError(
+            f"{what} is larger than {max_bytes} bytes once decompressed",
+            expected=f"at most {max_bytes} bytes (raise SITEMAP_MAX_BYTES if this is genuine)",
+        )
+
+    if first.startswith(GZIP_MAGIC):
+        inflater = zlib.decompressobj(wbits=31)
+        for chunk in _prepend(first, iterator):
+            data = chunk
+            while data:
+                try:
+                    out = inflater.decompress(data, CHUNK)
+                except zlib.error as exc:
+                    raise InputError(f"{what} is not valid gzip", got=str(exc), expected="a gzip stream") from None
+                total += len(out)
+                if total > max_bytes:
+                    raise over()
+                if out:
+                    yield out
+                data = inflater.unconsumed_tail
+            if inflater.eof:
+                return
+        if not inflater.eof:
+            raise InputError(f"{what} is a truncated gzip stream", expected="a complete gzip file")
+        return
+    for chunk in _prepend(first, iterator):
+        total += len(chunk)
+        if total > max_bytes:
+            raise over()
+        if chunk:
+            yield chunk
+
+
+def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest
+
+
+def response_chunks(response: requests.Response, *, what: str) -> Iterator[bytes]:
+    """Body chunks, Content-Encoding decoded by urllib3 (bounded per read since urllib3 2.7)."""
+    try:
+        yield from response.raw.stream(CHUNK, decode_content=True)
+    except Exception as exc:  # urllib3 raises several types for a cut or corrupt body
+        raise UpstreamUnavailable(f"{what} was cut off while downloading", got=type(exc).__name__) from None
+    finally:
+        response.close()

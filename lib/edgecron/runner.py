@@ -1,0 +1,187 @@
+"""The frame every job runs in: lock → run record → (work) → metrics → exit code.
+
+SIGTERM/SIGINT set `stop`: the job stops starting new work, finishes what is in flight, and the
+run is recorded as interrupted with exit code 143/130. A second SIGINT aborts at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .config import Settings
+from .errors import EdgecronError, ExitCode
+from .lock import JobLock
+from .metrics import write_job_metrics
+from .state import StateDB, iso, open_state
+
+STATUS_BY_EXIT = {
+    ExitCode.OK: "ok",
+    ExitCode.PROBLEMS: "problems",
+    ExitCode.USAGE: "usage-error",
+    ExitCode.TEMPFAIL: "tempfail",
+    ExitCode.SIGINT: "interrupted",
+    ExitCode.SIGTERM: "interrupted",
+}
+
+
+class EventLog:
+    """One JSON line per event in `STATE_DIR/logs/<job>.jsonl`; dry runs are labelled on each line."""
+
+    def __init__(self, path: Path | None, *, job: str, run_id: str, dry_run: bool, now: Callable[[], datetime]) -> None:
+        self.path = path
+        self.job = job
+        self.run_id = run_id
+        self.dry_run = dry_run
+        self.now = now
+        self._lock = threading.Lock()
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        if self.path is None:
+            return
+        record = {"ts": iso(self.now()), "job": self.job, "run_id": self.run_id, "event": event}
+        if self.dry_run:
+            record["dry_run"] = True
+        record.update(fields)
+        line = json.dumps(record, default=str, ensure_ascii=False) + "\n"
+        with self._lock:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with self.path.open("a", encoding="utf-8") as fh:
+                    fh.write(line)
+            except OSError:
+                pass  # the event log must never break the job
+
+
+class JobRun:
+    """Context manager around one run of one job. Dry runs take no lock and record nothing."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        job: str,
+        dry_run: bool = False,
+        lock_wait: float = 0.0,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.job = job
+        self.dry_run = dry_run
+        self.lock_wait = lock_wait
+        self.now = now
+        self.run_id = uuid.uuid4().hex
+        self.stop = threading.Event()
+        self.signal_received: int | None = None
+        self.counts: dict[str, Any] = {}
+        self.exit_code: ExitCode = ExitCode.OK
+        self.state: StateDB | None = None
+        self._lock = JobLock(settings.lock_dir, job)
+        self._old_handlers: dict[int, Any] = {}
+        self._started_wall = 0.0
+        self._started_mono = 0.0
+        log_path = None if dry_run else settings.state_dir / "logs" / f"{job}.jsonl"
+        self.log = EventLog(log_path, job=job, run_id=self.run_id, dry_run=dry_run, now=now)
+
+    def __enter__(self) -> JobRun:
+        started = self.now()
+        self._started_wall = started.timestamp()
+        self._started_mono = time.monotonic()
+        if not self.dry_run:
+            self._lock.acquire(now=started, wait_seconds=self.lock_wait)
+            try:
+                self.state = open_state(self.settings.state_dir)
+                self.state.execute(
+                    "INSERT INTO runs(run_id, job, started_at, host, pid, command) VALUES (?,?,?,?,?,?)",
+                    (self.run_id, self.job, iso(started), socket.gethostname(), os.getpid(), " ".join(sys.argv)),
+                )
+            except BaseException:
+                self._lock.release()
+                raise
+        self._install_signal_handlers()
+        self.log("start", command=" ".join(sys.argv))
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            error_text = None
+            if isinstance(exc, EdgecronError):
+                self.exit_code = exc.exit_code
+                error_text = exc.message
+            elif isinstance(exc, KeyboardInterrupt):
+                self.exit_code = ExitCode.SIGINT
+                error_text = "aborted by a second SIGINT"
+            elif exc is not None:
+                self.exit_code = ExitCode.PROBLEMS
+                error_text = f"{type(exc).__name__}: {exc}"
+            if self.signal_received is not None:
+                self.exit_code = ExitCode.SIGINT if self.signal_received == signal.SIGINT else ExitCode.SIGTERM
+            self._record(error_text)
+        finally:
+            self._restore_signal_handlers()
+            if self.state is not None:
+                self.state.close()
+            self._lock.release()
+
+    def _record(self, error_text: str | None) -> None:
+        finished = self.now()
+        duration = time.monotonic() - self._started_mono
+        status = STATUS_BY_EXIT.get(self.exit_code, "failed")
+        if error_text and self.exit_code == ExitCode.PROBLEMS and status == "problems":
+            status = "failed"
+        self.log("finish", status=status, exit_code=int(self.exit_code), duration_s=round(duration, 3), counts=self.counts, error=error_text)
+        if self.state is None:
+            return
+        self.state.execute(
+            "UPDATE runs SET finished_at=?, status=?, exit_code=?, duration_s=?, counts=?, error=? WHERE run_id=?",
+            (iso(finished), status, int(self.exit_code), duration, json.dumps(self.counts, default=str), error_text, self.run_id),
+        )
+        metrics_dir = self.settings.metrics_dir
+        if metrics_dir is not None:
+            row = self.state.execute(
+                "SELECT max(finished_at) FROM runs WHERE job=? AND status='ok'", (self.job,)
+            ).fetchone()
+            last_ok = datetime.fromisoformat(row[0]).timestamp() if row and row[0] else None
+            try:
+                write_job_metrics(
+                    metrics_dir,
+                    self.job,
+                    started=self._started_wall,
+                    duration=duration,
+                    exit_code=int(self.exit_code),
+                    last_success=last_ok,
+                    counts={k: v for k, v in self.counts.items() if isinstance(v, int | float)},
+                )
+            except OSError as exc:
+                self.log("metrics-failed", error=str(exc))  # metrics must never change the result
+
+    # --- signals -------------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._old_handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def _restore_signal_handlers(self) -> None:
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler)
+        self._old_handlers.clear()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: stop waiting for in-flight work
+        self.signal_received = signum
+        self.stop.set()
+        self.log("signal", signal=signal.Signals(signum).name)

@@ -1,0 +1,140 @@
+"""The state database, `STATE_DIR/state.db`: SQLite in WAL mode with a busy timeout.
+
+Migrations are named and applied once each, in list order; each module's tables are added by
+appending to `MIGRATIONS` (never edit an applied one: add a new one).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from .errors import StateError
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "001_runs",
+        """
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL UNIQUE,
+            job TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            status TEXT NOT NULL DEFAULT 'running',
+            exit_code INTEGER,
+            duration_s REAL,
+            counts TEXT NOT NULL DEFAULT '{}',
+            error TEXT,
+            host TEXT,
+            pid INTEGER,
+            command TEXT
+        );
+        CREATE INDEX runs_job_started ON runs(job, started_at);
+        """,
+    ),
+    (
+        "002_warm_results",
+        """
+        CREATE TABLE warm_results (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            pass INTEGER NOT NULL DEFAULT 1,
+            url TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            http_status INTEGER,
+            cache_status TEXT,
+            age INTEGER,
+            cf_ray TEXT,
+            elapsed_ms REAL,
+            bytes INTEGER,
+            attempts INTEGER NOT NULL DEFAULT 1,
+            error TEXT,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX warm_results_run ON warm_results(run_id, pass);
+        """,
+    ),
+]
+
+
+class StateDB:
+    """A connection to the state database with migrations applied."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA busy_timeout=30000")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StateError(
+                f"state database {path} is unusable",
+                got=str(exc),
+                expected="a writable SQLite file (or none: it is created)",
+            ) from None
+        except OSError as exc:
+            raise StateError(
+                f"state directory {path.parent} is unusable", got=exc.strerror, expected="a writable directory"
+            ) from None
+
+    def _migrate(self) -> None:
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        done = {row[0] for row in self.conn.execute("SELECT name FROM schema_migrations")}
+        for name, sql in MIGRATIONS:
+            if name in done:
+                continue
+            with self.transaction():
+                if self.conn.execute("SELECT 1 FROM schema_migrations WHERE name=?", (name,)).fetchone():
+                    continue  # another process applied it while we waited for the write lock
+                for statement in _statements(sql):
+                    self.conn.execute(statement)
+                self.conn.execute(
+                    "INSERT INTO schema_migrations(name, applied_at) VALUES (?, datetime('now'))", (name,)
+                )
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error): data and checkpoints commit together."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def execute(self, sql: str, params: tuple | dict = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> StateDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _statements(sql: str) -> list[str]:
+    return [part.strip() for part in sql.split(";") if part.strip()]
+
+
+def iso(moment: datetime) -> str:
+    """Timestamps are stored as ISO 8601 UTC strings with seconds precision and offset."""
+    return moment.isoformat(timespec="milliseconds")
+
+
+def open_state(state_dir: Path) -> StateDB:
+    return StateDB(state_dir / "state.db")
