@@ -58,6 +58,41 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX warm_results_run ON warm_results(run_id, pass);
         """,
     ),
+    (
+        "003_outbox",
+        """
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('url', 'tag', 'prefix', 'host', 'everything')),
+            value TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sending', 'done')),
+            source TEXT NOT NULL DEFAULT 'manual',
+            enqueued_at TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            last_attempt_at TEXT,
+            sent_at TEXT,
+            result_id TEXT,
+            run_id TEXT
+        );
+        CREATE UNIQUE INDEX outbox_one_open ON outbox(kind, value) WHERE status != 'done';
+        CREATE INDEX outbox_status ON outbox(status, id);
+        """,
+    ),
+    (
+        "004_deploys",
+        """
+        CREATE TABLE deploys (
+            id INTEGER PRIMARY KEY,
+            ref TEXT NOT NULL,
+            deployed_at TEXT NOT NULL,
+            manifest TEXT NOT NULL DEFAULT '{}',
+            changed INTEGER NOT NULL DEFAULT 0,
+            removed INTEGER NOT NULL DEFAULT 0,
+            run_id TEXT
+        );
+        """,
+    ),
 ]
 
 
