@@ -150,28 +150,94 @@ KEYS: tuple[Key, ...] = (
     Key("STATE_DIR", "", _path, "Where state.db, logs and backups live (default ~/.local/state/edgecron)."),
     Key("LOCK_DIR", "", _path, "Where <job>.lock files live (default STATE_DIR/locks)."),
     Key("METRICS_DIR", "", _path, "node_exporter textfile directory; empty disables metrics."),
-    Key("HEALTHCHECKS_URL", "", _text, "Healthchecks base URL (e.g. https://hc-ping.com/<uuid>); empty disables pings.", "monitoring"),
+    Key(
+        "HEALTHCHECKS_URL",
+        "",
+        _text,
+        "Healthchecks base URL (e.g. https://hc-ping.com/<uuid>); empty disables pings.",
+        "monitoring",
+    ),
     Key("WARM_CONCURRENCY", "8", _int(1, 256), "Parallel warm requests.", "warm"),
     Key("WARM_RATE", "20", _float(0), "Warm requests per second across all workers (0 = unlimited).", "warm"),
     Key("WARM_TIMEOUT", "30", _float(0.1, 600), "Seconds to wait for each warm response.", "warm"),
     Key("WARM_MAX_FAILURE_RATE", "0.05", _float(0, 1), "Exit 1 when more than this share of URLs failed.", "warm"),
-    Key("BYPASS_PATHS", "/admin,/login,/logout,/account,/cart,/checkout,/wp-admin,/wp-login.php", _paths, "Path prefixes never warmed (logged-in or personal pages).", "warm"),
-    Key("LOGIN_COOKIES", "sessionid,wordpress_logged_in_", _names, "Cookie names that mark a logged-in visitor (cache must bypass).", "warm"),
-    Key("SITEMAP_MAX_BYTES", "52428800", _int(1024), "Cap on one sitemap's decompressed size (protocol limit 50 MiB).", "warm"),
+    Key(
+        "BYPASS_PATHS",
+        "/admin,/login,/logout,/account,/cart,/checkout,/wp-admin,/wp-login.php",
+        _paths,
+        "Path prefixes never warmed (logged-in or personal pages).",
+        "warm",
+    ),
+    Key(
+        "LOGIN_COOKIES",
+        "sessionid,wordpress_logged_in_",
+        _names,
+        "Cookie names that mark a logged-in visitor (cache must bypass).",
+        "warm",
+    ),
+    Key(
+        "SITEMAP_MAX_BYTES",
+        "52428800",
+        _int(1024),
+        "Cap on one sitemap's decompressed size (protocol limit 50 MiB).",
+        "warm",
+    ),
     Key("SITEMAP_MAX_DEPTH", "5", _int(0, 20), "How deep sitemap indexes may nest.", "warm"),
     Key("SITEMAP_MAX_URLS", "50000", _int(1), "URLs accepted from one sitemap file (protocol limit 50,000).", "warm"),
     Key("CF_API_TOKEN", "", _text, "Cloudflare API token with Zone → Cache Purge → Purge.", "cloudflare", secret=True),
-    Key("CF_API_TOKEN_FILE", "", _path, "File holding the token instead of CF_API_TOKEN (e.g. a systemd credential).", "cloudflare"),
+    Key(
+        "CF_API_TOKEN_FILE",
+        "",
+        _path,
+        "File holding the token instead of CF_API_TOKEN (e.g. a systemd credential).",
+        "cloudflare",
+    ),
     Key("CF_ZONE_ID", "", _zone_id, "The zone ID (32 hex characters).", "cloudflare"),
-    Key("CF_API_URL", "https://api.cloudflare.com/client/v4", parse_site_url, "Cloudflare API base URL (the demo points it at the local emulator).", "cloudflare"),
-    Key("CF_PLAN", "free", _choice("free", "pro", "business", "enterprise"), "Plan, for purge rate limits.", "cloudflare"),
-    Key("CF_PURGE_BATCH", "30", _int(1, 500), "Items per purge request (halved automatically when Cloudflare says too many).", "cloudflare"),
-    Key("ACCESS_LOGS", "/var/log/nginx/access.log", _names, "nginx access logs to check: paths or globs, comma-separated.", "logs"),
-    Key("LOG_FORMAT", "combined", _text, "nginx log_format string as in nginx.conf, or a preset: combined, edgecron.", "logs"),
+    Key(
+        "CF_API_URL",
+        "https://api.cloudflare.com/client/v4",
+        parse_site_url,
+        "Cloudflare API base URL (the demo points it at the local emulator).",
+        "cloudflare",
+    ),
+    Key(
+        "CF_PLAN",
+        "free",
+        _choice("free", "pro", "business", "enterprise"),
+        "Plan, for purge rate limits.",
+        "cloudflare",
+    ),
+    Key(
+        "CF_PURGE_BATCH",
+        "30",
+        _int(1, 500),
+        "Items per purge request (halved automatically when Cloudflare says too many).",
+        "cloudflare",
+    ),
+    Key(
+        "ACCESS_LOGS",
+        "/var/log/nginx/access.log",
+        _names,
+        "nginx access logs to check: paths or globs, comma-separated.",
+        "logs",
+    ),
+    Key(
+        "LOG_FORMAT",
+        "combined",
+        _text,
+        "nginx log_format string as in nginx.conf, or a preset: combined, edgecron.",
+        "logs",
+    ),
     Key("CHECK_5XX_RATE", "0.01", _float(0, 1), "Breach when 5xx responses exceed this share.", "logs"),
     Key("CHECK_P95_SECONDS", "1.0", _float(0), "Breach when p95 of $request_time exceeds this.", "logs"),
     Key("CHECK_MIN_REQUESTS", "50", _int(0), "Rates are judged only over at least this many requests.", "logs"),
-    Key("CHECK_STATIC_ORIGIN_HITS", "100", _int(0), "Breach when one static URL reaches the origin more often than this.", "logs"),
+    Key(
+        "CHECK_STATIC_ORIGIN_HITS",
+        "100",
+        _int(0),
+        "Breach when one static URL reaches the origin more often than this.",
+        "logs",
+    ),
     Key("IMPORT_SOURCE", "", _text, "Feed to import: an http(s) JSON API URL, or a .jsonl / .csv file path.", "import"),
     Key("IMPORT_FIELD_MAP", "", _text, "Source field names, e.g. id=guid,updated_at=modified.", "import"),
     Key("CONTENT_DB", "", _path, "Content store (default STATE_DIR/content.db).", "import"),
@@ -275,7 +341,9 @@ def load_settings(
         try:
             raw = dotenv_values(env_file)
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{env_file} cannot be read", got=exc, expected="a readable UTF-8 KEY=value file") from exc
+            raise ConfigError(
+                f"{env_file} cannot be read", got=exc, expected="a readable UTF-8 KEY=value file"
+            ) from exc
         for name, value in raw.items():
             _check_known(name, source=str(env_file))
             file_values[name] = value or ""

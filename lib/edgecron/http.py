@@ -28,10 +28,10 @@ CHUNK = 64 * 1024
 class _NoCookies(DefaultCookiePolicy):
     """Accept no cookie, so nothing a site sets is ever sent back."""
 
-    def set_ok(self, cookie, request):  # type: ignore[no-untyped-def]
+    def set_ok(self, cookie, request):
         return False
 
-    def return_ok(self, cookie, request):  # type: ignore[no-untyped-def]
+    def return_ok(self, cookie, request):
         return False
 
 

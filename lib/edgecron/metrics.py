@@ -21,14 +21,22 @@ def write_job_metrics(
     """Write one job's gauges; `last_success` carries over from earlier runs when this one failed."""
     registry = CollectorRegistry()
     labels = ["job"]
-    Gauge("edgecron_job_last_start_timestamp_seconds", "When the last run started.", labels, registry=registry).labels(job).set(started)
-    Gauge("edgecron_job_duration_seconds", "How long the last run took.", labels, registry=registry).labels(job).set(duration)
-    Gauge("edgecron_job_last_exit_code", "Exit code of the last run.", labels, registry=registry).labels(job).set(exit_code)
+    Gauge("edgecron_job_last_start_timestamp_seconds", "When the last run started.", labels, registry=registry).labels(
+        job
+    ).set(started)
+    Gauge("edgecron_job_duration_seconds", "How long the last run took.", labels, registry=registry).labels(job).set(
+        duration
+    )
+    Gauge("edgecron_job_last_exit_code", "Exit code of the last run.", labels, registry=registry).labels(job).set(
+        exit_code
+    )
     if last_success is not None:
         Gauge(
             "edgecron_job_last_success_timestamp_seconds", "When the job last succeeded.", labels, registry=registry
         ).labels(job).set(last_success)
-    items = Gauge("edgecron_job_items", "Items handled by the last run, by result.", ["job", "result"], registry=registry)
+    items = Gauge(
+        "edgecron_job_items", "Items handled by the last run, by result.", ["job", "result"], registry=registry
+    )
     for result, value in sorted(counts.items()):
         if isinstance(value, int | float) and not isinstance(value, bool):
             items.labels(job, result).set(value)

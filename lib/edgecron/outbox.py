@@ -7,6 +7,7 @@ pending with its attempts and last error for the next run.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,7 +73,7 @@ class PurgeOutbox:
         return out
 
 
-def _item(row) -> OutboxItem:  # type: ignore[no-untyped-def]
+def _item(row: sqlite3.Row) -> OutboxItem:
     return OutboxItem(
         id=row["id"],
         kind=row["kind"],

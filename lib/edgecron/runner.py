@@ -50,7 +50,7 @@ class EventLog:
     def __call__(self, event: str, **fields: Any) -> None:
         if self.path is None:
             return
-        record = {"ts": iso(self.now()), "job": self.job, "run_id": self.run_id, "event": event}
+        record: dict[str, Any] = {"ts": iso(self.now()), "job": self.job, "run_id": self.run_id, "event": event}
         if self.dry_run:
             record["dry_run"] = True
         record.update(fields)
@@ -140,12 +140,27 @@ class JobRun:
         status = STATUS_BY_EXIT.get(self.exit_code, "failed")
         if error_text and self.exit_code == ExitCode.PROBLEMS and status == "problems":
             status = "failed"
-        self.log("finish", status=status, exit_code=int(self.exit_code), duration_s=round(duration, 3), counts=self.counts, error=error_text)
+        self.log(
+            "finish",
+            status=status,
+            exit_code=int(self.exit_code),
+            duration_s=round(duration, 3),
+            counts=self.counts,
+            error=error_text,
+        )
         if self.state is None:
             return
         self.state.execute(
             "UPDATE runs SET finished_at=?, status=?, exit_code=?, duration_s=?, counts=?, error=? WHERE run_id=?",
-            (iso(finished), status, int(self.exit_code), duration, json.dumps(self.counts, default=str), error_text, self.run_id),
+            (
+                iso(finished),
+                status,
+                int(self.exit_code),
+                duration,
+                json.dumps(self.counts, default=str),
+                error_text,
+                self.run_id,
+            ),
         )
         metrics_dir = self.settings.metrics_dir
         if metrics_dir is not None:

@@ -1,0 +1,475 @@
+"""Cache warming: anonymous GETs with bounded concurrency and rate, one result per URL.
+
+A shared urllib3 PoolManager is used rather than requests: at 64 parallel requests requests costs
+~1.3 ms CPU per call under the GIL and tops out near half the network limit (bench-facts.md).
+Requests carry only User-Agent, Accept and Accept-Encoding: never Cookie, Authorization or Origin
+(they would split or bypass Cloudflare's cache key), and the pool keeps no cookie jar.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+
+import urllib3
+
+from . import USER_AGENT
+from .config import Settings
+from .state import StateDB, iso
+
+WARM_HEADERS = {"User-Agent": USER_AGENT, "Accept": "*/*", "Accept-Encoding": "gzip, br"}
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+SERVED_FROM_CACHE = frozenset({"HIT", "REVALIDATED", "UPDATING", "STALE"})
+FILLED = frozenset({"MISS", "EXPIRED"})
+OUTCOMES = ("warm", "filled", "not-cacheable", "challenge", "failed")
+
+
+@dataclass
+class WarmResult:
+    url: str
+    outcome: str
+    http_status: int | None = None
+    cache_status: str | None = None
+    age: int | None = None
+    cf_ray: str | None = None
+    elapsed_ms: float = 0.0
+    bytes: int = 0
+    attempts: int = 1
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def classify(status: int, headers: urllib3.HTTPHeaderDict) -> tuple[str, str | None]:
+    """(outcome, cf-cache-status) for one response; see reference §2.1 for the table."""
+    cache_status = (headers.get("cf-cache-status") or "").upper() or None
+    if (headers.get("cf-mitigated") or "").lower() == "challenge":
+        return "challenge", cache_status
+    if status >= 400:
+        return "failed", cache_status
+    if cache_status in SERVED_FROM_CACHE:
+        return "warm", cache_status
+    if cache_status in FILLED:
+        return "filled", cache_status
+    return "not-cacheable", cache_status  # BYPASS, DYNAMIC, NONE/UNKNOWN or no header at all
+
+
+class SeenUrls:
+    """Set of URLs seen, stored as 64-bit hashes in an open-addressing array (8-16 bytes per URL).
+
+    A Python set of 1M URL strings costs ~150 MB; this costs ~16 MB, which keeps a million-URL
+    sitemap within the memory budget. A false duplicate needs a 64-bit hash collision.
+    """
+
+    def __init__(self, capacity: int = 1 << 16) -> None:
+        self._slots = array("Q", bytes(8 * capacity))
+        self._mask = capacity - 1
+        self._count = 0
+
+    def add(self, url: str) -> bool:
+        """True if `url` is new (and now remembered), False if it was seen before."""
+        key = hash(url) & 0xFFFFFFFFFFFFFFFF or 1
+        slots, mask = self._slots, self._mask
+        index = key & mask
+        while True:
+            current = slots[index]
+            if current == key:
+                return False
+            if current == 0:
+                slots[index] = key
+                self._count += 1
+                if self._count * 2 > mask:
+                    self._grow()
+                return True
+            index = (index + 1) & mask
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _grow(self) -> None:
+        old = self._slots
+        self._slots = array("Q", bytes(16 * len(old)))
+        self._mask = len(self._slots) - 1
+        slots, mask = self._slots, self._mask
+        for key in old:
+            if key:
+                index = key & mask
+                while slots[index]:
+                    index = (index + 1) & mask
+                slots[index] = key
+
+
+def plan_urls(
+    urls: Iterable[str],
+    *,
+    allowed_hosts: Iterable[str],
+    bypass_paths: Iterable[str],
+    skipped: Counter[str],
+    limit: int | None = None,
+) -> Iterator[str]:
+    """Drop duplicates, URLs off the allowed hosts and BYPASS_PATHS; stop after `limit`."""
+    hosts = {h.lower() for h in allowed_hosts}
+    bypass = tuple(bypass_paths)
+    seen = SeenUrls()
+    emitted = 0
+    for url in urls:
+        if limit is not None and emitted >= limit:
+            return
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or (parts.hostname or "").lower() not in hosts:
+            skipped["off-host"] += 1
+            continue
+        if bypass and (parts.path or "/").startswith(bypass):
+            skipped["bypass-path"] += 1
+            continue
+        if not seen.add(url):
+            skipped["duplicate"] += 1
+            continue
+        emitted += 1
+        yield url
+
+
+class RateLimiter:
+    """Spaces request starts to `rate` per second across threads (0 = unlimited)."""
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.clock = clock
+        self.sleep = sleep
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = self.clock()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        if start > now:
+            self.sleep(start - now)
+
+
+@dataclass
+class WarmOptions:
+    concurrency: int = 8
+    rate: float = 20.0
+    timeout: float = 30.0
+    retries: int = 2
+    max_retry_wait: float = 30.0
+    allowed_hosts: tuple[str, ...] = ()
+
+
+@dataclass
+class WarmSummary:
+    requested: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    cache_statuses: Counter[str] = field(default_factory=Counter)
+    slowest: list[WarmResult] = field(default_factory=list)
+    failures: list[WarmResult] = field(default_factory=list)
+    interrupted: bool = False
+
+    KEEP = 10
+
+    def add(self, result: WarmResult) -> None:
+        self.requested += 1
+        self.outcomes[result.outcome] += 1
+        self.cache_statuses[result.cache_status or "(none)"] += 1
+        if result.outcome in ("failed", "challenge") and len(self.failures) < 100:
+            self.failures.append(result)
+        if len(self.slowest) < self.KEEP or result.elapsed_ms > self.slowest[-1].elapsed_ms:
+            self.slowest.append(result)
+            self.slowest.sort(key=lambda r: -r.elapsed_ms)
+            del self.slowest[self.KEEP :]
+
+    @property
+    def failure_rate(self) -> float:
+        bad = self.outcomes["failed"] + self.outcomes["challenge"]
+        return bad / self.requested if self.requested else 0.0
+
+
+class Warmer:
+    """Requests URLs with `concurrency` worker threads; results come back on the caller's thread."""
+
+    def __init__(
+        self,
+        options: WarmOptions,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.options = options
+        self.clock = clock
+        self.pool = urllib3.PoolManager(
+            num_pools=8,
+            maxsize=options.concurrency,
+            block=False,
+            retries=False,
+            timeout=urllib3.Timeout(connect=min(10.0, options.timeout), read=options.timeout),
+        )
+        self.limiter = RateLimiter(options.rate, clock=clock, sleep=sleep)
+
+    def fetch_one(self, url: str, *, stop: threading.Event | None = None) -> WarmResult:
+        """GET `url` anonymously, reading the body to the end (Cloudflare fills on full reads)."""
+        if self.options.allowed_hosts and (urlsplit(url).hostname or "").lower() not in self.options.allowed_hosts:
+            return WarmResult(url, "failed", error="host not in ALLOWED_HOSTS; not requested")
+        attempts = 0
+        while True:
+            attempts += 1
+            self.limiter.wait()
+            started = self.clock()
+            try:
+                response = self.pool.request("GET", url, headers=WARM_HEADERS, preload_content=False, redirect=False)
+                size = 0
+                for chunk in response.stream(65536, decode_content=False):
+                    size += len(chunk)
+                response.release_conn()
+            except urllib3.exceptions.HTTPError as exc:
+                result = WarmResult(
+                    url, "failed", elapsed_ms=(self.clock() - started) * 1000, attempts=attempts, error=_describe(exc)
+                )
+                if attempts <= self.options.retries and not (stop and stop.is_set()):
+                    self._pause(self._backoff(attempts), stop)
+                    continue
+                return result
+            elapsed = (self.clock() - started) * 1000
+            status = response.status
+            headers = response.headers
+            if status in RETRY_STATUSES and attempts <= self.options.retries and not (stop and stop.is_set()):
+                delay = _retry_after(headers.get("retry-after")) or self._backoff(attempts)
+                if delay <= self.options.max_retry_wait:
+                    self._pause(delay, stop)
+                    continue
+            outcome, cache_status = classify(status, headers)
+            return WarmResult(
+                url,
+                outcome,
+                http_status=status,
+                cache_status=cache_status,
+                age=_int_or_none(headers.get("age")),
+                cf_ray=headers.get("cf-ray"),
+                elapsed_ms=round(elapsed, 2),
+                bytes=size,
+                attempts=attempts,
+                error=f"HTTP {status}" if outcome == "failed" else None,
+            )
+
+    def run(
+        self,
+        urls: Iterable[str],
+        *,
+        stop: threading.Event,
+        on_result: Callable[[WarmResult], None],
+    ) -> None:
+        """Warm `urls`; stop starting new requests once `stop` is set, finishing those in flight."""
+        todo: queue.Queue[str | None] = queue.Queue(maxsize=self.options.concurrency * 4)
+        done: queue.Queue[WarmResult | BaseException] = queue.Queue()
+        workers = [
+            threading.Thread(target=self._work, args=(todo, done, stop), daemon=True, name=f"warm-{i}")
+            for i in range(self.options.concurrency)
+        ]
+        feeder_error: list[BaseException] = []
+        feeder = threading.Thread(target=self._feed, args=(urls, todo, stop, feeder_error), daemon=True)
+        for thread in workers:
+            thread.start()
+        feeder.start()
+        finished_workers = 0
+        while finished_workers < len(workers):
+            try:
+                item = done.get(timeout=0.2)  # the timeout lets signal handlers run
+            except queue.Empty:
+                continue
+            if isinstance(item, BaseException):
+                finished_workers += 1
+                continue
+            on_result(item)
+        feeder.join()
+        if feeder_error:
+            raise feeder_error[0]
+
+    def _feed(
+        self, urls: Iterable[str], todo: queue.Queue[str | None], stop: threading.Event, error: list[BaseException]
+    ) -> None:
+        try:
+            for url in urls:
+                while not stop.is_set():
+                    try:
+                        todo.put(url, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+        except BaseException as exc:  # a sitemap that fails mid-stream ends the feed; workers drain
+            error.append(exc)
+        finally:
+            for _ in range(self.options.concurrency):
+                todo.put(None)
+
+    def _work(self, todo: queue.Queue[str | None], done: queue.Queue, stop: threading.Event) -> None:
+        while True:
+            url = todo.get()
+            if url is None:
+                done.put(StopIteration())
+                return
+            if stop.is_set():
+                continue  # drain without starting new requests
+            try:
+                done.put(self.fetch_one(url, stop=stop))
+            except Exception as exc:  # never lose the worker: record the URL as failed
+                done.put(WarmResult(url, "failed", error=_describe(exc)))
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.options.max_retry_wait, 0.5 * (2 ** (attempt - 1)))
+
+    def _pause(self, seconds: float, stop: threading.Event | None) -> None:
+        if stop is not None:
+            stop.wait(seconds)
+        else:
+            time.sleep(seconds)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    inner = getattr(exc, "reason", None) or exc
+    text = str(inner)
+    if "Connection refused" in text:
+        return "connection refused"
+    if "timed out" in text.lower():
+        return "timed out"
+    return f"{type(inner).__name__}: {text}"[:200]
+
+
+class WarmResultStore:
+    """Writes results to `warm_results` in batches (one transaction per batch)."""
+
+    BATCH = 200
+
+    def __init__(self, state: StateDB, *, run_id: str, now: Callable[[], datetime], pass_no: int = 1) -> None:
+        self.state = state
+        self.run_id = run_id
+        self.now = now
+        self.pass_no = pass_no
+        self._pending: list[tuple[object, ...]] = []
+
+    def add(self, result: WarmResult) -> None:
+        self._pending.append(
+            (
+                self.run_id,
+                self.pass_no,
+                result.url,
+                result.outcome,
+                result.http_status,
+                result.cache_status,
+                result.age,
+                result.cf_ray,
+                result.elapsed_ms,
+                result.bytes,
+                result.attempts,
+                result.error,
+                iso(self.now()),
+            )
+        )
+        if len(self._pending) >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        with self.state.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO warm_results(run_id, pass, url, outcome, http_status, cache_status, age, cf_ray,"
+                " elapsed_ms, bytes, attempts, error, at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                self._pending,
+            )
+        self._pending.clear()
+
+
+def warmed_urls(state: StateDB, run_id: str, *, page: int = 1000) -> Iterator[str]:
+    """URLs a run's first pass fetched successfully, paged so memory stays flat."""
+    last_id = 0
+    while True:
+        rows = state.execute(
+            "SELECT id, url FROM warm_results WHERE run_id=? AND pass=1 AND outcome IN ('warm','filled','not-cacheable')"
+            " AND id > ? ORDER BY id LIMIT ?",
+            (run_id, last_id, page),
+        ).fetchall()
+        if not rows:
+            return
+        for row in rows:
+            yield row[1]
+        last_id = rows[-1][0]
+
+
+def options_from_settings(settings: Settings, **overrides: object) -> WarmOptions:
+    options = WarmOptions(
+        concurrency=settings["WARM_CONCURRENCY"],
+        rate=settings["WARM_RATE"],
+        timeout=settings["WARM_TIMEOUT"],
+        allowed_hosts=tuple(settings.allowed_hosts),
+    )
+    for name, value in overrides.items():
+        if value is not None:
+            setattr(options, name, value)
+    return options
+
+
+def warm_urls(
+    urls: Iterable[str],
+    *,
+    options: WarmOptions,
+    stop: threading.Event,
+    store: WarmResultStore | None = None,
+    on_result: Callable[[WarmResult], None] | None = None,
+) -> WarmSummary:
+    """Warm already-planned URLs; record each result in `store`; return the summary."""
+    summary = WarmSummary()
+
+    def handle_one(result: WarmResult) -> None:
+        summary.add(result)
+        if store is not None:
+            store.add(result)
+        if on_result is not None:
+            on_result(result)
+
+    try:
+        Warmer(options).run(urls, stop=stop, on_result=handle_one)
+    finally:
+        if store is not None:
+            store.flush()
+    summary.interrupted = stop.is_set()
+    return summary
