@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Warm Cloudflare's cache: read sitemaps or a URL list, GET each page anonymously, report cf-cache-status."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urljoin
+
+import _cli
+import typer
+from edgecron.errors import ExitCode, InputError
+from edgecron.http import make_session
+from edgecron.sitemap import SitemapReader
+from edgecron.warm import WarmResultStore, WarmSummary, options_from_settings, plan_urls, warm_urls, warmed_urls
+
+app = _cli.new_app(__doc__ or "")
+
+
+@app.command()
+def warm(
+    sitemap: list[str] = typer.Option([], "--sitemap", "-s", help="Sitemap or sitemap index URL (repeatable)."),
+    urls_file: str | None = typer.Option(
+        None, "--urls-file", "-f", help="File with one URL or path per line; '-' for stdin."
+    ),
+    concurrency: int | None = typer.Option(None, min=1, max=256, help="Parallel requests [WARM_CONCURRENCY]."),
+    rate: float | None = typer.Option(None, min=0, help="Requests per second, 0 = unlimited [WARM_RATE]."),
+    timeout: float | None = typer.Option(None, min=0.1, help="Seconds per request [WARM_TIMEOUT]."),
+    max_retry_wait: float = typer.Option(30.0, min=0, help="Longest Retry-After honoured before giving up on a URL."),
+    max_failure_rate: float | None = typer.Option(
+        None, min=0, max=1, help="Exit 1 above this failed share [WARM_MAX_FAILURE_RATE]."
+    ),
+    limit: int | None = typer.Option(None, min=1, help="Warm at most N URLs."),
+    verify: bool = typer.Option(False, "--verify", help="Second pass: list URLs still not served from cache."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="List what would be requested; request no page."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document (summary and items)."),
+    summary_table: bool = typer.Option(False, "--summary", help="Print the summary table even when not on a terminal."),
+    wait: float = typer.Option(0.0, min=0, help="Wait up to SECONDS for another warm run's lock."),
+) -> None:
+    """Warm the cache from sitemaps (discovered via robots.txt by default) or a URL list.
+
+    Requests are anonymous GETs (no Cookie, Authorization or Origin); BYPASS_PATHS and hosts
+    outside ALLOWED_HOSTS are skipped. Exit codes: 0 ok, 1 too many failures or sitemap problems,
+    2 bad input or config, 75 lock held or site unreachable, 130/143 interrupted.
+
+    \b
+    Examples:
+      warm_cache.py                                  # sitemaps from SITE_URL/robots.txt
+      warm_cache.py --sitemap https://www.example.com/sitemap.xml --verify
+      warm_cache.py --dry-run --limit 20             # what would be requested
+      warm_cache.py --urls-file changed.txt --concurrency 4 --rate 5
+      git diff --name-only | warm_cache.py -f - --json
+    """
+    cfg = _cli.settings()
+    options = _cli_options(cfg, concurrency=concurrency, rate=rate, timeout=timeout, max_retry_wait=max_retry_wait)
+    threshold = cfg["WARM_MAX_FAILURE_RATE"] if max_failure_rate is None else max_failure_rate
+    with _cli.job("warm", cfg, dry_run=dry_run, lock_wait=wait) as run:
+        reader = SitemapReader(
+            make_session(),
+            allowed_hosts=cfg.allowed_hosts,
+            max_bytes=cfg["SITEMAP_MAX_BYTES"],
+            max_depth=cfg["SITEMAP_MAX_DEPTH"],
+            max_urls=cfg["SITEMAP_MAX_URLS"],
+            on_sitemap=lambda url: run.log("sitemap", url=url),
+        )
+        skipped: Counter[str] = Counter()
+        sources = _sources(cfg, reader, sitemap=sitemap, urls_file=urls_file)
+        planned = plan_urls(
+            sources, allowed_hosts=cfg.allowed_hosts, bypass_paths=cfg["BYPASS_PATHS"], skipped=skipped, limit=limit
+        )
+        if dry_run:
+            listed = _print_dry_run(planned, json_out=json_out)
+            run.counts = {"would_request": listed, **skipped}
+            _finish_sources(reader, listed, run)
+            return
+        progress = _cli.Progress("warming")
+        store = WarmResultStore(run.state, run_id=run.run_id, now=run.now)  # type: ignore[arg-type]
+        summary = warm_urls(
+            planned, options=options, stop=run.stop, store=store, on_result=lambda r: progress.advance(note=r.url)
+        )
+        progress.close()
+        still_cold: list[dict[str, object]] = []
+        if verify and not run.stop.is_set():
+            second = WarmResultStore(run.state, run_id=run.run_id, now=run.now, pass_no=2)  # type: ignore[arg-type]
+            collect = lambda r: r.outcome != "warm" and len(still_cold) < 1000 and still_cold.append(r.as_dict())  # noqa: E731
+            warm_urls(
+                warmed_urls(run.state, run.run_id), options=options, stop=run.stop, store=second, on_result=collect
+            )  # type: ignore[arg-type]
+        run.counts = {
+            "requested": summary.requested,
+            **summary.outcomes,
+            **{f"skipped_{k}": v for k, v in skipped.items()},
+        }
+        if verify:
+            run.counts["still_not_cached"] = len(still_cold)
+        problems = _finish_sources(reader, summary.requested, run)
+        if summary.failure_rate > threshold or problems:
+            run.exit_code = ExitCode.PROBLEMS
+        _report(
+            summary,
+            skipped=skipped,
+            problems=problems,
+            still_cold=still_cold if verify else None,
+            json_out=json_out,
+            threshold=threshold,
+            table=summary_table or _cli.is_tty(),
+        )
+
+
+def _cli_options(cfg, **overrides):  # type: ignore[no-untyped-def]
+    return options_from_settings(cfg, **overrides)
+
+
+def _sources(cfg, reader: SitemapReader, *, sitemap: list[str], urls_file: str | None) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """URLs from --urls-file, else --sitemap, else SITEMAP_URLS, else robots.txt discovery."""
+    if urls_file:
+        yield from _read_urls_file(urls_file, site_url=cfg.get("SITE_URL") or "")
+        return
+    sitemaps = list(sitemap) or list(cfg["SITEMAP_URLS"])
+    if not sitemaps:
+        sitemaps = reader.discover(cfg.require("SITE_URL"))
+    for entry in reader.iter_entries(sitemaps):
+        yield entry.url
+
+
+def _read_urls_file(path: str, *, site_url: str) -> Iterator[str]:
+    try:
+        handle = sys.stdin if path == "-" else Path(path).open(encoding="utf-8-sig")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise InputError(
+            f"--urls-file {path} cannot be read", got=exc.strerror, expected="a readable text file"
+        ) from None
+    with handle:
+        for line in handle:
+            item = line.strip()
+            if not item or item.startswith("#"):
+                continue
+            if item.startswith("/"):
+                if not site_url:
+                    raise InputError(
+                        f"relative path {item!r} in --urls-file needs SITE_URL",
+                        expected="absolute URLs or SITE_URL set",
+                    )
+                item = urljoin(site_url + "/", item.lstrip("/"))
+            yield item
+
+
+def _print_dry_run(planned: Iterator[str], *, json_out: bool) -> int:
+    count = 0
+    if json_out:
+        sys.stdout.write('{"dry_run": true, "would_request": [')
+    for url in planned:
+        if json_out:
+            sys.stdout.write(("," if count else "") + '"' + url.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        else:
+            sys.stdout.write(f"[dry-run] GET {url}\n")
+        count += 1
+    sys.stdout.write(f'], "count": {count}}}\n' if json_out else "")
+    if not json_out and _cli.is_tty():
+        typer.echo(f"[dry-run] {count} URLs would be requested; nothing was requested.", err=True)
+    return count
+
+
+def _finish_sources(reader: SitemapReader, used: int, run) -> list[str]:  # type: ignore[no-untyped-def]
+    """Report sitemap problems; when nothing at all could be read, the first problem is the error."""
+    problems = reader.report.problems
+    for problem in problems:
+        run.log("sitemap-problem", error=problem.message)
+    if problems and used == 0 and reader.report.urls_seen == 0:
+        raise problems[0]
+    return [p.message for p in problems]
+
+
+def _report(
+    summary: WarmSummary,
+    *,
+    skipped: Counter[str],
+    problems: list[str],
+    still_cold,
+    json_out: bool,
+    threshold: float,
+    table: bool,
+) -> None:  # type: ignore[no-untyped-def]
+    failed = [r.as_dict() for r in summary.failures]
+    if json_out:
+        _cli.print_json(
+            {
+                "summary": {
+                    "requested": summary.requested,
+                    "outcomes": dict(summary.outcomes),
+                    "cache_status": dict(summary.cache_statuses),
+                    "skipped": dict(skipped),
+                    "failure_rate": round(summary.failure_rate, 4),
+                    "interrupted": summary.interrupted,
+                },
+                "failures": failed,
+                "slowest": [r.as_dict() for r in summary.slowest],
+                "sitemap_problems": problems,
+                "still_not_cached": still_cold,
+            }
+        )
+    elif table:
+        rows = [(status, count) for status, count in summary.cache_statuses.most_common()]
+        typer.echo(_cli.table(rows, ["cf-cache-status", "URLs"]))
+        typer.echo("")
+        typer.echo(
+            _cli.table(
+                [(k, v) for k, v in summary.outcomes.most_common()]
+                + [(f"skipped: {k}", v) for k, v in skipped.items()],
+                ["outcome", "URLs"],
+            )
+        )
+        typer.echo("")
+        typer.echo(
+            _cli.table(
+                [(f"{r.elapsed_ms:.0f} ms", r.cache_status or "-", r.url) for r in summary.slowest[:5]],
+                ["elapsed", "status", "slowest URLs"],
+            )
+        )
+        if still_cold is not None:
+            typer.echo(f"\n--verify: {len(still_cold)} URLs still not served from cache")
+            for item in still_cold[:20]:
+                typer.echo(f"  {item['cache_status'] or '(no cf-cache-status)'}  {item['url']}")
+    if not json_out and (failed or problems):
+        for item in failed[:20]:
+            typer.echo(f"failed: {item['url']}: {item['error'] or item['outcome']}", err=True)
+        for message in problems[:20]:
+            typer.echo(f"sitemap problem: {message}", err=True)
+        if summary.failure_rate > threshold:
+            typer.echo(
+                f"{summary.outcomes['failed'] + summary.outcomes['challenge']} of {summary.requested} URLs failed "
+                f"({summary.failure_rate:.1%} > {threshold:.1%}). Safe to rerun.",
+                err=True,
+            )
+
+
+if __name__ == "__main__":
+    app()
