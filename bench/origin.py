@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import socket
 from pathlib import Path
 
@@ -71,10 +72,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--root", type=Path, default=None)
     args = parser.parse_args()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.latency, args.root.resolve() if args.root else None))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":
