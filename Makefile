@@ -6,7 +6,7 @@ PY := $(BIN)/python
 ARGS ?=
 TESTS ?=
 
-.PHONY: help venv test lint fmt bench demo crontab warm purge import checklogs status rules clean
+.PHONY: help venv test lint fmt docs bench demo crontab warm purge import checklogs status rules clean
 
 help:
 	@echo "make demo      run the jobs against the embedded demo site (no credentials)"
@@ -29,13 +29,17 @@ test: venv
 	$(PY) -m pytest $(if $(TESTS),-k '$(TESTS)',)
 
 lint: venv
-	$(BIN)/ruff check lib scripts demo tests bench
-	$(BIN)/ruff format --check lib scripts demo tests bench
+	$(BIN)/ruff check lib scripts demo tests bench tools
+	$(BIN)/ruff format --check lib scripts demo tests bench tools
 	$(BIN)/mypy
 
 fmt: venv
-	$(BIN)/ruff check --fix lib scripts demo tests bench
-	$(BIN)/ruff format lib scripts demo tests bench
+	$(BIN)/ruff check --fix lib scripts demo tests bench tools
+	$(BIN)/ruff format lib scripts demo tests bench tools
+
+# Regenerate .env.example and the README config table from lib/edgecron/config.py (a test checks them).
+docs: venv
+	$(PY) tools/sync_docs.py
 
 bench: venv
 	$(PY) bench/run.py $(ARGS)

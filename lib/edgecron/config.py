@@ -133,6 +133,23 @@ def _split(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def _ping_url(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError("an http(s) base URL such as https://hc-ping.com/<ping-key>")
+    return text.strip().rstrip("/")
+
+
+def _check_map(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in _split(text):
+        job, eq, check = (part.strip() for part in item.partition("="))
+        if not eq or not re.fullmatch(r"[a-z][a-z-]*", job) or not re.fullmatch(r"[A-Za-z0-9_.-]+", check):
+            raise ValueError("job=slug-or-uuid pairs separated by commas, such as warm=3f1c…,import=nightly-import")
+        pairs.append((job, check))
+    return tuple(pairs)
+
+
 @dataclass(frozen=True)
 class Key:
     name: str
@@ -153,8 +170,16 @@ KEYS: tuple[Key, ...] = (
     Key(
         "HEALTHCHECKS_URL",
         "",
-        _text,
-        "Healthchecks base URL (e.g. https://hc-ping.com/<uuid>); empty disables pings.",
+        _ping_url,
+        "Healthchecks base URL: https://hc-ping.com/<ping-key> (checks are the job names) or "
+        "https://hc-ping.com with HEALTHCHECKS_CHECKS; empty disables pings.",
+        "monitoring",
+    ),
+    Key(
+        "HEALTHCHECKS_CHECKS",
+        "",
+        _check_map,
+        "Per-job check slug or UUID, e.g. warm=<uuid>,import=<uuid> (default: the job name as slug).",
         "monitoring",
     ),
     Key("WARM_CONCURRENCY", "8", _int(1, 256), "Parallel warm requests.", "warm"),
@@ -238,9 +263,55 @@ KEYS: tuple[Key, ...] = (
         "Breach when one static URL reaches the origin more often than this.",
         "logs",
     ),
+    Key(
+        "LOG_MAP_VARS",
+        "logged_in,sets_cookie",
+        _names,
+        "Variables your nginx.conf sets with map/set that LOG_FORMAT may use.",
+        "logs",
+    ),
+    Key("CHECK_LOCK_MAX_SECONDS", "3600", _int(1), "Breach when a job has held its lock longer than this.", "logs"),
+    Key("CHECK_OUTBOX_MAX_ATTEMPTS", "3", _int(1), "Breach when a purge outbox item failed this many times.", "logs"),
+    Key("CHECK_DEPLOY_WINDOW_MINUTES", "60", _int(1), "Minutes compared before and after the last deploy.", "logs"),
     Key("IMPORT_SOURCE", "", _text, "Feed to import: an http(s) JSON API URL, or a .jsonl / .csv file path.", "import"),
     Key("IMPORT_FIELD_MAP", "", _text, "Source field names, e.g. id=guid,updated_at=modified.", "import"),
     Key("CONTENT_DB", "", _path, "Content store (default STATE_DIR/content.db).", "import"),
+    Key(
+        "IMPORT_BATCH", "500", _int(1, 100000), "Items per transaction (rows and checkpoint commit together).", "import"
+    ),
+    Key(
+        "IMPORT_MAX_BODY_BYTES",
+        "1048576",
+        _int(1),
+        "Largest item body (UTF-8 bytes) accepted; bigger items are rejected.",
+        "import",
+    ),
+    Key(
+        "IMPORT_MAX_PAGE_BYTES",
+        "33554432",
+        _int(1024),
+        "Largest feed page or API response accepted, decompressed.",
+        "import",
+    ),
+    Key("IMPORT_TIMEOUT", "30", _float(0.1, 600), "Seconds to wait for each feed page.", "import"),
+    Key(
+        "IMPORT_OVERLAP", "300", _int(0), "Seconds behind the cursor re-read every run, for late timestamps.", "import"
+    ),
+    Key(
+        "IMPORT_MAX_REJECT_RATE",
+        "0.05",
+        _float(0, 1),
+        "Stop (exit 2) when more than this share of items is rejected.",
+        "import",
+    ),
+    Key(
+        "IMPORT_SINCE_PARAM",
+        "",
+        _text,
+        "Query parameter the feed API filters on (e.g. updated_since); empty: read all.",
+        "import",
+    ),
+    Key("BACKUP_KEEP", "7", _int(1, 1000), "Content-store backups kept in STATE_DIR/backups.", "import"),
     Key("SCHEDULE_TIMEZONE", "UTC", _text, "Time zone for schedules.", "schedule"),
 )
 
@@ -443,3 +514,13 @@ def render_env_example() -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def render_config_table() -> str:
+    """The README's config table (Markdown), generated from KEYS."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for key in KEYS:
+        default = f"`{key.default}`" if key.default else ""
+        rows.append(f"| `{key.name}` | {default} | {key.help} |")
+    rows.append("| `SCHEDULE_<JOB>` | see `jobs.py crontab` | Cron expression overriding a job's schedule. |")
+    return "\n".join(rows)
