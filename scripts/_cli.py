@@ -46,6 +46,11 @@ def new_app(help_text: str) -> typer.Typer:
     )
 
 
+def examples(*lines: str) -> str:
+    """A command epilog, so `--help` ends with examples (click keeps `\\b` blocks unwrapped)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 def fail(err: EdgecronError) -> NoReturn:
     """Print `Error: <what failed>: got …, expected ….` and the hint; exit with the error's code."""
     typer.echo(f"Error: {err.message}", err=True)

@@ -19,7 +19,15 @@ from edgecron.warm import WarmResultStore, WarmSummary, options_from_settings, p
 app = _cli.new_app(__doc__ or "")
 
 
-@app.command()
+@app.command(
+    epilog=_cli.examples(
+        "warm_cache.py                                  # sitemaps from SITE_URL/robots.txt",
+        "warm_cache.py --sitemap https://www.example.com/sitemap.xml --verify",
+        "warm_cache.py --dry-run --limit 20             # what would be requested",
+        "warm_cache.py --urls-file changed.txt --concurrency 4 --rate 5",
+        "warm_cache.py --json > warm.json               # for scripts and dashboards",
+    )
+)
 def warm(
     sitemap: list[str] = typer.Option([], "--sitemap", "-s", help="Sitemap or sitemap index URL (repeatable)."),
     urls_file: str | None = typer.Option(
@@ -44,14 +52,6 @@ def warm(
     Requests are anonymous GETs (no Cookie, Authorization or Origin); BYPASS_PATHS and hosts
     outside ALLOWED_HOSTS are skipped. Exit codes: 0 ok, 1 too many failures or sitemap problems,
     2 bad input or config, 75 lock held or site unreachable, 130/143 interrupted.
-
-    \b
-    Examples:
-      warm_cache.py                                  # sitemaps from SITE_URL/robots.txt
-      warm_cache.py --sitemap https://www.example.com/sitemap.xml --verify
-      warm_cache.py --dry-run --limit 20             # what would be requested
-      warm_cache.py --urls-file changed.txt --concurrency 4 --rate 5
-      git diff --name-only | warm_cache.py -f - --json
     """
     cfg = _cli.settings()
     options = _cli_options(cfg, concurrency=concurrency, rate=rate, timeout=timeout, max_retry_wait=max_retry_wait)

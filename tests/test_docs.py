@@ -25,3 +25,4 @@ def test_every_script_help_ends_with_examples() -> None:
         assert "Examples:" in result.stdout, f"{script.name} --help has no examples"
         tail = result.stdout.rsplit("Examples:", 1)[1]
         assert script.name in tail, f"{script.name} examples do not show how to call it"
+        assert "Options" not in tail and "--help" not in tail, f"{script.name} --help does not end with its examples"

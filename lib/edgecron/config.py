@@ -475,8 +475,8 @@ def _check_known(name: str, *, source: str) -> None:
         return
     close = difflib.get_close_matches(name, sorted(KEY_NAMES), n=1)
     raise ConfigError(
-        f"{name} in {source} is not a known setting",
-        expected=f"{close[0]}?" if close else "one of the keys listed in .env.example",
+        f"{name} in {source} is not a known setting" + (f" (did you mean {close[0]}?)" if close else ""),
+        expected="one of the keys listed in .env.example",
     )
 
 
