@@ -38,6 +38,7 @@ PLANTED_CACHED_FOR_LOGGED_IN = ("/pricing",)  # the deliberate misconfiguration
 # nginx: log_format edgecron '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent
 #   "$http_referer" "$http_user_agent" rt=$request_time urt="$upstream_response_time"
 #   cs=$upstream_cache_status ray=$http_cf_ray cip=$http_cf_connecting_ip';
+FIXED_PAGES = ("/", "/about", "/pricing", "/search", "/account")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -64,7 +65,13 @@ class SiteState:
 
     def page_paths(self) -> list[str]:
         posts = [f"/blog/post-{i}" for i in range(1, self.pages + 1)]
-        return ["/", "/about", "/pricing", "/search", "/account", *posts]
+        return [*FIXED_PAGES, *posts]
+
+    def is_page(self, path: str) -> bool:
+        if path in FIXED_PAGES:
+            return True
+        number = path.removeprefix("/blog/post-")
+        return number != path and number.isdigit() and 1 <= int(number) <= self.pages
 
     def asset_paths(self) -> list[str]:
         return ["/static/app.css", "/static/app.js", "/static/logo.svg", "/static/hero.png"]
@@ -190,7 +197,7 @@ class DemoHandler(BaseHTTPRequestHandler):
         if suffix in STATIC_TYPES and path in site.asset_paths():
             body = f"/* {path} */\n".encode() * 20
             return 200, {"Content-Type": STATIC_TYPES[suffix], "Cache-Control": "public, max-age=86400"}, body
-        if path in site.page_paths():
+        if site.is_page(path):
             headers = {"Content-Type": "text/html; charset=utf-8"}
             if path in ("/account",) or (logged_in and path not in PLANTED_CACHED_FOR_LOGGED_IN):
                 headers["Cache-Control"] = "private, no-store"
