@@ -27,6 +27,8 @@ class OutboxItem:
     attempts: int
     last_error: str | None
     enqueued_at: str
+    held: bool = False  # Cloudflare refused it as invalid: sent again only by `outbox --retry`
+    last_attempt_at: str | None = None
 
 
 class PurgeOutbox:
@@ -72,6 +74,76 @@ class PurgeOutbox:
             out[status] = count
         return out
 
+    @staticmethod
+    def enqueue_in(conn: sqlite3.Connection, kind: str, values: Iterable[str], *, source: str, now: datetime) -> int:
+        """`enqueue` inside the caller's transaction, so a record and its purges commit together."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown purge kind {kind!r}")
+        added = 0
+        for value in values:
+            added += conn.execute(
+                "INSERT OR IGNORE INTO outbox(kind, value, source, enqueued_at) VALUES (?,?,?,?)",
+                (kind, value, source, iso(now)),
+            ).rowcount
+        return added
+
+    # --- sending (claim → done / failed); only the purge job, holding its lock, calls these ---
+
+    def recover_claimed(self) -> int:
+        """Put items claimed by a run that died (kill -9) back to pending; returns how many.
+
+        Safe only while holding the purge lock: no other sender can own a claim then.
+        """
+        with self.state.transaction() as conn:
+            return conn.execute("UPDATE outbox SET status='pending' WHERE status='sending'").rowcount
+
+    def sendable_kinds(self, *, include_held: bool = False) -> list[str]:
+        held = "" if include_held else " AND held = 0"
+        rows = self.state.execute(f"SELECT DISTINCT kind FROM outbox WHERE status = 'pending'{held}").fetchall()
+        present = {row[0] for row in rows}
+        return [kind for kind in KINDS if kind in present]
+
+    def claim(
+        self, kind: str, limit: int, *, run_id: str, now: datetime, include_held: bool = False
+    ) -> list[OutboxItem]:
+        """Mark up to `limit` pending items of `kind` as 'sending' (oldest first) and return them."""
+        held = "" if include_held else " AND held = 0"
+        with self.state.transaction() as conn:
+            rows = conn.execute(
+                f"SELECT id FROM outbox WHERE status = 'pending' AND kind = ?{held} ORDER BY id LIMIT ?",
+                (kind, limit),
+            ).fetchall()
+            ids = [row[0] for row in rows]
+            conn.executemany(
+                "UPDATE outbox SET status='sending', attempts=attempts+1, last_attempt_at=?, run_id=? WHERE id=?",
+                [(iso(now), run_id, item_id) for item_id in ids],
+            )
+            claimed = [
+                _item(row)
+                for row in conn.execute(
+                    f"SELECT * FROM outbox WHERE id IN ({','.join('?' * len(ids))}) ORDER BY id",
+                    ids,
+                )
+            ]
+        return claimed
+
+    def mark_done(self, ids: Iterable[int], *, result_id: str | None, now: datetime) -> None:
+        with self.state.transaction() as conn:
+            conn.executemany(
+                "UPDATE outbox SET status='done', sent_at=?, result_id=?, last_error=NULL, held=0 "
+                "WHERE id=? AND status='sending'",
+                [(iso(now), result_id, item_id) for item_id in ids],
+            )
+
+    def mark_failed(self, ids: Iterable[int], *, error: str, now: datetime, hold: bool = False) -> None:
+        """Back to pending with the error; `hold` parks items the API refused as invalid."""
+        with self.state.transaction() as conn:
+            conn.executemany(
+                "UPDATE outbox SET status='pending', last_error=?, last_attempt_at=?, held=? "
+                "WHERE id=? AND status='sending'",
+                [(error, iso(now), int(hold), item_id) for item_id in ids],
+            )
+
 
 def _item(row: sqlite3.Row) -> OutboxItem:
     return OutboxItem(
@@ -83,4 +155,6 @@ def _item(row: sqlite3.Row) -> OutboxItem:
         attempts=row["attempts"],
         last_error=row["last_error"],
         enqueued_at=row["enqueued_at"],
+        held=bool(row["held"]),
+        last_attempt_at=row["last_attempt_at"],
     )

@@ -93,6 +93,55 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        # Items Cloudflare refused as invalid wait for `outbox --retry` instead of every run.
+        "101_outbox_held",
+        """
+        ALTER TABLE outbox ADD COLUMN held INTEGER NOT NULL DEFAULT 0
+        """,
+    ),
+    (
+        # What each sitemap URL's <lastmod> was at the last `purge_cache.py changed`.
+        "102_sitemap_lastmod",
+        """
+        CREATE TABLE sitemap_lastmod (
+            url TEXT PRIMARY KEY,
+            lastmod TEXT NOT NULL,
+            seen_at TEXT NOT NULL
+        );
+        """,
+    ),
+    (
+        # One read position per access log (see accesslog.py for the rotation rules).
+        "301_log_cursors",
+        """
+        CREATE TABLE log_cursors (
+            path TEXT PRIMARY KEY,
+            dev INTEGER NOT NULL,
+            inode INTEGER NOT NULL,
+            offset INTEGER NOT NULL,
+            head_len INTEGER NOT NULL DEFAULT 0,
+            head_sha256 TEXT NOT NULL DEFAULT '',
+            lines INTEGER NOT NULL DEFAULT 0,
+            updated_at TEXT NOT NULL,
+            run_id TEXT
+        );
+        """,
+    ),
+    (
+        # Access-log aggregates per 10 minutes, so a deploy can be compared with the time before it.
+        "302_log_slots",
+        """
+        CREATE TABLE log_slots (
+            slot_start INTEGER PRIMARY KEY,
+            requests INTEGER NOT NULL DEFAULT 0,
+            errors_5xx INTEGER NOT NULL DEFAULT 0,
+            static_origin INTEGER NOT NULL DEFAULT 0,
+            rt_hist TEXT NOT NULL DEFAULT '{}',
+            updated_at TEXT NOT NULL
+        );
+        """,
+    ),
 ]
 
 
