@@ -6,10 +6,13 @@ stopped in `finally`, so the demo leaves nothing behind.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,7 +66,52 @@ def step_warm(demo: Demo) -> None:
     demo.run("Warm again with --verify (now served from cache: HIT)", "warm_cache.py", "--summary", "--verify")
 
 
-STEPS: list[Callable[[Demo], None]] = [step_warm]
+DEMO_TOKEN = "demo-token-not-a-secret"
+DEMO_ZONE = "0123456789abcdef0123456789abcdef"
+
+
+def post(url: str, body: dict[str, object]) -> dict[str, object]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def manifest(demo: Demo, ref: str, pages: list[str], *, edited: tuple[str, ...] = ()) -> Path:
+    """What a static site generator would write: URL → hash of the page's built bytes."""
+    urls = {}
+    for page in pages:
+        version = 2 if page in edited else 1
+        urls[page] = "sha256:" + hashlib.sha256(f"{page} v{version}".encode()).hexdigest()[:16]
+    path = demo.workdir / f"manifest-{ref}.json"
+    path.write_text(json.dumps({"version": 1, "ref": ref, "urls": urls}, indent=1))
+    return path
+
+
+def step_purge_deploy(demo: Demo) -> None:
+    site = demo.urls["site"]
+    api = demo.start(
+        "cloudflare-api",
+        "demo/cloudflare_api.py", "--port", "0", "--token", DEMO_TOKEN, "--zone", DEMO_ZONE, "--plan", "free",
+        "--site-purge-url", site + "/__edgecron/purge",
+    )  # fmt: skip
+    demo.write_env(CF_API_URL=api + "/client/v4", CF_API_TOKEN=DEMO_TOKEN, CF_ZONE_ID=DEMO_ZONE, CF_PLAN="free")
+    pages = ["/", "/about", "/pricing", *[f"/blog/post-{i}" for i in range(1, 41)]]
+    demo.run("Record the current deploy as the baseline", "purge_cache.py", "deploy", "--manifest",
+             str(manifest(demo, "v1", pages)), "--record-only")  # fmt: skip
+    changed = ["/about", "/blog/post-3", "/blog/post-7"]
+    post(site + "/__edgecron/edit", {"paths": changed})
+    print(f"\n(deploy v2 changes {', '.join(changed)} on the demo site)")
+    demo.run("Deploy v2: purge exactly what changed through the Cloudflare emulator, then re-warm it",
+             "purge_cache.py", "deploy", "--manifest", str(manifest(demo, "v2", pages, edited=tuple(changed))), "--warm")  # fmt: skip
+    with urllib.request.urlopen(api + "/__emulator/purges", timeout=10) as response:
+        record = json.loads(response.read())
+    purged = sorted(url for p in record.get("purges", []) for url in p.get("body", {}).get("files", []))
+    print("Cloudflare emulator accepted purges of:\n  " + "\n  ".join(purged))
+    if sorted(site + c for c in changed) != purged:
+        raise SystemExit(f"demo: expected exactly {changed} to be purged, got {purged}")
+
+
+STEPS: list[Callable[[Demo], None]] = [step_warm, step_purge_deploy]
 
 
 def main() -> int:

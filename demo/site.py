@@ -61,7 +61,11 @@ class SiteState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     log_lock: threading.Lock = field(default_factory=threading.Lock)
     slow_paths: dict[str, float] = field(default_factory=dict)
+    versions: Counter[str] = field(default_factory=Counter)  # bumped by POST /__edgecron/edit
     error_paths: dict[str, int] = field(default_factory=dict)
+
+    def page_version(self, path: str) -> int:
+        return self.versions[path] + 1
 
     def page_paths(self) -> list[str]:
         posts = [f"/blog/post-{i}" for i in range(1, self.pages + 1)]
@@ -148,6 +152,11 @@ class DemoHandler(BaseHTTPRequestHandler):
                 return self._send(400, {"Content-Type": "text/plain"}, b"bad json\n")
             dropped = purge_site_cache(self.site, body)
             return self._send(200, {"Content-Type": "application/json"}, json.dumps({"dropped": dropped}).encode())
+        if path == "/__edgecron/edit":  # a "deploy" changes these pages' content
+            with self.site.lock:
+                for page in json.loads(raw or b"{}").get("paths", []):
+                    self.site.versions[page] += 1
+            return self._send(200, {"Content-Type": "application/json"}, b"{}")
         if path == "/__edgecron/fault":
             spec = json.loads(raw or b"{}")
             with self.site.lock:
@@ -206,7 +215,8 @@ class DemoHandler(BaseHTTPRequestHandler):
             if path == "/":
                 headers["Set-Cookie"] = "demo_seen=1; Path=/"  # a warmer must never send this back
             title = path.strip("/") or "home"
-            return 200, headers, f"<!doctype html><title>{title}</title><h1>{title}</h1>\n".encode()
+            version = site.versions[path] + 1
+            return 200, headers, f"<!doctype html><title>{title}</title><h1>{title}</h1><p>v{version}</p>\n".encode()
         return 404, {"Content-Type": "text/html"}, b"<h1>not found</h1>\n"
 
     def _base_url(self) -> str:
