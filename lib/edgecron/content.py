@@ -1,0 +1,574 @@
+"""The content store: imported items in their own SQLite file (CONTENT_DB), with versions to undo.
+
+- `items`: one row per natural key (the primary key is the unique index on `key`), with a content
+  hash; an upsert writes only when the hash differs.
+- `versions`: for every key a run changed, the row as it was before the run (NULLs when the run
+  created it) and the hash the run left, so `rollback()` can restore the exact previous rows and
+  can tell when a later run changed the same key again.
+- `checkpoints`: the import cursor and the resume position. They live here, not in state.db,
+  because rows and checkpoint must commit in one transaction and SQLite transactions do not span
+  two files; a kill -9 then loses at most the uncommitted batch, which a rerun re-reads.
+- `purge_relay`: URLs to purge, written in the same transaction as the rows, then forwarded to the
+  state.db outbox and deleted (a transactional outbox: a crash in between re-forwards them, and
+  enqueueing an URL that is already open is a no-op).
+- `import_runs` / `rejects`: what each run changed or refused, committed with its batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, StateError
+from .feed import FeedItem, Position, Reject
+from .state import iso
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE items (
+    key TEXT PRIMARY KEY NOT NULL,
+    url TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    title TEXT NOT NULL,
+    body TEXT NOT NULL,
+    extra TEXT NOT NULL DEFAULT '{}',
+    content_hash TEXT NOT NULL
+);
+CREATE TABLE versions (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    action TEXT NOT NULL CHECK (action IN ('insert', 'update', 'delete')),
+    prev_url TEXT,
+    prev_updated_at TEXT,
+    prev_title TEXT,
+    prev_body TEXT,
+    prev_extra TEXT,
+    prev_hash TEXT,
+    new_hash TEXT,
+    at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX versions_run_key ON versions(run_id, key);
+CREATE INDEX versions_key ON versions(key, id);
+CREATE TABLE checkpoints (
+    source TEXT PRIMARY KEY,
+    cursor_updated_at TEXT,
+    cursor_key TEXT,
+    fingerprint TEXT,
+    resume_page TEXT,
+    resume_index INTEGER,
+    resume_unit TEXT,
+    high_updated_at TEXT,
+    high_key TEXT,
+    run_id TEXT,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE import_runs (
+    run_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL DEFAULT 'import' CHECK (kind IN ('import', 'rollback')),
+    source TEXT,
+    target_run_id TEXT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL DEFAULT 'running',
+    counts TEXT NOT NULL DEFAULT '{}',
+    rolled_back_by TEXT
+);
+CREATE TABLE rejects (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    position TEXT NOT NULL,
+    item_key TEXT,
+    field TEXT NOT NULL,
+    expected TEXT NOT NULL,
+    got TEXT NOT NULL
+);
+CREATE INDEX rejects_run ON rejects(run_id);
+CREATE TABLE purge_relay (
+    id INTEGER PRIMARY KEY,
+    url TEXT NOT NULL UNIQUE,
+    run_id TEXT NOT NULL
+);
+"""
+ITEM_COLUMNS = ("key", "url", "updated_at", "title", "body", "extra", "content_hash")
+UPSERT = (
+    "INSERT INTO items(key, url, updated_at, title, body, extra, content_hash) VALUES (?,?,?,?,?,?,?) "
+    "ON CONFLICT(key) DO UPDATE SET url=excluded.url, updated_at=excluded.updated_at, "
+    "title=excluded.title, body=excluded.body, extra=excluded.extra, content_hash=excluded.content_hash "
+    "WHERE excluded.content_hash <> items.content_hash"
+)
+# The row as it was before this run; a second change of the key in the same run keeps it.
+KEEP_PREVIOUS = (
+    "INSERT INTO versions(run_id, key, action, prev_url, prev_updated_at, prev_title, prev_body, "
+    "prev_extra, prev_hash, new_hash, at) "
+    "SELECT ?, key, ?, url, updated_at, title, body, extra, content_hash, ?, ? FROM items WHERE key = ? "
+    "ON CONFLICT(run_id, key) DO UPDATE SET new_hash = excluded.new_hash"
+)
+KEEP_CREATED = (
+    "INSERT INTO versions(run_id, key, action, new_hash, at) VALUES (?, ?, 'insert', ?, ?) "
+    "ON CONFLICT(run_id, key) DO UPDATE SET new_hash = excluded.new_hash"
+)
+# The lookups `check-db` verifies are index searches, not table scans.
+KEY_LOOKUPS = {
+    "item by key": "SELECT content_hash FROM items WHERE key = ?",
+    "versions of a run": "SELECT * FROM versions WHERE run_id = ?",
+    "later changes of a key": "SELECT run_id FROM versions WHERE key = ? AND id > ?",
+}
+
+
+@dataclass(slots=True)
+class StoredItem:
+    key: str
+    url: str
+    content_hash: str
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One key's change in a batch: `item` is the new content (None when deleted)."""
+
+    action: str  # insert / update / delete
+    key: str
+    item: FeedItem | None
+    new_hash: str | None
+    urls: tuple[str, ...]  # the old and new URL, both purged
+
+
+@dataclass
+class Checkpoint:
+    source: str
+    cursor: tuple[datetime, str] | None = None  # (updated_at, key) of the last completed run
+    fingerprint: str | None = None
+    resume: Position | None = None  # last record committed by an unfinished run
+    high: tuple[datetime, str] | None = None  # highest (updated_at, key) the unfinished run saw
+
+
+@dataclass
+class RollbackResult:
+    run_id: str
+    target_run_id: str
+    restored: int = 0
+    removed: int = 0
+    urls: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DbCheck:
+    path: Path
+    indexes: list[dict[str, Any]]
+    plans: dict[str, list[str]]
+
+    @property
+    def full_scans(self) -> list[str]:
+        return [name for name, details in self.plans.items() if any(d.startswith("SCAN") for d in details)]
+
+
+class ContentStore:
+    """A connection to the content store. `readonly=True` never creates or changes a file."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        self.readonly = readonly
+        try:
+            if readonly and not path.exists():
+                self.conn = sqlite3.connect(":memory:", isolation_level=None)  # an empty store
+                self.conn.executescript(SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
+            elif readonly:
+                self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA busy_timeout=30000")
+            self.conn.row_factory = sqlite3.Row
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StateError(
+                f"content store {path} is unusable", got=str(exc), expected="a writable SQLite file (or none)"
+            ) from None
+        except OSError as exc:
+            raise StateError(
+                f"content store {path} is unusable", got=exc.strerror, expected="a writable directory"
+            ) from None
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"content store {self.path} has a newer schema",
+                got=version,
+                expected=f"schema {SCHEMA_VERSION}; upgrade edgecron",
+            )
+        if version == SCHEMA_VERSION:
+            return
+        if self.readonly:
+            raise StateError(
+                f"content store {self.path} needs a schema upgrade", got=version, expected="run once without --dry-run"
+            )
+        with self.transaction() as conn:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:  # nobody migrated meanwhile
+                for statement in (s.strip() for s in SCHEMA.split(";")):
+                    if statement:
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> ContentStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, StoredItem]:
+        found: dict[str, StoredItem] = {}
+        cursor = self.conn.cursor()
+        cursor.row_factory = None  # plain tuples: this runs once per item
+        for start in range(0, len(keys), 900):  # under SQLite's bound-parameter limit
+            chunk = keys[start : start + 900]
+            sql = f"SELECT key, url, content_hash, updated_at FROM items WHERE key IN ({','.join('?' * len(chunk))})"
+            for key, url, content_hash, updated_at in cursor.execute(sql, chunk):
+                found[key] = StoredItem(key, url, content_hash, updated_at)
+        return found
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM items WHERE key = ?", (key,)).fetchone()
+        return dict(row) if row else None
+
+    def snapshot(self) -> list[tuple[Any, ...]]:
+        """Every item row, ordered by key: what tests and tools compare."""
+        return [tuple(row) for row in self.conn.execute("SELECT * FROM items ORDER BY key")]
+
+    def checkpoint(self, source: str) -> Checkpoint:
+        row = self.conn.execute("SELECT * FROM checkpoints WHERE source = ?", (source,)).fetchone()
+        if row is None:
+            return Checkpoint(source)
+        resume = None
+        if row["resume_index"] is not None:
+            resume = Position(row["resume_index"], page=row["resume_page"], unit=row["resume_unit"] or "line")
+        return Checkpoint(
+            source,
+            cursor=_pair(row["cursor_updated_at"], row["cursor_key"]),
+            fingerprint=row["fingerprint"],
+            resume=resume,
+            high=_pair(row["high_updated_at"], row["high_key"]),
+        )
+
+    def runs(self, *, limit: int = 20) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT * FROM import_runs ORDER BY started_at DESC LIMIT ?", (limit,))
+        return [dict(row, counts=json.loads(row["counts"])) for row in rows]
+
+    def run_record(self, run_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM import_runs WHERE run_id = ?", (run_id,)).fetchone()
+        return dict(row, counts=json.loads(row["counts"])) if row else None
+
+    def resolve_run_id(self, text: str) -> str:
+        """A full run id from itself or a unique prefix of at least 6 characters."""
+        rows = (
+            self.conn.execute(
+                "SELECT DISTINCT run_id FROM versions WHERE run_id LIKE ? || '%' LIMIT 2", (text,)
+            ).fetchall()
+            if len(text) >= 6
+            else []
+        )
+        if len(rows) != 1:
+            raise InputError(
+                f"run {text} is not a run that changed the content store"
+                if not rows
+                else f"run id {text} is ambiguous",
+                got=text,
+                expected="a run id (or a unique prefix of 6+ characters) from `import_stale.py runs`",
+                hint="Nothing was changed.",
+            )
+        return str(rows[0][0])
+
+    def rejects(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT * FROM rejects WHERE run_id = ? ORDER BY id", (run_id,))
+        return [dict(row) for row in rows]
+
+    def count(self, table: str) -> int:
+        if table not in ("items", "versions", "rejects", "purge_relay", "import_runs"):
+            raise ValueError(table)
+        return int(self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def commit_batch(
+        self,
+        *,
+        run_id: str,
+        started_at: datetime,
+        changes: Sequence[Change],
+        rejects: Sequence[Reject],
+        checkpoint: Checkpoint,
+        counts: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        """Rows, their previous versions, purges, rejects, counts and checkpoint: one transaction."""
+        stamp = iso(now)
+        first: dict[str, Change] = {}
+        last: dict[str, Change] = {}
+        for change in changes:
+            first.setdefault(change.key, change)
+            last[change.key] = change
+        with self.transaction() as conn:
+            conn.executemany(
+                KEEP_PREVIOUS,
+                [(run_id, c.action, last[k].new_hash, stamp, k) for k, c in first.items() if c.action != "insert"],
+            )
+            conn.executemany(
+                KEEP_CREATED, [(run_id, k, last[k].new_hash, stamp) for k, c in first.items() if c.action == "insert"]
+            )
+            conn.executemany(UPSERT, [_item_row(c.item, c.new_hash) for c in last.values() if c.item is not None])
+            conn.executemany("DELETE FROM items WHERE key = ?", [(k,) for k, c in last.items() if c.item is None])
+            self._relay(conn, (url for c in changes for url in c.urls), run_id)
+            conn.executemany(
+                "INSERT INTO rejects(run_id, position, item_key, field, expected, got) VALUES (?,?,?,?,?,?)",
+                [(run_id, r.position.label(), r.key, r.field, r.expected, r.got) for r in rejects],
+            )
+            self._save_run(
+                conn, run_id=run_id, kind="import", source=checkpoint.source, started_at=started_at, counts=counts
+            )
+            self._save_checkpoint(conn, checkpoint, run_id=run_id, now=now)
+
+    def finish_run(
+        self,
+        *,
+        run_id: str,
+        started_at: datetime,
+        status: str,
+        counts: dict[str, Any],
+        checkpoint: Checkpoint,
+        now: datetime,
+    ) -> bool:
+        """Record the run's end and its checkpoint; returns False when nothing needed writing, so
+        a run that changed nothing leaves the file untouched."""
+        known = self.run_record(run_id) is not None
+        stored = self.checkpoint(checkpoint.source)
+        same = (
+            stored.cursor == checkpoint.cursor
+            and stored.resume == checkpoint.resume
+            and (
+                checkpoint.resume is None
+                or (stored.fingerprint, stored.high) == (checkpoint.fingerprint, checkpoint.high)
+            )
+        )
+        if not known and same:
+            return False
+        with self.transaction() as conn:
+            self._save_run(
+                conn, run_id=run_id, kind="import", source=checkpoint.source, started_at=started_at, counts=counts
+            )
+            conn.execute(
+                "UPDATE import_runs SET finished_at = ?, status = ? WHERE run_id = ?", (iso(now), status, run_id)
+            )
+            if not same:
+                self._save_checkpoint(conn, checkpoint, run_id=run_id, now=now)
+        return True
+
+    def rollback(
+        self,
+        target_run_id: str,
+        *,
+        run_id: str,
+        now: datetime,
+        force: bool = False,
+        before_write: Callable[[], object] = lambda: None,
+    ) -> RollbackResult:
+        """Restore every row `target_run_id` changed to its previous version; the rollback is
+        itself recorded as versions, so it can be rolled back in turn."""
+        record = self.run_record(target_run_id)
+        if record is not None and record["rolled_back_by"]:
+            raise InputError(
+                f"run {target_run_id} was already rolled back by run {record['rolled_back_by']}",
+                expected="a run that has not been rolled back",
+                hint="Nothing was changed.",
+            )
+        versions = self.conn.execute("SELECT * FROM versions WHERE run_id = ? ORDER BY id", (target_run_id,)).fetchall()
+        if not versions:
+            raise InputError(
+                f"run {target_run_id} changed nothing in the content store",
+                got=target_run_id,
+                expected="a run id from `import_stale.py runs` with inserted, updated or removed items",
+                hint="Nothing was changed.",
+            )
+        current = self.lookup([v["key"] for v in versions])
+        conflicts = [
+            v for v in versions if (current[v["key"]].content_hash if v["key"] in current else None) != v["new_hash"]
+        ]
+        if conflicts and not force:
+            later = self.conn.execute(
+                "SELECT run_id FROM versions WHERE key = ? AND id > ? ORDER BY id LIMIT 1",
+                (conflicts[0]["key"], conflicts[0]["id"]),
+            ).fetchone()
+            raise InputError(
+                f"{len(conflicts)} item(s) changed again after run {target_run_id}"
+                f" (first: {conflicts[0]['key']!r}" + (f", by run {later[0]})" if later else ")"),
+                expected="roll back the later runs first, newest first, or pass --force to overwrite them",
+                hint="Nothing was changed.",
+            )
+        before_write()
+        result = RollbackResult(run_id=run_id, target_run_id=target_run_id)
+        stamp = iso(now)
+        with self.transaction() as conn:
+            for v in versions:
+                key, before = v["key"], current.get(v["key"])
+                if v["prev_hash"] is None:
+                    if before is None:
+                        continue
+                    conn.execute(KEEP_PREVIOUS, (run_id, "delete", None, stamp, key))
+                    conn.execute("DELETE FROM items WHERE key = ?", (key,))
+                    result.removed += 1
+                else:
+                    if before is None:
+                        conn.execute(KEEP_CREATED, (run_id, key, v["prev_hash"], stamp))
+                    else:
+                        conn.execute(KEEP_PREVIOUS, (run_id, "update", v["prev_hash"], stamp, key))
+                    conn.execute(
+                        "INSERT INTO items(key, url, updated_at, title, body, extra, content_hash) VALUES (?,?,?,?,?,?,?) "
+                        "ON CONFLICT(key) DO UPDATE SET url=excluded.url, updated_at=excluded.updated_at, "
+                        "title=excluded.title, body=excluded.body, extra=excluded.extra, content_hash=excluded.content_hash",
+                        (
+                            key,
+                            v["prev_url"],
+                            v["prev_updated_at"],
+                            v["prev_title"],
+                            v["prev_body"],
+                            v["prev_extra"],
+                            v["prev_hash"],
+                        ),
+                    )
+                    result.restored += 1
+                urls = [u for u in ((before.url if before else None), v["prev_url"]) if u]
+                result.urls.extend(u for u in urls if u not in result.urls)
+            self._relay(conn, result.urls, run_id)
+            counts = {"restored": result.restored, "removed": result.removed, "conflicts_overwritten": len(conflicts)}
+            self._save_run(
+                conn, run_id=run_id, kind="rollback", source=None, started_at=now, counts=counts, target=target_run_id
+            )
+            conn.execute("UPDATE import_runs SET finished_at = ?, status = 'ok' WHERE run_id = ?", (stamp, run_id))
+            conn.execute(
+                "INSERT INTO import_runs(run_id, started_at, status, rolled_back_by) VALUES (?, ?, 'unknown', ?) "
+                "ON CONFLICT(run_id) DO UPDATE SET rolled_back_by = excluded.rolled_back_by",
+                (target_run_id, stamp, run_id),
+            )
+        return result
+
+    def pending_purges(self) -> list[tuple[int, str, str]]:
+        return [tuple(row) for row in self.conn.execute("SELECT id, url, run_id FROM purge_relay ORDER BY id")]
+
+    def clear_purges(self, up_to_id: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM purge_relay WHERE id <= ?", (up_to_id,))
+
+    def backup(self, dest_dir: Path, *, keep: int, now: datetime, label: str) -> Path:
+        """An online copy (SQLite backup API: consistent while others write), keeping the last `keep`."""
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        final = dest_dir / f"content-{now.strftime('%Y%m%dT%H%M%S%fZ')}-{label}.db"
+        partial = final.with_name(final.name + ".partial")
+        target = sqlite3.connect(partial)
+        try:
+            self.conn.backup(target)
+        finally:
+            target.close()
+        os.replace(partial, final)
+        for old in sorted(dest_dir.glob("content-*.db"))[:-keep]:
+            old.unlink(missing_ok=True)
+        for leftover in dest_dir.glob("content-*.partial"):  # from a run killed mid-backup
+            if leftover != partial:
+                leftover.unlink(missing_ok=True)
+        return final
+
+    def check(self) -> DbCheck:
+        indexes = []
+        for table in ("items", "versions"):
+            for row in self.conn.execute(f"PRAGMA index_list({table})"):
+                columns = [c["name"] for c in self.conn.execute(f"PRAGMA index_info({row['name']!r})")]
+                indexes.append({"table": table, "name": row["name"], "unique": bool(row["unique"]), "columns": columns})
+        plans = {}
+        for name, sql in KEY_LOOKUPS.items():
+            try:
+                plans[name] = [
+                    row["detail"] for row in self.conn.execute("EXPLAIN QUERY PLAN " + sql, (None,) * sql.count("?"))
+                ]
+            except sqlite3.OperationalError as exc:
+                plans[name] = [f"SCAN impossible: {exc}"]
+        return DbCheck(self.path, indexes, plans)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _relay(conn: sqlite3.Connection, urls: Iterable[str], run_id: str) -> None:
+        conn.executemany(
+            "INSERT OR IGNORE INTO purge_relay(url, run_id) VALUES (?, ?)", ((u, run_id) for u in urls if u)
+        )
+
+    @staticmethod
+    def _save_run(
+        conn: sqlite3.Connection,
+        *,
+        run_id: str,
+        kind: str,
+        source: str | None,
+        started_at: datetime,
+        counts: dict[str, Any],
+        target: str | None = None,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO import_runs(run_id, kind, source, target_run_id, started_at, counts) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT(run_id) DO UPDATE SET counts = excluded.counts",
+            (run_id, kind, source, target, iso(started_at), json.dumps(counts, sort_keys=True)),
+        )
+
+    @staticmethod
+    def _save_checkpoint(conn: sqlite3.Connection, cp: Checkpoint, *, run_id: str, now: datetime) -> None:
+        resume = cp.resume
+        conn.execute(
+            "INSERT OR REPLACE INTO checkpoints(source, cursor_updated_at, cursor_key, fingerprint, resume_page, "
+            "resume_index, resume_unit, high_updated_at, high_key, run_id, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                cp.source,
+                *(_unpair(cp.cursor)),
+                cp.fingerprint if resume else None,
+                resume.page if resume else None,
+                resume.index if resume else None,
+                resume.unit if resume else None,
+                *(_unpair(cp.high) if resume else (None, None)),
+                run_id,
+                iso(now),
+            ),
+        )
+
+
+def _item_row(item: FeedItem, content_hash: str | None) -> tuple[str, ...]:
+    return (item.key, item.url, item.updated_text, item.title, item.body, item.extra, content_hash or "")
+
+
+def _pair(stamp: str | None, key: str | None) -> tuple[datetime, str] | None:
+    return (datetime.fromisoformat(stamp), key or "") if stamp else None
+
+
+def _unpair(pair: tuple[datetime, str] | None) -> tuple[str | None, str | None]:
+    return (pair[0].isoformat(), pair[1]) if pair else (None, None)

@@ -1,0 +1,511 @@
+"""Feed sources (an HTTP JSON API, a JSONL file, a CSV file) and validation at the boundary.
+
+A source yields `RawRecord`s (a position and whatever the feed held there) or, for a record that
+cannot even be parsed, a `Reject`. `Validator.check()` turns a record into a `FeedItem` or a
+`Reject` naming the field, what was expected, what was found and where. Nothing past this module
+sees unchecked data.
+
+HTTP pages are either an object with an items list and a `next` link (null on the last page), or
+a page-parameter feed (`?page=N`, read until a page is empty). Pages are fetched through
+`edgecron.http` (allowed hosts only, timeouts, urllib3 retries) and a 5xx is retried here too;
+a `next` link that comes back to a page already read, or a page parameter the server ignores,
+is an error instead of an endless loop.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+import requests
+
+from .errors import ConfigError, InputError, UpstreamUnavailable
+from .http import open_checked, read_capped, response_chunks
+
+FIELDS = ("id", "url", "updated_at", "title", "body", "deleted")
+REQUIRED = ("id", "url", "updated_at", "title", "body")
+ITEM_LIST_KEYS = ("items", "data", "results")
+MAX_KEY_CHARS = 200
+MAX_URL_CHARS = 2048
+MAX_TITLE_CHARS = 1000
+WHITESPACE = re.compile(r"\s")
+EXTRA_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+LINE_DECODER = json.JSONDecoder()
+TRUE_WORDS = frozenset({"true", "1", "yes"})
+FALSE_WORDS = frozenset({"false", "0", "no", ""})
+
+
+@dataclass(slots=True)  # not frozen: frozen dataclasses are slower to create, and there are many
+class Position:
+    """Where a record sits in its source: a line/row number, or an item index on an HTTP page."""
+
+    index: int
+    page: str | None = None
+    unit: str = "line"
+
+    def label(self) -> str:
+        if self.page is not None:
+            return f"{self.page} item {self.index}"
+        return f"{self.unit} {self.index}"
+
+
+@dataclass(slots=True)
+class RawRecord:
+    position: Position
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    position: Position
+    field: str
+    expected: str
+    got: str
+    key: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "position": self.position.label(),
+            "key": self.key,
+            "field": self.field,
+            "expected": self.expected,
+            "got": self.got,
+        }
+
+    def reason(self) -> str:
+        return f"{self.position.label()}: {self.field}: got {self.got}, expected {self.expected}"
+
+
+class FeedItem:
+    """A validated item. Its extra fields are encoded only when needed (hash or insert): most
+    items of a rerun are unchanged and never need them."""
+
+    __slots__ = ("_extra", "_extra_fields", "body", "deleted", "key", "position", "title", "updated_at", "url")
+
+    def __init__(
+        self,
+        key: str,
+        url: str,
+        updated_at: datetime,
+        title: str,
+        body: str,
+        extra_fields: dict[str, Any],
+        position: Position,
+        deleted: bool = False,
+    ) -> None:
+        self.key = key
+        self.url = url
+        self.updated_at = updated_at  # aware, UTC
+        self.title = title
+        self.body = body
+        self._extra_fields = extra_fields
+        self._extra: str | None = None
+        self.position = position
+        self.deleted = deleted
+
+    @property
+    def updated_text(self) -> str:
+        return self.updated_at.isoformat()
+
+    @property
+    def extra(self) -> str:
+        """Fields the item contract does not name, as a JSON object with sorted keys."""
+        if self._extra is None:
+            self._extra = EXTRA_ENCODER.encode(self._extra_fields) if self._extra_fields else "{}"
+        return self._extra
+
+    def content_hash(self) -> str:
+        """What we own of the item. `updated_at` is left out: a touched but identical item is
+        unchanged, so it causes no write and no purge."""
+        text = "\x1f".join((self.url, self.title, self.body, self.extra))
+        return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def parse_field_map(text: str) -> dict[str, str]:
+    """`id=guid,updated_at=modified` → {"id": "guid", "updated_at": "modified"}."""
+    mapping: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        ours, sep, theirs = (s.strip() for s in part.partition("="))
+        if not sep or ours not in FIELDS or not theirs:
+            raise ConfigError(
+                "IMPORT_FIELD_MAP is not valid",
+                got=part,
+                expected=f"field=source_name pairs, field one of {', '.join(FIELDS)}",
+            )
+        mapping[ours] = theirs
+    return mapping
+
+
+class Validator:
+    """Checks one record against the item contract; returns a `FeedItem` or the first `Reject`."""
+
+    def __init__(
+        self,
+        *,
+        allowed_hosts: Iterable[str],
+        max_body_bytes: int,
+        field_map: Mapping[str, str] | None = None,
+    ) -> None:
+        self.names = {f: (field_map or {}).get(f, f) for f in FIELDS}
+        self.own_names = frozenset(self.names.values())
+        self.text_names = tuple(self.names[f] for f in ("url", "updated_at", "title", "body"))
+        self.hosts = frozenset(h.lower() for h in allowed_hosts)
+        # Fast path for the common case; anything else goes through urlsplit.
+        self.prefixes = tuple(f"{s}://{h}/" for h in self.hosts for s in ("https", "http"))
+        self.max_body_bytes = max_body_bytes
+        self.url_expected = "an absolute http(s) URL on ALLOWED_HOSTS (" + ", ".join(sorted(self.hosts)) + ")"
+
+    def check(self, record: RawRecord) -> FeedItem | Reject:
+        data, pos = record.data, record.position
+        if not isinstance(data, dict):
+            return Reject(pos, "(item)", "a JSON object", type(data).__name__)
+        n = self.names
+        key = data.get(n["id"])
+        if isinstance(key, int) and not isinstance(key, bool):
+            key = str(key)
+        if not isinstance(key, str) or not key.strip():
+            return Reject(pos, n["id"], "a non-empty string or integer key", _show(key))
+        if len(key) > MAX_KEY_CHARS:
+            return Reject(pos, n["id"], f"at most {MAX_KEY_CHARS} characters", f"{len(key)}", key)
+        deleted = _flag(data.get(n["deleted"]))
+        if deleted is None:
+            return Reject(pos, n["deleted"], "true or false", _show(data.get(n["deleted"])), key)
+        if deleted:  # a tombstone needs only its key
+            return FeedItem(key, "", datetime.min.replace(tzinfo=UTC), "", "", {}, pos, True)
+        values: list[Any] = [data.get(name) for name in self.text_names]
+        url, stamp, title, body = values
+        for name, value in zip(self.text_names, values, strict=True):
+            if not isinstance(value, str):
+                what = "missing" if value is None else type(value).__name__
+                return Reject(pos, name, "a string", what, key)
+        if url.startswith("/") and not url.startswith("//") and pos.page is not None:
+            url = urljoin(pos.page, url)  # an API may give paths relative to its own pages
+        problem = self._url_problem(url)
+        if problem:
+            return Reject(pos, n["url"], problem, _show(url), key)
+        try:
+            updated = datetime.fromisoformat(stamp)
+        except ValueError:
+            updated = None
+        if updated is None or updated.tzinfo is None:
+            expected = "an ISO 8601 timestamp with a timezone, such as 2026-01-31T12:00:00Z"
+            return Reject(pos, n["updated_at"], expected, _show(stamp), key)
+        if not title.strip() or len(title) > MAX_TITLE_CHARS:
+            return Reject(pos, n["title"], f"1 to {MAX_TITLE_CHARS} characters", _show(title), key)
+        if len(body) > self.max_body_bytes // 4 and len(body.encode("utf-8")) > self.max_body_bytes:
+            size = f"{len(body.encode('utf-8'))} bytes"
+            return Reject(pos, n["body"], f"at most {self.max_body_bytes} bytes (IMPORT_MAX_BODY_BYTES)", size, key)
+        # Extra fields need no cap of their own: the line, row or page holding them has one.
+        extra = {k: v for k, v in data.items() if k not in self.own_names} if len(data) > 5 else {}
+        if updated.utcoffset():
+            updated = updated.astimezone(UTC)
+        return FeedItem(key, url, updated, title, body, extra, pos)
+
+    def _url_problem(self, url: str) -> str | None:
+        expected = self.url_expected
+        if len(url) > MAX_URL_CHARS or WHITESPACE.search(url):
+            return expected
+        if url.startswith(self.prefixes):
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or (parts.hostname or "") not in self.hosts:
+            return expected
+        return None
+
+
+def _flag(value: object) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
+    if isinstance(value, int):
+        return bool(value) if value in (0, 1) else None
+    return None
+
+
+def _show(value: object) -> str:
+    text = "missing" if value is None else repr(value)
+    return text if len(text) <= 80 else text[:80] + "…"
+
+
+# --- sources -----------------------------------------------------------------------------------
+
+
+class JsonlSource:
+    """One JSON object per line; a line that is not JSON or not an object is a reject."""
+
+    def __init__(self, path: Path, *, max_line_bytes: int = 8 << 20) -> None:
+        self.path = path
+        self.name = str(path)
+        self.max_line_bytes = max_line_bytes
+
+    def fingerprint(self) -> str:
+        return _file_fingerprint(self.path)
+
+    def records(self, resume: Position | None = None) -> Iterator[RawRecord | Reject]:
+        skip = resume.index if resume is not None else 0
+        with _open_file(self.path, "rb") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if lineno <= skip or not line.strip():
+                    continue
+                pos = Position(lineno)
+                if len(line) > self.max_line_bytes:
+                    yield Reject(pos, "(line)", f"at most {self.max_line_bytes} bytes per line", f"{len(line)} bytes")
+                    continue
+                try:
+                    data = LINE_DECODER.decode(line.decode("utf-8"))
+                except ValueError as exc:  # UnicodeDecodeError included
+                    yield Reject(pos, "(line)", "one JSON object per line", f"{type(exc).__name__}: {exc}")
+                    continue
+                yield RawRecord(pos, data)
+
+
+class CsvSource:
+    """A CSV file with a header row; the mapped required columns must all be present."""
+
+    def __init__(self, path: Path, *, field_map: Mapping[str, str] | None = None, max_field: int) -> None:
+        self.path = path
+        self.name = str(path)
+        self.required = [(field_map or {}).get(f, f) for f in REQUIRED]
+        self.max_field = max_field
+
+    def fingerprint(self) -> str:
+        return _file_fingerprint(self.path)
+
+    def records(self, resume: Position | None = None) -> Iterator[RawRecord | Reject]:
+        skip = resume.index if resume is not None else 0
+        csv.field_size_limit(max(self.max_field + 1, 131072))
+        with _open_file(self.path, "r", newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            missing = [c for c in self.required if c not in header]
+            if missing:
+                raise InputError(
+                    f"CSV file {self.path} lacks column(s) {', '.join(missing)}",
+                    got=",".join(header) or "no header row",
+                    expected="a header row with " + ",".join(self.required) + " (map names with IMPORT_FIELD_MAP)",
+                )
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    yield Reject(
+                        Position(reader.line_num, unit="row ending on line"), "(row)", "a valid CSV row", str(exc)
+                    )
+                    continue
+                except UnicodeDecodeError as exc:
+                    raise InputError(
+                        f"CSV file {self.path} is not UTF-8", got=str(exc), expected="UTF-8 text"
+                    ) from None
+                pos = Position(reader.line_num, unit="row ending on line")
+                if reader.line_num <= skip:
+                    continue
+                if None in row:
+                    yield Reject(pos, "(row)", f"{len(header)} columns", f"{len(header) + len(row[None])}")
+                    continue
+                yield RawRecord(pos, {k: v for k, v in row.items() if v is not None or k in self.required})
+
+
+class HttpSource:
+    """A paginated JSON API: follows `next` links, or counts up a `page` query parameter."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        session: requests.Session,
+        allowed_hosts: Iterable[str],
+        timeout: float,
+        max_page_bytes: int,
+        attempts: int = 3,
+        backoff: float = 1.0,
+        max_pages: int = 100_000,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.url = url
+        self.name = url
+        self.session = session
+        self.allowed_hosts = tuple(allowed_hosts)
+        self.timeout = timeout
+        self.max_page_bytes = max_page_bytes
+        self.attempts = attempts
+        self.backoff = backoff
+        self.max_pages = max_pages
+        self.sleep = sleep
+        self.pages_read = 0
+
+    def fingerprint(self) -> str:
+        return f"http:{self.name}"  # the same with or without a since parameter
+
+    def with_since(self, param: str, value: str) -> HttpSource:
+        """The same source asking the API for items updated since `value` only."""
+        clone = HttpSource.__new__(HttpSource)
+        clone.__dict__.update(self.__dict__)
+        clone.url = _set_query(self.url, param, value)
+        return clone
+
+    def records(self, resume: Position | None = None) -> Iterator[RawRecord | Reject]:
+        url: str | None = resume.page if resume is not None and resume.page else self.url
+        seen: set[str] = set()
+        previous_digest = None
+        while url is not None:
+            if url in seen:
+                raise InputError(
+                    f"feed next link loops back to {url}, a page already read",
+                    got=url,
+                    expected="each next link to lead to a new page, and null on the last page",
+                )
+            if len(seen) >= self.max_pages:
+                raise InputError(f"feed has more than {self.max_pages} pages", expected="fewer pages")
+            seen.add(url)
+            body = self._fetch(url)
+            self.pages_read += 1
+            items, next_url, paged = self._parse(body, url)
+            if paged:
+                digest = hashlib.sha256(body).digest()
+                if items and digest == previous_digest:
+                    raise InputError(
+                        f"feed page {url} repeats the previous page: the page parameter seems ignored",
+                        expected="a different page per page number, and an empty page at the end",
+                    )
+                previous_digest = digest
+            for index, data in enumerate(items, 1):
+                if resume is not None and url == resume.page and index <= resume.index:
+                    continue
+                yield RawRecord(Position(index, page=url), data)
+            url = next_url
+
+    def _fetch(self, url: str) -> bytes:
+        last: UpstreamUnavailable | None = None
+        for attempt in range(1, self.attempts + 1):
+            try:
+                response = open_checked(
+                    self.session, url, allowed_hosts=self.allowed_hosts, timeout=self.timeout, what="feed page"
+                )
+                chunks = response_chunks(response, what=f"feed page {url}")
+                return b"".join(read_capped(chunks, max_bytes=self.max_page_bytes, what=f"feed page {url}"))
+            except UpstreamUnavailable as exc:
+                last = exc
+                if attempt < self.attempts:
+                    self.sleep(self.backoff * 2 ** (attempt - 1))
+            except InputError as exc:
+                if "larger than" in exc.what:
+                    raise InputError(
+                        exc.what, expected=f"at most {self.max_page_bytes} bytes (IMPORT_MAX_PAGE_BYTES)"
+                    ) from None
+                raise
+        assert last is not None
+        raise UpstreamUnavailable(
+            f"feed page {url} kept failing after {self.attempts} attempts",
+            got=last.got,
+            expected=last.expected or "HTTP 200",
+        )
+
+    def _parse(self, body: bytes, url: str) -> tuple[list[Any], str | None, bool]:
+        """(items, next page URL or None, whether this is a page-parameter feed)."""
+        try:
+            doc = json.loads(body)
+        except ValueError as exc:
+            raise InputError(
+                f"feed page {url} is not valid JSON", got=str(exc), expected="a JSON object with an items list"
+            ) from None
+        if isinstance(doc, list):
+            return doc, (_next_page(url) if doc else None), True
+        if isinstance(doc, dict):
+            items = next((doc[k] for k in ITEM_LIST_KEYS if isinstance(doc.get(k), list)), None)
+            if items is None:
+                raise InputError(
+                    f"feed page {url} has no items list",
+                    got=", ".join(sorted(doc)[:10]) or "an empty object",
+                    expected="a key named " + " or ".join(ITEM_LIST_KEYS) + " holding a list",
+                )
+            if "next" in doc:
+                link = doc["next"]
+                if link is not None and not isinstance(link, str):
+                    raise InputError(
+                        f"feed page {url} has a next link that is not a string",
+                        got=_show(link),
+                        expected="a URL or null",
+                    )
+                return items, (urljoin(url, link) if link else None), False
+            return items, (_next_page(url) if items else None), True
+        raise InputError(f"feed page {url} is not a JSON object or list", got=type(doc).__name__, expected="an object")
+
+
+def _next_page(url: str) -> str:
+    query = dict(parse_qsl(urlsplit(url).query))
+    current = query.get("page", "1")
+    if not current.isdigit():
+        raise InputError(f"feed URL {url} has a page parameter that is not a number", got=current, expected="page=1")
+    return _set_query(url, "page", str(int(current) + 1))
+
+
+def _set_query(url: str, name: str, value: str) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != name]
+    query.append((name, value))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _file_fingerprint(path: Path) -> str:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise InputError(f"feed file {path} cannot be read", got=exc.strerror, expected="a readable file") from None
+    return f"file:{path.resolve()}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _open_file(path: Path, mode: str, **kwargs: Any) -> Any:
+    try:
+        return open(path, mode, **kwargs)
+    except OSError as exc:
+        raise InputError(f"feed file {path} cannot be read", got=exc.strerror, expected="a readable file") from None
+
+
+def open_source(
+    spec: str,
+    *,
+    session: requests.Session | None,
+    allowed_hosts: Iterable[str],
+    field_map: Mapping[str, str] | None,
+    timeout: float,
+    max_page_bytes: int,
+    max_body_bytes: int,
+    base_dir: Path | None = None,
+) -> JsonlSource | CsvSource | HttpSource:
+    """The source named by IMPORT_SOURCE: an http(s) URL, or a .jsonl / .ndjson / .csv file."""
+    spec = spec.strip()
+    if spec.startswith(("http://", "https://")):
+        if session is None:
+            raise ValueError("an HTTP source needs a session")
+        return HttpSource(
+            spec, session=session, allowed_hosts=allowed_hosts, timeout=timeout, max_page_bytes=max_page_bytes
+        )
+    path = Path(os.path.expanduser(spec))
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        # Room for a body at the cap even when every character is JSON-escaped, plus other fields.
+        return JsonlSource(path, max_line_bytes=6 * max_body_bytes + 65536)
+    if suffix == ".csv":
+        return CsvSource(path, field_map=field_map, max_field=max_body_bytes)
+    raise InputError(
+        "IMPORT_SOURCE is not a feed this tool reads",
+        got=spec,
+        expected="an http(s) JSON API URL, or a path ending in .jsonl, .ndjson or .csv",
+    )

@@ -1,0 +1,289 @@
+"""One import run: read a feed in batches, classify each item against the store, commit each
+batch with its checkpoint, and hand changed URLs to the purge outbox.
+
+Resume: an unfinished run leaves the position of its last committed record in `checkpoints`; the
+next run of the same (unchanged) source starts after it. Anything replayed is absorbed by the
+upsert, so a kill -9 anywhere ends, after a rerun, in the same rows as an uninterrupted run.
+
+Cursor: a completed run promotes the highest (updated_at, key) it saw. The next run re-checks
+items newer than the cursor minus the overlap window (late timestamps), every key the store does
+not have, and with `max_age` every stored item whose content is older than that; the rest are
+counted unchanged without hashing. The cursor only moves when a run completes, so an unsorted
+feed cannot make a resumed run skip items.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from .content import Change, Checkpoint, ContentStore, StoredItem
+from .errors import EdgecronError, InputError
+from .feed import FeedItem, Position, RawRecord, Reject, Validator
+from .outbox import PurgeOutbox
+
+REJECTS_KEPT = 200  # in the report; all of them are in the `rejects` table
+DURATION = re.compile(r"(\d+)\s*([smhdw]?)")
+UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class Source(Protocol):
+    name: str
+
+    def fingerprint(self) -> str: ...
+
+    def records(self, resume: Position | None = None) -> Iterable[RawRecord | Reject]: ...
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    batch_size: int = 500
+    max_reject_rate: float = 0.05
+    overlap: timedelta = timedelta(minutes=5)
+    max_age: timedelta | None = None
+    dry_run: bool = False
+
+
+@dataclass
+class ImportReport:
+    run_id: str
+    source: str
+    counts: dict[str, int]
+    rejects: list[Reject] = field(default_factory=list)
+    changed_urls: list[str] = field(default_factory=list)  # old and new URLs: what to purge
+    live_urls: list[str] = field(default_factory=list)  # inserted/updated pages: what to re-warm
+    resumed_from: str | None = None
+    backup: str | None = None
+    stopped: str | None = None  # why the run ended early, if it did
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "source": self.source,
+            "counts": self.counts,
+            "resumed_from": self.resumed_from,
+            "backup": self.backup,
+            "stopped": self.stopped,
+            "rejects": [r.as_dict() for r in self.rejects],
+            "changed_urls": self.changed_urls,
+            "warm_urls": self.live_urls,
+        }
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90s`, `15m`, `12h`, `30d`, `2w` or plain seconds."""
+    match = DURATION.fullmatch(text.strip().lower())
+    if not match:
+        raise InputError("--max-age is not a duration", got=text, expected="a number with s, m, h, d or w, such as 30d")
+    return timedelta(seconds=int(match.group(1)) * UNIT_SECONDS[match.group(2)])
+
+
+class Importer:
+    """Runs one import. `backup` is called once, right before the run's first write."""
+
+    def __init__(
+        self,
+        *,
+        store: ContentStore,
+        source: Source,
+        validator: Validator,
+        options: ImportOptions,
+        run_id: str,
+        now: Callable[[], datetime],
+        stop: threading.Event | None = None,
+        backup: Callable[[], str | None] = lambda: None,
+        forward_purges: Callable[[], object] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.source = source
+        self.validator = validator
+        self.options = options
+        self.run_id = run_id
+        self.now = now
+        self.stop = stop or threading.Event()
+        self.backup = backup
+        self.forward_purges = forward_purges
+        self.started_at = now()
+        self.counts = dict.fromkeys(
+            ("read", "inserted", "updated", "removed", "unchanged", "rejected", "duplicates", "behind_cursor"), 0
+        )
+        self.report = ImportReport(run_id=run_id, source=source.name, counts=self.counts)
+        self.seen: set[str] = set()
+        self.overlay: dict[str, StoredItem | None] = {}  # changes not yet committed (all of them in a dry run)
+        self.backed_up = False
+
+    def run(self) -> ImportReport:
+        saved = self.store.checkpoint(self.source.name)
+        fingerprint = self.source.fingerprint()
+        resume = saved.resume if saved.fingerprint == fingerprint else None
+        self.report.resumed_from = resume.label() if resume else None
+        self.cursor_floor = self._floor(saved.cursor)
+        self.stale_before = self.now() - self.options.max_age if self.options.max_age is not None else None
+        self.progress = Checkpoint(
+            saved.source,
+            cursor=saved.cursor,
+            fingerprint=fingerprint,
+            resume=resume,
+            high=saved.high if resume else None,
+        )
+        status = "ok"
+        batch: list[RawRecord | Reject] = []
+        try:
+            for record in self.source.records(resume):
+                batch.append(record)
+                if len(batch) >= self.options.batch_size:
+                    self.handle_batch(batch)
+                    batch = []
+                    self._check_reject_rate(final=False)
+                    if self.stop.is_set():
+                        status = self.report.stopped = "interrupted"
+                        break
+            else:
+                self.handle_batch(batch)
+                batch = []
+                self._check_reject_rate(final=True)
+        except EdgecronError as exc:
+            status = "stopped" if isinstance(exc, InputError) else "failed"
+            self.report.stopped = exc.what
+            if batch:  # keep what was read before the feed failed
+                self.handle_batch(batch)
+            self._finish(status)
+            raise
+        self._finish(status)
+        return self.report
+
+    def handle_batch(self, records: list[RawRecord | Reject]) -> None:
+        """Classify a batch, then commit its rows, rejects and checkpoint together."""
+        if not records:
+            return
+        items: list[FeedItem] = []
+        rejects: list[Reject] = []
+        for record in records:
+            checked = record if isinstance(record, Reject) else self.validator.check(record)
+            (rejects if isinstance(checked, Reject) else items).append(checked)  # type: ignore[arg-type]
+        stored = self.store.lookup([i.key for i in items if i.key not in self.overlay])
+        changes = [c for c in (self._classify(item, stored) for item in items) if c is not None]
+        self.counts["rejected"] += len(rejects)
+        self.report.rejects.extend(rejects[: max(0, REJECTS_KEPT - len(self.report.rejects))])
+        last = records[-1].position
+        self.progress.resume = last
+        if self.options.dry_run or not (changes or rejects):
+            return  # nothing to write: a replay from the previous commit costs only reading
+        if not self.backed_up:
+            self.report.backup = self.backup()
+            self.backed_up = True
+        self.store.commit_batch(
+            run_id=self.run_id,
+            started_at=self.started_at,
+            changes=changes,
+            rejects=rejects,
+            checkpoint=self.progress,
+            counts=self.counts,
+            now=self.now(),
+        )
+        self.overlay.clear()
+        self.forward_purges()
+
+    def _classify(self, item: FeedItem, stored: dict[str, StoredItem]) -> Change | None:
+        key = item.key
+        if key in self.seen:
+            self.counts["duplicates"] += 1  # the last one wins: it is applied after the earlier
+        self.seen.add(key)
+        current = self.overlay[key] if key in self.overlay else stored.get(key)
+        if item.deleted:
+            if current is None:
+                self.counts["unchanged"] += 1
+                return None
+            self.counts["removed"] += 1
+            self.overlay[key] = None
+            return self._change("delete", key, None, None, (current.url,))
+        self.counts["read"] += 1
+        mark = (item.updated_at, key)
+        if self.progress.high is None or mark > self.progress.high:
+            self.progress.high = mark
+        if current is None:
+            digest = item.content_hash()
+            self.counts["inserted"] += 1
+            self.overlay[key] = StoredItem(key, item.url, digest, item.updated_text)
+            return self._change("insert", key, item, digest, (item.url,))
+        if self._behind_cursor(item, current):
+            self.counts["unchanged"] += 1
+            self.counts["behind_cursor"] += 1
+            return None
+        digest = item.content_hash()
+        if digest == current.content_hash:
+            self.counts["unchanged"] += 1
+            return None
+        self.counts["updated"] += 1
+        self.overlay[key] = StoredItem(key, item.url, digest, item.updated_text)
+        urls = (current.url, item.url) if current.url != item.url else (item.url,)
+        return self._change("update", key, item, digest, urls)
+
+    def _change(
+        self, action: str, key: str, item: FeedItem | None, digest: str | None, urls: tuple[str, ...]
+    ) -> Change:
+        self.report.changed_urls.extend(urls)
+        if item is not None:
+            self.report.live_urls.append(item.url)
+        return Change(action, key, item, digest, urls)
+
+    def _behind_cursor(self, item: FeedItem, current: StoredItem) -> bool:
+        if self.cursor_floor is None or (item.updated_at, item.key) > self.cursor_floor:
+            return False
+        stale = self.stale_before is not None and datetime.fromisoformat(current.updated_at) < self.stale_before
+        return not stale
+
+    def _floor(self, cursor: tuple[datetime, str] | None) -> tuple[datetime, str] | None:
+        if cursor is None:
+            return None
+        overlap = self.options.overlap
+        return (cursor[0] - overlap, cursor[1] if not overlap else "")
+
+    def _check_reject_rate(self, *, final: bool) -> None:
+        rejected = self.counts["rejected"]
+        seen = rejected + self.counts["read"] + self.counts["removed"]
+        # Judge the rate only over a full batch or the whole feed, not the first few items.
+        if not rejected or (not final and seen < self.options.batch_size):
+            return
+        if rejected / seen > self.options.max_reject_rate:
+            reasons = "; ".join(r.reason() for r in self.report.rejects[:3])
+            raise InputError(
+                f"{rejected} of {seen} items rejected, over the limit of {self.options.max_reject_rate:.0%}"
+                f" (first: {reasons})",
+                expected=f"at most {self.options.max_reject_rate:.0%} rejected (--max-reject-rate)",
+                hint="Batches committed before the stop are kept; fix the feed and rerun.",
+            )
+
+    def _finish(self, status: str) -> None:
+        if self.options.dry_run:
+            return
+        progress = self.progress
+        if status == "ok":  # promote the cursor; nothing left to resume
+            high = progress.high
+            cursor = progress.cursor if high is None or (progress.cursor and progress.cursor >= high) else high
+            progress = Checkpoint(progress.source, cursor=cursor)
+        self.store.finish_run(
+            run_id=self.run_id,
+            started_at=self.started_at,
+            status=status,
+            counts=self.counts,
+            checkpoint=progress,
+            now=self.now(),
+        )
+
+
+def forward_purges(store: ContentStore, outbox: PurgeOutbox, *, now: datetime) -> int:
+    """Move relayed URLs into the state.db outbox (idempotent), then drop them from the relay."""
+    pending = store.pending_purges()
+    if not pending:
+        return 0
+    by_run: dict[str, list[str]] = {}
+    for _, url, run_id in pending:
+        by_run.setdefault(run_id, []).append(url)
+    added = sum(outbox.enqueue("url", urls, source=f"import:{run_id}", now=now) for run_id, urls in by_run.items())
+    store.clear_purges(pending[-1][0])
+    return added

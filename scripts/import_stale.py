@@ -1,0 +1,311 @@
+#!/usr/bin/env python3
+"""Import stale content from a feed into the content store: idempotent, resumable, reversible."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import _cli
+import typer
+from edgecron.cloudflare import CloudflareClient, interruptible_sleep
+from edgecron.config import Settings
+from edgecron.content import ContentStore
+from edgecron.errors import ConfigError, ExitCode, InputError, LockHeld
+from edgecron.feed import HttpSource, Validator, open_source, parse_field_map
+from edgecron.http import make_session
+from edgecron.importer import Importer, ImportOptions, forward_purges, parse_duration
+from edgecron.lock import JobLock
+from edgecron.outbox import PurgeOutbox
+from edgecron.purge import send_outbox
+from edgecron.runner import JobRun
+from edgecron.state import open_state
+from edgecron.warm import WarmResultStore, options_from_settings, plan_urls, warm_urls
+
+COMMANDS = ("run", "rollback", "runs", "check-db")
+app = _cli.new_app("Import stale content from IMPORT_SOURCE; `run` is the default command.")
+app.info.epilog = _cli.examples(
+    "import_stale.py                      # run: import what changed since the last run",
+    "import_stale.py rollback RUN_ID      # undo a bad feed",
+    "import_stale.py check-db             # is the key lookup an index search?",
+)
+
+
+@app.command(
+    epilog=_cli.examples(
+        "import_stale.py --dry-run               # what would change, nothing written",
+        "import_stale.py run --max-age 30d       # also re-check items older than 30 days",
+        "import_stale.py --purge --warm --json   # import, purge and re-warm the changed pages",
+    )
+)
+def run(
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Report what would change; write nothing."),
+    max_reject_rate: float = typer.Option(
+        None, help="Stop (exit 2) past this share of rejects [IMPORT_MAX_REJECT_RATE]."
+    ),
+    max_age: str = typer.Option(None, help="Also re-check stored items older than this (30d, 12h)."),
+    source: str = typer.Option(None, help="Feed URL or .jsonl/.csv path [IMPORT_SOURCE]."),
+    purge: bool = typer.Option(False, "--purge", help="Send this run's purges to Cloudflare at the end."),
+    warm: bool = typer.Option(False, "--warm", help="Re-warm the inserted and updated pages after."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another run's lock."),
+) -> None:
+    """Pull items, upsert what changed, checkpoint every batch, queue purges of changed URLs."""
+    cfg = _cli.settings()
+    with _cli.user_errors():
+        options = ImportOptions(
+            batch_size=cfg["IMPORT_BATCH"],
+            max_reject_rate=cfg["IMPORT_MAX_REJECT_RATE"] if max_reject_rate is None else max_reject_rate,
+            overlap=timedelta(seconds=cfg["IMPORT_OVERLAP"]),
+            max_age=parse_duration(max_age) if max_age else None,
+            dry_run=dry_run,
+        )
+        if not 0 <= options.max_reject_rate <= 1:
+            raise InputError("--max-reject-rate is out of range", got=max_reject_rate, expected="0 to 1")
+        spec = source or cfg.require("IMPORT_SOURCE")
+        if not cfg.allowed_hosts:
+            raise ConfigError("SITE_URL and ALLOWED_HOSTS are both empty", expected="the hosts item URLs may use")
+    with (
+        _cli.job("import", cfg, dry_run=dry_run, lock_wait=wait) as job,
+        ContentStore(cfg.content_db, readonly=dry_run) as store,
+    ):
+        outbox = PurgeOutbox(job.state) if job.state is not None else None
+        relay = (lambda: forward_purges(store, outbox, now=job.now())) if outbox else (lambda: 0)
+        relay()  # URLs a killed run committed but did not hand over yet
+        feed = _open_feed(cfg, spec, store, options)
+        importer = Importer(
+            store=store,
+            source=feed,
+            validator=Validator(
+                allowed_hosts=cfg.allowed_hosts,
+                max_body_bytes=cfg["IMPORT_MAX_BODY_BYTES"],
+                field_map=parse_field_map(cfg["IMPORT_FIELD_MAP"]),
+            ),
+            options=options,
+            run_id=job.run_id,
+            now=job.now,
+            stop=job.stop,
+            backup=lambda: str(
+                store.backup(cfg.state_dir / "backups", keep=cfg["BACKUP_KEEP"], now=job.now(), label=job.run_id)
+            ),
+            forward_purges=relay,
+        )
+        report = importer.run()
+        job.counts.update(report.counts)
+        job.log("imported", **report.counts, backup=report.backup, resumed_from=report.resumed_from)
+        if report.counts["rejected"]:
+            job.exit_code = ExitCode.PROBLEMS
+        sent = _send_purges(cfg, job, outbox) if purge and outbox else None
+        warmed = _warm(cfg, job, report.live_urls) if warm and not dry_run and not job.stop.is_set() else None
+        _print_report(report.as_dict() | {"dry_run": dry_run, "purge": sent, "warm": warmed}, json_out=json_out)
+
+
+def _open_feed(cfg: Settings, spec: str, store: ContentStore, options: ImportOptions) -> Any:
+    feed = open_source(
+        spec,
+        session=make_session(),
+        allowed_hosts=cfg.allowed_hosts,
+        field_map=parse_field_map(cfg["IMPORT_FIELD_MAP"]),
+        timeout=cfg["IMPORT_TIMEOUT"],
+        max_page_bytes=cfg["IMPORT_MAX_PAGE_BYTES"],
+        max_body_bytes=cfg["IMPORT_MAX_BODY_BYTES"],
+        base_dir=cfg.base_dir,
+    )
+    since_param = cfg["IMPORT_SINCE_PARAM"]
+    if isinstance(feed, HttpSource) and since_param and options.max_age is None:
+        saved = store.checkpoint(feed.name)
+        if saved.cursor and saved.resume is None:  # ask the API only for what may have changed
+            feed = feed.with_since(since_param, (saved.cursor[0] - options.overlap).isoformat())
+    return feed
+
+
+def _send_purges(cfg: Settings, job: JobRun, outbox: PurgeOutbox) -> dict[str, Any]:
+    """Send what the outbox holds, under the purge job's lock (its sender methods require it)."""
+    lock = JobLock(cfg.lock_dir, "purge")
+    try:
+        lock.acquire(now=job.now())
+    except LockHeld:
+        return {"skipped": "the purge job is running; it sends these URLs"}
+    try:
+        client = CloudflareClient(
+            api_url=cfg["CF_API_URL"],
+            zone_id=cfg.require("CF_ZONE_ID"),
+            token=cfg.api_token,
+            plan=cfg["CF_PLAN"],
+            batch_size=cfg["CF_PURGE_BATCH"],
+            sleep=interruptible_sleep(job.stop),
+            log=job.log,
+        )
+        outbox.recover_claimed()  # a purge run killed mid-send left its batch 'sending'
+        report = send_outbox(outbox, client, run_id=job.run_id, now=job.now, stop=job.stop)
+    finally:
+        lock.release()
+    job.counts.update(purged=sum(report.sent.values()), purge_failed=len(report.failed))
+    if report.error is not None:
+        raise report.error
+    if report.failed:
+        job.exit_code = ExitCode.PROBLEMS
+    return {"sent": sum(report.sent.values()), "failed": len(report.failed), "pending": outbox.counts()["pending"]}
+
+
+def _warm(cfg: Settings, job: JobRun, urls: list[str]) -> dict[str, Any] | None:
+    assert job.state is not None
+    planned = list(
+        plan_urls(urls, allowed_hosts=cfg.allowed_hosts, bypass_paths=cfg["BYPASS_PATHS"], skipped=Counter())
+    )
+    if not planned:
+        return None
+    store = WarmResultStore(job.state, run_id=job.run_id, now=job.now)
+    summary = warm_urls(planned, options=options_from_settings(cfg), stop=job.stop, store=store)
+    failed = summary.outcomes["failed"]
+    job.counts.update(warmed=summary.requested, warm_failed=failed)
+    if failed:
+        job.exit_code = ExitCode.PROBLEMS
+    return {"requested": summary.requested, "outcomes": dict(summary.outcomes), "failed": failed}
+
+
+def _print_report(doc: dict[str, Any], *, json_out: bool) -> None:
+    counts = doc["counts"]
+    if json_out:
+        _cli.print_json(doc)
+    elif _cli.is_tty():
+        label = "would be " if doc["dry_run"] else ""
+        rows = [
+            (name, counts[name])
+            for name in ("read", "inserted", "updated", "removed", "unchanged", "rejected", "duplicates")
+        ]
+        typer.echo(_cli.table(rows, [f"items ({label}{doc['source']})", "count"]))
+        if doc["resumed_from"]:
+            typer.echo(f"resumed after {doc['resumed_from']}")
+        if doc["backup"]:
+            typer.echo(f"backup: {doc['backup']}")
+    if counts["rejected"] and not json_out:
+        typer.echo(f"{counts['rejected']} item(s) rejected:", err=True)
+        for reject in doc["rejects"][:10]:
+            typer.echo(
+                f"  {reject['position']}: {reject['field']}: got {reject['got']}, expected {reject['expected']}",
+                err=True,
+            )
+
+
+@app.command(
+    epilog=_cli.examples(
+        "import_stale.py runs                    # find the run id",
+        "import_stale.py rollback 3f2a9c0d       # a unique prefix is enough",
+    )
+)
+def rollback(
+    run_id: str = typer.Argument(..., help="The import run to undo (see `runs`)."),
+    force: bool = typer.Option(False, "--force", help="Also overwrite items later runs changed again."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Restore the rows an import run changed to their previous versions; queue their purges."""
+    cfg = _cli.settings()
+    with _cli.job("import", cfg) as job, ContentStore(cfg.content_db) as store:
+        assert job.state is not None
+        target = store.resolve_run_id(run_id)
+        backups: list[str] = []
+
+        def backup() -> None:  # after the checks, before the first write
+            path = store.backup(cfg.state_dir / "backups", keep=cfg["BACKUP_KEEP"], now=job.now(), label=job.run_id)
+            backups.append(str(path))
+
+        result = store.rollback(target, run_id=job.run_id, now=job.now(), force=force, before_write=backup)
+        forward_purges(store, PurgeOutbox(job.state), now=job.now())
+        job.counts.update(restored=result.restored, removed=result.removed, purges=len(result.urls))
+        doc = {"run_id": job.run_id, "rolled_back": target, "restored": result.restored, "removed": result.removed}
+        doc |= {"backup": backups[0], "purge_urls": result.urls}
+        if json_out:
+            _cli.print_json(doc)
+        elif _cli.is_tty():
+            typer.echo(
+                f"rolled back {target}: {result.restored} restored, {result.removed} removed, "
+                f"{len(result.urls)} URL(s) queued for purge; backup {backups[0]}"
+            )
+
+
+@app.command(epilog=_cli.examples("import_stale.py runs --limit 5", "import_stale.py runs --json"))
+def runs(
+    limit: int = typer.Option(20, help="How many runs to list."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """List import runs (newest first) with their counts."""
+    cfg = _cli.settings()
+    with _cli.user_errors(), ContentStore(cfg.content_db, readonly=True) as store:
+        content = {r["run_id"]: r for r in store.runs(limit=1000)}
+        listed = []
+        if (cfg.state_dir / "state.db").exists():
+            with open_state(cfg.state_dir) as state:
+                rows = state.execute(
+                    "SELECT run_id, started_at, status, counts FROM runs WHERE job='import' ORDER BY started_at DESC LIMIT ?",
+                    (limit,),
+                ).fetchall()
+            listed = [dict(r) for r in rows]
+        known = {r["run_id"] for r in listed}
+        listed += [r for r in content.values() if r["run_id"] not in known][: max(0, limit - len(listed))]
+    docs = []
+    for row in listed:
+        extra = content.get(row["run_id"], {})
+        counts = extra.get("counts") or _cli_json(row.get("counts"))
+        docs.append(
+            {
+                "run_id": row["run_id"],
+                "started_at": row["started_at"],
+                "status": row["status"],
+                "kind": extra.get("kind", "import"),
+                "counts": counts,
+                "rolled_back_by": extra.get("rolled_back_by"),
+            }
+        )
+    if json_out:
+        _cli.print_json({"runs": docs})
+        return
+    fields = ("inserted", "updated", "removed", "unchanged", "rejected")
+    table = [
+        (
+            d["run_id"],
+            d["started_at"][:19],
+            d["kind"],
+            d["status"],
+            *(d["counts"].get(f, "") for f in fields),
+            d["rolled_back_by"] or "",
+        )
+        for d in docs
+    ]
+    typer.echo(_cli.table(table, ["run_id", "started", "kind", "status", *fields, "rolled back by"]))
+
+
+def _cli_json(text: Any) -> dict[str, Any]:
+    return json.loads(text) if isinstance(text, str) else {}
+
+
+@app.command("check-db", epilog=_cli.examples("import_stale.py check-db", "import_stale.py check-db --json"))
+def check_db(json_out: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
+    """Show the content store's indexes and the query plans of its key lookups; exit 1 on a full scan."""
+    cfg = _cli.settings()
+    with _cli.user_errors():
+        if not cfg.content_db.exists():
+            raise InputError("there is no content store yet", got=str(cfg.content_db), expected="an import run first")
+        with ContentStore(cfg.content_db, readonly=True) as store:
+            check = store.check()
+    if json_out:
+        _cli.print_json(
+            {"path": str(check.path), "indexes": check.indexes, "plans": check.plans, "full_scans": check.full_scans}
+        )
+    else:
+        rows = [(i["table"], i["name"], "unique" if i["unique"] else "", ",".join(i["columns"])) for i in check.indexes]
+        typer.echo(_cli.table(rows, ["table", "index", "", "columns"]))
+        for name, details in check.plans.items():
+            typer.echo(f"{name}: {' / '.join(details)}")
+    if check.full_scans:
+        typer.echo(f"Problem: full table scan for {', '.join(check.full_scans)}; the key index is missing.", err=True)
+        raise typer.Exit(int(ExitCode.PROBLEMS))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in (*COMMANDS, "-h", "--help"):
+        sys.argv.insert(1, "run")  # `run` is the default command
+    app()

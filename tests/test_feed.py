@@ -1,0 +1,255 @@
+"""Feed sources and boundary validation, against real files and a real loopback HTTP server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from edgecron import feed as module
+from edgecron.errors import ConfigError, InputError, UpstreamUnavailable
+from edgecron.http import make_session
+from pytest_httpserver import HTTPServer
+from werkzeug import Response
+
+HOSTS = ("www.example.com", "localhost")
+
+
+def item(i: int, **over: object) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "id": f"k{i}",
+        "url": f"https://www.example.com/a/{i}",
+        "updated_at": "2026-01-02T03:04:05Z",
+        "title": f"Title {i}",
+        "body": f"Body {i}",
+    }
+    doc.update(over)
+    return doc
+
+
+def check(data: object, **kwargs: object) -> module.FeedItem | module.Reject:
+    validator = module.Validator(allowed_hosts=HOSTS, max_body_bytes=kwargs.pop("max_body", 100), **kwargs)  # type: ignore[arg-type]
+    return validator.check(module.RawRecord(module.Position(7), data))
+
+
+def source(server: HTTPServer, path: str, **kwargs: object) -> module.HttpSource:
+    return module.HttpSource(
+        server.url_for(path),
+        session=make_session(retries=0),
+        allowed_hosts=HOSTS,
+        timeout=5,
+        max_page_bytes=100_000,
+        sleep=lambda s: None,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+# --- validation --------------------------------------------------------------------------------
+
+
+def test_a_valid_item_is_normalised_to_utc_and_keeps_unknown_fields_as_json() -> None:
+    got = check(item(1, updated_at="2026-01-02T05:04:05+02:00", tags=["b", "a"], author="x"))
+    assert isinstance(got, module.FeedItem)
+    assert got.updated_text == "2026-01-02T03:04:05+00:00"
+    assert json.loads(got.extra) == {"author": "x", "tags": ["b", "a"]}
+    assert got.extra.index("author") < got.extra.index("tags")  # sorted keys: a stable hash
+
+
+@pytest.mark.parametrize(
+    ("over", "field", "expected_word"),
+    [
+        ({"updated_at": "2026-01-02T03:04:05"}, "updated_at", "timezone"),
+        ({"updated_at": "yesterday"}, "updated_at", "ISO 8601"),
+        ({"url": "https://evil.example.net/a"}, "url", "ALLOWED_HOSTS"),
+        ({"url": "/relative/path"}, "url", "absolute"),
+        ({"title": None}, "title", "a string"),
+        ({"title": "  "}, "title", "characters"),
+        ({"body": "x" * 101}, "body", "IMPORT_MAX_BODY_BYTES"),
+        ({"body": "é" * 51}, "body", "at most 100 bytes"),  # 102 bytes in UTF-8
+        ({"id": ""}, "id", "non-empty"),
+        ({"id": 1.5}, "id", "key"),
+        ({"deleted": "perhaps"}, "deleted", "true or false"),
+    ],
+)
+def test_a_bad_field_is_rejected_naming_field_expected_got_and_position(
+    over: dict[str, object], field: str, expected_word: str
+) -> None:
+    got = check(item(1, **over))
+    assert isinstance(got, module.Reject)
+    assert (got.field, got.position.label()) == (field, "line 7")
+    assert expected_word in got.expected
+    assert got.got
+
+
+def test_a_record_that_is_not_an_object_is_rejected() -> None:
+    got = check(["not", "an", "object"])
+    assert isinstance(got, module.Reject) and got.got == "list"
+
+
+def test_integer_keys_are_accepted_as_text() -> None:
+    got = check(item(1, id=42))
+    assert isinstance(got, module.FeedItem) and got.key == "42"
+
+
+def test_a_tombstone_needs_only_its_key() -> None:
+    got = check({"id": "k1", "deleted": True})
+    assert isinstance(got, module.FeedItem) and got.deleted
+
+
+def test_field_map_reads_differently_named_fields() -> None:
+    mapping = module.parse_field_map("id=guid, updated_at=modified")
+    got = check(
+        {
+            "guid": "g1",
+            "url": "https://www.example.com/g",
+            "modified": "2026-01-01T00:00:00Z",
+            "title": "t",
+            "body": "b",
+        },
+        field_map=mapping,
+    )
+    assert isinstance(got, module.FeedItem) and got.key == "g1" and got.extra == "{}"
+
+
+@pytest.mark.parametrize("text", ["id", "slug=guid", "id="])
+def test_a_bad_field_map_is_a_config_error(text: str) -> None:
+    with pytest.raises(ConfigError, match="IMPORT_FIELD_MAP"):
+        module.parse_field_map(text)
+
+
+def test_content_hash_ignores_updated_at_but_not_content() -> None:
+    a, b, c = check(item(1)), check(item(1, updated_at="2027-01-01T00:00:00Z")), check(item(1, body="new"))
+    assert isinstance(a, module.FeedItem) and isinstance(b, module.FeedItem) and isinstance(c, module.FeedItem)
+    assert a.content_hash() == b.content_hash() != c.content_hash()
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+def test_jsonl_bad_lines_become_rejects_with_their_line_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "feed.jsonl"
+    path.write_text(json.dumps(item(1)) + "\n{not json\n\n" + json.dumps(item(2)) + "\n")
+    records = list(module.JsonlSource(path).records())
+    assert [type(r).__name__ for r in records] == ["RawRecord", "Reject", "RawRecord"]
+    assert records[1].position.label() == "line 2" and records[2].position.index == 4
+
+
+def test_jsonl_resume_skips_lines_already_committed(tmp_path: Path) -> None:
+    path = tmp_path / "feed.jsonl"
+    path.write_text("".join(json.dumps(item(i)) + "\n" for i in range(5)))
+    records = list(module.JsonlSource(path).records(module.Position(3)))
+    assert [r.data["id"] for r in records if isinstance(r, module.RawRecord)] == ["k3", "k4"]
+
+
+def test_a_missing_file_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot be read"):
+        list(module.JsonlSource(tmp_path / "nope.jsonl").records())
+
+
+def test_csv_without_a_required_column_is_refused_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "feed.csv"
+    path.write_text("id,url,updated_at,title\nk1,https://www.example.com/1,2026-01-01T00:00:00Z,T\n")
+    with pytest.raises(InputError, match="lacks column") as err:
+        list(module.CsvSource(path, max_field=100).records())
+    assert "body" in err.value.message
+
+
+def test_csv_rows_with_extra_cells_are_rejected_and_multiline_bodies_kept(tmp_path: Path) -> None:
+    path = tmp_path / "feed.csv"
+    path.write_text(
+        "id,url,updated_at,title,body\n"
+        'k1,https://www.example.com/1,2026-01-01T00:00:00Z,T,"two\nlines"\n'
+        "k2,https://www.example.com/2,2026-01-01T00:00:00Z,T,b,surprise\n"
+    )
+    first, second = module.CsvSource(path, max_field=100).records()
+    assert isinstance(first, module.RawRecord) and first.data["body"] == "two\nlines"
+    assert isinstance(second, module.Reject) and second.position.label() == "row ending on line 4"
+
+
+def test_open_source_refuses_an_unknown_kind(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="IMPORT_SOURCE"):
+        module.open_source(
+            str(tmp_path / "feed.xml"),
+            session=None,
+            allowed_hosts=HOSTS,
+            field_map=None,
+            timeout=1,
+            max_page_bytes=1,
+            max_body_bytes=1,
+        )
+
+
+# --- HTTP --------------------------------------------------------------------------------------
+
+
+def test_http_follows_next_links_and_resumes_mid_page(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/feed").respond_with_json({"items": [item(1), item(2)], "next": "/feed/2"})
+    httpserver.expect_request("/feed/2").respond_with_json({"items": [item(3)], "next": None})
+    feed = source(httpserver, "/feed")
+    assert [r.data["id"] for r in feed.records()] == ["k1", "k2", "k3"]
+    resume = module.Position(1, page=httpserver.url_for("/feed"))
+    assert [r.data["id"] for r in feed.records(resume)] == ["k2", "k3"]
+
+
+def test_http_page_parameter_is_counted_up_until_an_empty_page(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/api", query_string="page=1").respond_with_json([item(1)])
+    httpserver.expect_request("/api", query_string="page=2").respond_with_json({"items": [item(2)]})
+    httpserver.expect_request("/api", query_string="page=3").respond_with_json({"items": []})
+    feed = source(httpserver, "/api?page=1")
+    assert [r.data["id"] for r in feed.records()] == ["k1", "k2"]
+
+
+def test_a_next_link_that_loops_is_an_input_error(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/a").respond_with_json({"items": [item(1)], "next": "/b"})
+    httpserver.expect_request("/b").respond_with_json({"items": [item(2)], "next": "/a"})
+    with pytest.raises(InputError, match="loops back"):
+        list(source(httpserver, "/a").records())
+
+
+def test_a_page_parameter_the_server_ignores_is_an_input_error(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/same").respond_with_json({"items": [item(1)]})
+    with pytest.raises(InputError, match="page parameter seems ignored"):
+        list(source(httpserver, "/same").records())
+
+
+def test_a_500_is_retried_then_succeeds(httpserver: HTTPServer) -> None:
+    httpserver.expect_oneshot_request("/flaky").respond_with_response(Response("oops", status=500))
+    httpserver.expect_request("/flaky").respond_with_json({"items": [item(1)], "next": None})
+    assert len(list(source(httpserver, "/flaky").records())) == 1
+    assert len(httpserver.log) == 2
+
+
+def test_a_page_that_keeps_failing_is_upstream_unavailable_after_the_items_before_it(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/p1").respond_with_json({"items": [item(1)], "next": "/p2"})
+    httpserver.expect_request("/p2").respond_with_response(Response("down", status=500))
+    records = source(httpserver, "/p1", attempts=3).records()
+    assert next(iter(records)).data["id"] == "k1"
+    with pytest.raises(UpstreamUnavailable, match="after 3 attempts") as err:
+        list(records)
+    assert err.value.retry_safe
+    assert sum(1 for req, _ in httpserver.log if req.path == "/p2") == 3
+
+
+def test_malformed_json_and_off_host_links_are_input_errors(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/bad").respond_with_data("{oops", content_type="application/json")
+    httpserver.expect_request("/away").respond_with_json({"items": [], "next": "https://evil.example.net/p"})
+    with pytest.raises(InputError, match="not valid JSON"):
+        list(source(httpserver, "/bad").records())
+    with pytest.raises(InputError, match="not allowed"):
+        list(source(httpserver, "/away").records())
+
+
+def test_a_page_over_the_size_cap_is_refused(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/big").respond_with_json({"items": [item(i) for i in range(2000)], "next": None})
+    with pytest.raises(InputError, match="IMPORT_MAX_PAGE_BYTES"):
+        list(source(httpserver, "/big").records())
+
+
+def test_relative_urls_are_resolved_against_the_api_page_but_not_in_files() -> None:
+    validator = module.Validator(allowed_hosts=HOSTS, max_body_bytes=100)
+    on_page = validator.check(
+        module.RawRecord(module.Position(1, page="https://www.example.com/api?page=2"), item(1, url="/articles/one"))
+    )
+    in_file = validator.check(module.RawRecord(module.Position(1), item(1, url="/articles/one")))
+    assert isinstance(on_page, module.FeedItem) and on_page.url == "https://www.example.com/articles/one"
+    assert isinstance(in_file, module.Reject) and in_file.field == "url"

@@ -1,0 +1,325 @@
+"""scripts/import_stale.py as cron runs it: real subprocesses, real SQLite files, kill -9."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from edgecron.content import SCHEMA, SCHEMA_VERSION
+from pytest_httpserver import HTTPServer
+from werkzeug import Response
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = "import_stale.py"
+
+
+def item(key: str, body: str = "b", *, stamp: str = "2026-02-01T00:00:00Z", host: str = "www.example.com") -> dict:
+    return {"id": key, "url": f"http://{host}/articles/{key}", "updated_at": stamp, "title": key, "body": body}
+
+
+def write_feed(path: Path, items: list[object]) -> Path:
+    path.write_text("".join((i if isinstance(i, str) else json.dumps(i)) + "\n" for i in items))
+    return path
+
+
+def configure(env_file: Path, **keys: object) -> None:
+    defaults = {"SITE_URL": "http://www.example.com", "IMPORT_SOURCE": env_file.parent / "feed.jsonl"}
+    with env_file.open("a") as fh:
+        for name, value in {**defaults, **keys}.items():
+            fh.write(f"{name}={value}\n")
+
+
+def items_of(db: Path) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT * FROM items ORDER BY key").fetchall()
+
+
+def outbox_of(state_dir: Path, status: str = "%") -> list[tuple[str, str]]:
+    with sqlite3.connect(state_dir / "state.db") as conn:
+        return conn.execute("SELECT value, source FROM outbox WHERE status LIKE ? ORDER BY value", (status,)).fetchall()
+
+
+def test_importing_the_same_feed_twice_writes_nothing_the_second_time(
+    run_script, env_file: Path, workdir: Path
+) -> None:
+    configure(env_file)
+    write_feed(workdir / "feed.jsonl", [item(f"k{i}") for i in range(50)])
+    first = run_script(SCRIPT)
+    assert (first.returncode, first.stdout, first.stderr) == (0, "", "")  # cron: silent on success
+    db = workdir / "state" / "content.db"
+    fingerprint = hashlib.sha256(db.read_bytes()).hexdigest()
+    queued = outbox_of(workdir / "state")
+    assert len(queued) == 50
+
+    second = run_script(SCRIPT, "--json")
+    assert second.returncode == 0, second.stderr
+    counts = json.loads(second.stdout)["counts"]
+    assert (counts["unchanged"], counts["inserted"], counts["updated"], counts["removed"]) == (50, 0, 0, 0)
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == fingerprint  # not one byte of content.db
+    assert not Path(str(db) + "-wal").exists() or Path(str(db) + "-wal").stat().st_size == 0
+    assert outbox_of(workdir / "state") == queued  # no purge enqueued
+
+
+def test_killed_at_random_points_then_rerun_equals_an_uninterrupted_run(
+    run_script, base_env: dict[str, str], env_file: Path, tmp_path: Path
+) -> None:
+    base = [item(f"k{i:05d}", stamp=f"2026-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z") for i in range(3000)]
+    changed = []
+    for i in range(6000):
+        if i % 7 == 3:
+            changed.append({"id": f"k{i:05d}", "deleted": True})
+        elif i % 11 == 5:
+            changed.append(item(f"k{(i * 13) % 6000:05d}", f"dup {i}", stamp="2026-02-03T00:00:00Z"))
+        else:
+            changed.append(
+                item(f"k{i:05d}", f"v2 {i}", stamp=f"2026-02-02T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z")
+            )
+
+    def prepare(name: str) -> tuple[dict[str, str], Path]:
+        home = tmp_path / name
+        (home / "state").mkdir(parents=True)
+        env = home / ".env"
+        env.write_text(f"STATE_DIR={home / 'state'}\n")
+        configure(env, IMPORT_BATCH=25, IMPORT_SOURCE=home / "feed.jsonl")
+        write_feed(home / "feed.jsonl", base)
+        run_env = {**base_env, "EDGECRON_ENV_FILE": str(env), "HOME": str(home)}
+        assert run_script(SCRIPT, env=run_env).returncode == 0
+        write_feed(home / "feed.jsonl", changed)
+        return run_env, home
+
+    reference_env, reference = prepare("reference")
+    assert run_script(SCRIPT, env=reference_env).returncode == 0
+
+    victim_env, victim = prepare("victim")
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    targets = sorted(rng.sample(range(200, 5800), 5))
+    killed_mid_run = 0
+    for target in targets:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / SCRIPT)],
+            env=victim_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline and _resume_index(victim) < target:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.02))  # land anywhere inside the next batch
+        if proc.poll() is None:
+            killed_mid_run += 1
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    final = run_script(SCRIPT, "--json", env=victim_env)
+    assert final.returncode == 0, final.stderr
+    assert json.loads(final.stdout)["resumed_from"] is not None, f"seed {seed}"
+
+    assert killed_mid_run >= 5, f"seed {seed}: only {killed_mid_run} kills landed mid-run"
+    assert items_of(victim / "state" / "content.db") == items_of(reference / "state" / "content.db"), f"seed {seed}"
+    assert _cursor(victim) == _cursor(reference)
+    assert {v for v, _ in outbox_of(victim / "state")} == {v for v, _ in outbox_of(reference / "state")}
+
+
+def _resume_index(home: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{home / 'state' / 'content.db'}?mode=ro", uri=True, timeout=1) as conn:
+            row = conn.execute("SELECT resume_index FROM checkpoints").fetchone()
+    except sqlite3.Error:
+        return 0
+    return row[0] or 0 if row else 0
+
+
+def _cursor(home: Path) -> tuple:
+    with sqlite3.connect(home / "state" / "content.db") as conn:
+        return conn.execute("SELECT cursor_updated_at, cursor_key, resume_index FROM checkpoints").fetchone()
+
+
+def test_rollback_restores_the_previous_rows_and_queues_their_purges(run_script, env_file: Path, workdir: Path) -> None:
+    configure(env_file)
+    write_feed(workdir / "feed.jsonl", [item("a"), item("b"), item("c")])
+    assert run_script(SCRIPT).returncode == 0
+    db, state = workdir / "state" / "content.db", workdir / "state"
+    before = items_of(db)
+    with sqlite3.connect(state / "state.db") as conn:  # as if the purge job had sent them
+        conn.execute("UPDATE outbox SET status='done'")
+    write_feed(workdir / "feed.jsonl", [item("a", "edited"), {"id": "b", "deleted": True}, item("c"), item("d")])
+    imported = json.loads(run_script(SCRIPT, "--json").stdout)
+    assert items_of(db) != before
+    with sqlite3.connect(state / "state.db") as conn:
+        conn.execute("UPDATE outbox SET status='done'")
+
+    result = run_script(SCRIPT, "rollback", imported["run_id"][:8], "--json")
+    assert result.returncode == 0, result.stderr
+    assert items_of(db) == before
+    rollback_id = json.loads(result.stdout)["run_id"]
+    assert outbox_of(state, "pending") == [
+        (f"http://www.example.com/articles/{k}", f"import:{rollback_id}") for k in ("a", "b", "d")
+    ]
+    again = run_script(SCRIPT, "rollback", imported["run_id"])
+    assert again.returncode == 2 and "already rolled back" in again.stderr
+    listed = json.loads(run_script(SCRIPT, "runs", "--json").stdout)["runs"]
+    assert [(r["kind"], r["status"]) for r in listed][1:] == [("rollback", "ok"), ("import", "ok"), ("import", "ok")]
+    assert listed[0]["status"] == "usage-error"  # the refused second rollback
+    assert listed[2]["rolled_back_by"] == rollback_id and listed[2]["counts"]["removed"] == 1
+
+
+def test_dry_run_reports_and_creates_nothing(run_script, env_file: Path, workdir: Path) -> None:
+    configure(env_file)
+    write_feed(workdir / "feed.jsonl", [item("a"), item("b"), item("a", "again")])
+    result = run_script(SCRIPT, "--dry-run", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert (doc["counts"]["inserted"], doc["counts"]["updated"], doc["counts"]["duplicates"]) == (2, 1, 1)
+    assert doc["dry_run"] is True
+    assert sorted(p.name for p in (workdir / "state").iterdir()) == []
+
+
+def test_bad_items_are_reported_with_position_and_the_run_exits_1(run_script, env_file: Path, workdir: Path) -> None:
+    configure(env_file, IMPORT_MAX_REJECT_RATE=0.5)
+    write_feed(
+        workdir / "feed.jsonl",
+        [
+            item("a"),
+            {**item("b"), "updated_at": "2026-02-01T00:00:00"},
+            '"just a string"',
+            item("c", host="evil.example.net"),
+        ]
+        + [item(f"ok{i}") for i in range(5)],
+    )
+    result = run_script(SCRIPT)
+    assert result.returncode == 1
+    assert (
+        "line 2: updated_at: got '2026-02-01T00:00:00', expected an ISO 8601 timestamp with a timezone" in result.stderr
+    )
+    assert "line 3: (item)" in result.stderr and "line 4: url" in result.stderr
+    assert len(items_of(workdir / "state" / "content.db")) == 6
+
+
+def test_past_max_reject_rate_the_run_exits_2_keeping_committed_batches(
+    run_script, env_file: Path, workdir: Path
+) -> None:
+    configure(env_file, IMPORT_BATCH=5)
+    write_feed(workdir / "feed.jsonl", [item(f"ok{i}") for i in range(5)] + ["{broken"] * 5 + [item("late")])
+    result = run_script(SCRIPT, "--max-reject-rate", "0.1")
+    assert result.returncode == 2
+    assert "Error: 5 of 10 items rejected" in result.stderr and "line 6: (line)" in result.stderr
+    assert [row[0] for row in items_of(workdir / "state" / "content.db")] == [f"ok{i}" for i in range(5)]
+
+
+def test_a_feed_page_failing_exits_75_keeping_progress_and_the_rerun_continues(
+    run_script, env_file: Path, httpserver: HTTPServer
+) -> None:
+    host = f"localhost:{httpserver.port}"
+    configure(env_file, SITE_URL=f"http://{host}", IMPORT_SOURCE=httpserver.url_for("/feed"))
+    page1 = {"items": [item("a", host=host), item("b", host=host)], "next": "/feed/2"}
+    httpserver.expect_request("/feed").respond_with_json(page1)
+    httpserver.expect_request("/feed/2").respond_with_response(Response("boom", status=500))
+    result = run_script(SCRIPT)
+    assert result.returncode == 75
+    assert "kept failing after 3 attempts" in result.stderr and "rerun later" in result.stderr
+    assert [r[0] for r in items_of(env_file.parent / "state" / "content.db")] == ["a", "b"]
+
+    httpserver.clear()
+    httpserver.expect_request("/feed").respond_with_json(page1)
+    httpserver.expect_request("/feed/2").respond_with_json({"items": [item("c", host=host)], "next": None})
+    rerun = run_script(SCRIPT, "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    doc = json.loads(rerun.stdout)
+    assert doc["resumed_from"].endswith("/feed item 2") and doc["counts"]["inserted"] == 1
+
+
+def test_a_next_link_loop_exits_2(run_script, env_file: Path, httpserver: HTTPServer) -> None:
+    configure(env_file, SITE_URL=f"http://localhost:{httpserver.port}", IMPORT_SOURCE=httpserver.url_for("/a"))
+    httpserver.expect_request("/a").respond_with_json({"items": [], "next": "/b"})
+    httpserver.expect_request("/b").respond_with_json({"items": [], "next": "/a"})
+    result = run_script(SCRIPT)
+    assert result.returncode == 2 and "loops back" in result.stderr
+
+
+def test_check_db_passes_on_the_key_index_and_fails_on_a_full_scan(run_script, env_file: Path, workdir: Path) -> None:
+    configure(env_file)
+    write_feed(workdir / "feed.jsonl", [item("a")])
+    assert run_script(SCRIPT).returncode == 0
+    good = run_script(SCRIPT, "check-db")
+    assert good.returncode == 0 and "SEARCH items USING INDEX" in good.stdout
+    broken = workdir / "broken.db"
+    with sqlite3.connect(broken) as conn:
+        conn.executescript(
+            SCHEMA.replace("key TEXT PRIMARY KEY NOT NULL", "key TEXT NOT NULL")
+            + f"PRAGMA user_version={SCHEMA_VERSION};"
+        )
+    bad = run_script(SCRIPT, "check-db", env={"CONTENT_DB": str(broken)})
+    assert bad.returncode == 1 and "full table scan for item by key" in bad.stderr
+
+
+@pytest.mark.parametrize("command", [(), ("rollback",), ("runs",), ("check-db",)])
+def test_help_ends_with_examples(run_script, command: tuple[str, ...]) -> None:
+    result = run_script(SCRIPT, *(command or ("run",)), "--help")
+    assert result.returncode == 0 and "Examples:" in result.stdout
+
+
+def test_a_missing_source_is_a_config_error_without_traceback(run_script, env_file: Path) -> None:
+    env_file.write_text(env_file.read_text() + "SITE_URL=http://www.example.com\n")
+    result = run_script(SCRIPT)
+    assert result.returncode == 2 and result.stderr.startswith("Error: IMPORT_SOURCE is not set")
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_feed_import_purges_and_rewarms_exactly_the_changed_pages(
+    run_script, env_file: Path, workdir: Path
+) -> None:
+    import requests
+
+    from demo import content_routes
+    from demo.cloudflare_api import CloudflareEmulator
+    from demo.site import DemoSite
+
+    zone, token = "0123456789abcdef0123456789abcdef", "emulator-token-123"
+    content_routes.configure(content_db=workdir / "state" / "content.db", revision=1)
+    try:
+        with (
+            DemoSite() as site,
+            CloudflareEmulator(token=token, zone=zone, site_purge_url=f"{site.url}/__edgecron/purge") as api,
+        ):
+            configure(
+                env_file,
+                SITE_URL=site.url,
+                IMPORT_SOURCE=f"{site.url}/api/feed?page=1",
+                CF_API_URL=api.base_url,
+                CF_ZONE_ID=zone,
+                CF_API_TOKEN=token,
+                WARM_RATE=0,
+            )
+            first = run_script(SCRIPT, "--purge", "--warm", "--json")
+            assert first.returncode == 0, first.stderr
+            assert json.loads(first.stdout)["counts"]["inserted"] == 12
+            calls_before = len(api.snapshot()["purges"])
+
+            content_routes.configure(revision=2)
+            second = run_script(SCRIPT, "--purge", "--warm", "--json")
+            assert second.returncode == 0, second.stderr
+            doc = json.loads(second.stdout)
+            counts = doc["counts"]
+            assert (counts["updated"], counts["inserted"], counts["removed"], counts["unchanged"]) == (2, 1, 1, 9)
+            purged = {u for p in api.snapshot()["purges"][calls_before:] for u in p["body"].get("files", [])}
+            assert purged == {f"{site.url}/articles/article-{n:02d}" for n in (3, 5, 7, 13)}
+            assert doc["warm"]["requested"] == 3
+
+            edited = requests.get(f"{site.url}/articles/article-03", timeout=5)
+            untouched = requests.get(f"{site.url}/articles/article-01", timeout=5)
+            removed = requests.get(f"{site.url}/articles/article-05", timeout=5)
+    finally:
+        content_routes.configure(revision=1)
+        content_routes._config["content_db"] = None
+    assert "(updated)" in edited.text and edited.headers["cf-cache-status"] == "HIT"  # re-warmed
+    assert untouched.headers["cf-cache-status"] == "HIT"  # still cached from the first warm
+    assert removed.status_code == 404
