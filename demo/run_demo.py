@@ -27,9 +27,11 @@ class Demo:
         self.processes: list[subprocess.Popen[str]] = []
         self.urls: dict[str, str] = {}
 
-    def start(self, name: str, *args: str) -> str:
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> str:
         """Start a demo server that prints `listening on URL`; return the URL."""
-        proc = subprocess.Popen([PYTHON, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [PYTHON, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
         self.processes.append(proc)
         line = proc.stdout.readline() if proc.stdout else ""
         if not line.startswith("listening on "):
@@ -87,6 +89,12 @@ def manifest(demo: Demo, ref: str, pages: list[str], *, edited: tuple[str, ...] 
     return path
 
 
+def emulator_purged_urls(demo: Demo) -> list[str]:
+    with urllib.request.urlopen(demo.urls["cloudflare-api"] + "/__emulator/purges", timeout=10) as response:
+        record = json.loads(response.read())
+    return sorted(url for p in record.get("purges", []) for url in p.get("body", {}).get("files", []))
+
+
 def step_purge_deploy(demo: Demo) -> None:
     site = demo.urls["site"]
     api = demo.start(
@@ -103,15 +111,31 @@ def step_purge_deploy(demo: Demo) -> None:
     print(f"\n(deploy v2 changes {', '.join(changed)} on the demo site)")
     demo.run("Deploy v2: purge exactly what changed through the Cloudflare emulator, then re-warm it",
              "purge_cache.py", "deploy", "--manifest", str(manifest(demo, "v2", pages, edited=tuple(changed))), "--warm")  # fmt: skip
-    with urllib.request.urlopen(api + "/__emulator/purges", timeout=10) as response:
-        record = json.loads(response.read())
-    purged = sorted(url for p in record.get("purges", []) for url in p.get("body", {}).get("files", []))
+    purged = emulator_purged_urls(demo)
     print("Cloudflare emulator accepted purges of:\n  " + "\n  ".join(purged))
     if sorted(site + c for c in changed) != purged:
         raise SystemExit(f"demo: expected exactly {changed} to be purged, got {purged}")
 
 
-STEPS: list[Callable[[Demo], None]] = [step_warm, step_purge_deploy]
+def step_import(demo: Demo) -> None:
+    site = demo.urls["site"]
+    demo.run("Import the demo site's article feed (12 new articles), purge and warm them",
+             "import_stale.py", "run", "--source", f"{site}/api/feed?page=1", "--purge", "--warm")  # fmt: skip
+    demo.run("Import the same feed again: nothing changed, nothing written, nothing purged",
+             "import_stale.py", "run", "--source", f"{site}/api/feed?page=1", "--purge")  # fmt: skip
+    before = emulator_purged_urls(demo)
+    demo.run("The feed's revision 2 edits two articles, adds one, deletes one: purge and re-warm exactly those",
+             "import_stale.py", "run", "--source", f"{site}/api/feed?page=1&rev=2", "--purge", "--warm")  # fmt: skip
+    after = emulator_purged_urls(demo)
+    for url in before:
+        after.remove(url)
+    print("Cloudflare emulator accepted purges of:\n  " + "\n  ".join(after))
+    if len(after) != 4 or not all("/articles/" in url for url in after):
+        raise SystemExit(f"demo: expected the 4 changed articles to be purged, got {after}")
+    demo.run("Import runs so far", "import_stale.py", "runs")
+
+
+STEPS: list[Callable[[Demo], None]] = [step_warm, step_purge_deploy, step_import]
 
 
 def main() -> int:
@@ -120,7 +144,8 @@ def main() -> int:
         demo = Demo(Path(tmp))
         try:
             access_log = Path(tmp) / "access.log"
-            site = demo.start("site", "demo/site.py", "--port", "0", "--access-log", str(access_log))
+            site_env = {"PATH": "/usr/bin:/bin", "EDGECRON_DEMO_CONTENT_DB": str(Path(tmp) / "state" / "content.db")}
+            site = demo.start("site", "demo/site.py", "--port", "0", "--access-log", str(access_log), env=site_env)
             demo.write_env(SITE_URL=site, STATE_DIR=str(Path(tmp) / "state"), WARM_RATE="0")
             print(f"demo site: {site} (state in {tmp})")
             for step in STEPS:
