@@ -135,7 +135,26 @@ def step_import(demo: Demo) -> None:
     demo.run("Import runs so far", "import_stale.py", "runs")
 
 
-STEPS: list[Callable[[Demo], None]] = [step_warm, step_purge_deploy, step_import]
+def get(url: str, *, cookie: str | None = None) -> int:
+    request = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+        return response.status
+
+
+def step_check_logs(demo: Demo) -> None:
+    site = demo.urls["site"]
+    # Visitors: anonymous readers, and a logged-in customer who opens the pricing page from a mail link.
+    for i in range(30):
+        get(f"{site}/blog/post-{i % 10 + 1}?utm_source=mail{i}")
+    get(f"{site}/account", cookie="sessionid=demo-customer")
+    get(f"{site}/pricing?utm_source=mail", cookie="sessionid=demo-customer")
+    demo.write_env(ACCESS_LOGS=str(demo.workdir / "access.log"), LOG_FORMAT="edgecron")
+    demo.run("Check the origin's access log and the jobs (planted: a logged-in page served cacheable)",
+             "check_logs.py", "--summary", expect=(1,))  # fmt: skip
+
+
+STEPS: list[Callable[[Demo], None]] = [step_warm, step_purge_deploy, step_import, step_check_logs]
 
 
 def main() -> int:

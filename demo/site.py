@@ -35,9 +35,7 @@ BYPASS_PREFIXES = ("/account", "/admin", "/login", "/cart")
 LOGIN_COOKIES = ("sessionid=", "wordpress_logged_in_")
 DYNAMIC_PATHS = ("/search",)
 PLANTED_CACHED_FOR_LOGGED_IN = ("/pricing",)  # the deliberate misconfiguration
-# nginx: log_format edgecron '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent
-#   "$http_referer" "$http_user_agent" rt=$request_time urt="$upstream_response_time"
-#   cs=$upstream_cache_status ray=$http_cf_ray cip=$http_cf_connecting_ip';
+# Access log lines use the `edgecron` preset of lib/edgecron/logformat.py (see notes/nginx-log-format.md).
 FIXED_PAGES = ("/", "/about", "/pricing", "/search", "/account")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -219,6 +217,9 @@ class DemoHandler(BaseHTTPRequestHandler):
             return 200, headers, f"<!doctype html><title>{title}</title><h1>{title}</h1><p>v{version}</p>\n".encode()
         return 404, {"Content-Type": "text/html"}, b"<h1>not found</h1>\n"
 
+    def _logged_in(self) -> bool:
+        return any(marker in (self.headers.get("Cookie") or "") for marker in LOGIN_COOKIES)
+
     def _base_url(self) -> str:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}"
@@ -240,9 +241,9 @@ class DemoHandler(BaseHTTPRequestHandler):
         payload = "\r\n".join(head).encode("latin-1") + (b"" if self.command == "HEAD" else body)
         self.wfile.write(payload)  # one send: headers and body together
         if origin and self.site.access_log is not None:
-            self._log(status, len(body), cache_status, headers.get("cf-ray", "-"))
+            self._log(status, len(body), cache_status, headers.get("cf-ray", "-"), headers.get("Cache-Control", "-"))
 
-    def _log(self, status: int, size: int, cache_status: str, ray: str) -> None:
+    def _log(self, status: int, size: int, cache_status: str, ray: str, cache_control: str) -> None:
         elapsed = time.monotonic() - self._started
         now = time.localtime()
         offset = time.strftime("%z", now)
@@ -251,7 +252,8 @@ class DemoHandler(BaseHTTPRequestHandler):
         request = f"{self.command} {self.path} {self.request_version}".replace('"', "\\x22")
         line = (
             f'{self.client_address[0]} - - [{stamp}] "{request}" {status} {size} "-" "{agent}" '
-            f'rt={elapsed:.3f} urt="{elapsed:.3f}" cs={cache_status} ray={ray} cip={self.client_address[0]}\n'
+            f'rt={elapsed:.3f} urt="{elapsed:.3f}" cs={cache_status} ray={ray} cip={self.client_address[0]} '
+            f'li={1 if self._logged_in() else 0} cc="{cache_control}"\n'
         )
         with self.site.log_lock, open(self.site.access_log, "a", encoding="utf-8") as fh:  # type: ignore[arg-type]
             fh.write(line)

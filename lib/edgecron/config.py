@@ -408,7 +408,13 @@ def load_settings(
     """Read `.env` (if it exists) then the environment, which wins; parse every key strictly."""
     environ = os.environ if environ is None else environ
     file_values: dict[str, str] = {}
-    if env_file is not None and env_file.exists():
+    try:
+        env_present = env_file is not None and env_file.exists()
+    except OSError as exc:  # e.g. the directory is not readable by this user
+        raise ConfigError(
+            f"{env_file} cannot be read", got=exc.strerror, expected="a .env readable by this user"
+        ) from None
+    if env_file is not None and env_present:
         try:
             raw = dotenv_values(env_file)
         except (OSError, UnicodeDecodeError) as exc:

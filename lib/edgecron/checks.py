@@ -1,0 +1,763 @@
+"""The checks behind `check_logs.py`: access-log figures, job health, and before/after a deploy.
+
+Every check gives a `Finding` (ok, breach or skipped) with a severity, the measured value, the
+threshold it was judged against and a few examples, so the operator sees why without digging.
+
+`LogSummary.feed()` is the hot loop: lines stay bytes, each line is split once by the compiled
+format, timestamps are parsed once per distinct second, and `$request_time` is kept as counts per
+distinct value (exact percentiles, memory bounded by the number of distinct values, not lines).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from itertools import compress
+from pathlib import Path
+from typing import Any
+
+from .accesslog import LogEvent
+from .errors import ConfigError, InputError
+from .lock import current_holder
+from .logformat import LogFormat, display, time_parser
+from .state import StateDB, iso
+
+FOLD_AT = 200_000  # distinct request lines kept before folding them into paths
+SLOT_SECONDS = 600  # deploy windows are compared in 10-minute slots kept in `log_slots`
+MALFORMED_SAMPLES = 5
+STATIC_SUFFIXES = (
+    b".css", b".js", b".mjs", b".map", b".png", b".jpg", b".jpeg", b".gif", b".svg", b".webp",
+    b".avif", b".ico", b".woff", b".woff2", b".ttf", b".otf", b".eot", b".mp4", b".webm",
+    b".mp3", b".pdf", b".zip", b".txt", b".xml",
+)  # fmt: skip
+CACHED_STATES = frozenset((b"HIT", b"STALE", b"UPDATING", b"REVALIDATED"))
+JOBS = ("warm", "purge", "import", "check-logs", "cache-rules")
+_FIELDS = (
+    "time",
+    "request",
+    "status",
+    "request_time",
+    "upstream_response_time",
+    "upstream_cache_status",
+    "logged_in",
+    "sent_http_cache_control",
+    "request_uri",
+)
+
+
+@dataclass
+class Finding:
+    check: str
+    status: str  # ok | breach | skipped
+    severity: str  # critical | warning | info
+    summary: str
+    value: float | int | str | None = None
+    threshold: float | int | str | None = None
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def breached(self) -> bool:
+        return self.status == "breach"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    rate_5xx: float = 0.01
+    p95_seconds: float = 1.0
+    min_requests: int = 50
+    static_origin_hits: int = 100
+    malformed_rate: float = 0.01
+    lock_max_seconds: int = 3600
+    outbox_max_attempts: int = 3
+    deploy_window_minutes: int = 60
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> Thresholds:
+        return cls(
+            rate_5xx=settings["CHECK_5XX_RATE"],
+            p95_seconds=settings["CHECK_P95_SECONDS"],
+            min_requests=settings["CHECK_MIN_REQUESTS"],
+            static_origin_hits=settings["CHECK_STATIC_ORIGIN_HITS"],
+            lock_max_seconds=settings.get("CHECK_LOCK_MAX_SECONDS", 3600),
+            outbox_max_attempts=settings.get("CHECK_OUTBOX_MAX_ATTEMPTS", 3),
+            deploy_window_minutes=settings.get("CHECK_DEPLOY_WINDOW_MINUTES", 60),
+        )
+
+
+# --- reading the lines --------------------------------------------------------------------------
+
+
+class LogSummary:
+    """Figures over the lines fed to it; `slots` are what `record_slots` adds to the state DB."""
+
+    def __init__(
+        self,
+        fmt: LogFormat,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        slow_seconds: float = 1.0,
+    ) -> None:
+        if not fmt.has("status"):
+            raise ConfigError("LOG_FORMAT has no $status", got=fmt.text, expected="a log_format with $status")
+        self.fmt = fmt
+        self._time_var = next((v for v in ("time_local", "time_iso8601", "msec") if fmt.has(v)), None)
+        self._time = time_parser(self._time_var) if self._time_var else None
+        self._parser = fmt.column_parser()
+        self._row = fmt.parser(["status"])
+        self.since, self.until = since, until
+        self.slow_floor = slow_seconds / 2  # per-path times are kept from here up (see slowest_paths)
+        self.lines = 0  # lines seen, parsed or not
+        self.requests = 0  # parsed lines inside --since/--until
+        self.outside_window = 0
+        self.malformed = 0
+        self.malformed_samples: list[str] = []
+        self.statuses: Counter[bytes] = Counter()
+        self.rt_counts: Counter[bytes] = Counter()  # exact $request_time values → count
+        # Counted per request line (C speed, no per-line path cutting), folded into paths when
+        # read or when there are many distinct ones, so memory stays bounded however long the log.
+        self._by_request: Counter[bytes] = Counter()
+        self._5xx_by_request: Counter[bytes] = Counter()
+        self._slow_by_request: Counter[tuple[bytes, bytes]] = Counter()  # (request, rt[:4])
+        self._path_counts: Counter[bytes] = Counter()
+        self._path_5xx: Counter[bytes] = Counter()
+        self._path_slow: Counter[tuple[bytes, bytes]] = Counter()
+        self._uri_var = "request_uri" if fmt.has("request_uri") else "request" if fmt.has("request") else None
+        self.slots: dict[int, list[Any]] = {}  # slot start → [requests, 5xx, static, {rt[:4]: n}]
+        self.upstream_retries = 0
+        self.loggedin_cached = 0
+        self.loggedin_examples: list[str] = []
+        self._static = _StaticRequests(self._path_of)
+        self._slow_key = _SlowKeys(self.slow_floor)
+
+    @property
+    def has_request_time(self) -> bool:
+        return self.fmt.has("request_time")
+
+    @property
+    def can_see_logged_in(self) -> bool:
+        return self.fmt.has("logged_in") and (
+            self.fmt.has("upstream_cache_status") or self.fmt.has("sent_http_cache_control")
+        )
+
+    def feed(self, lines: Sequence[bytes]) -> None:
+        """Count a batch of lines (a few thousand at a time: the reader's chunks)."""
+        enabled = gc.isenabled()
+        gc.disable()  # millions of short-lived lists and tuples, no cycles: skip the collector
+        try:
+            self._feed(lines)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _feed(self, lines: Sequence[bytes]) -> None:
+        self.lines += len(lines)
+        col = self._parser.columns
+        rows, bad = self._parser.split(lines)
+        statuses = col["status"](rows)
+        if not all(map(bytes.isdigit, statuses)):
+            keep = [s.isdigit() for s in statuses]
+            good = set(compress(range(len(rows)), keep))
+            bad += [b'"'.join(r) for i, r in enumerate(rows) if i not in good]
+            rows = list(compress(rows, keep))
+            statuses = list(compress(statuses, keep))
+        if bad:
+            self.malformed += len(bad)
+            room = MALFORMED_SAMPLES - len(self.malformed_samples)
+            self.malformed_samples += [display(line, limit=200) for line in bad[:room]]
+        if not rows:
+            return
+        times, slot = None, 0
+        if self._time is not None:
+            times, slot, inside = self._window(rows)
+            if inside is not None:
+                rows = list(compress(rows, inside))
+                statuses = list(compress(statuses, inside))
+                times = list(compress(times, inside)) if times is not None else None
+                if not rows:
+                    return
+        self.requests += len(rows)
+        paths = col[self._uri_var](rows) if self._uri_var else [b"-"] * len(rows)  # request lines
+        chunk_status = Counter(statuses)
+        self.statuses.update(chunk_status)
+        self._by_request.update(paths)
+        fives = [s for s in chunk_status if s[:1] == b"5"]
+        if fives:
+            self._5xx_by_request.update(compress(paths, [s[:1] == b"5" for s in statuses]))
+        quantized: list[bytes] = []
+        if "request_time" in col:
+            rts = col["request_time"](rows)
+            self.rt_counts.update(rts)
+            quantized = [rt[:4] for rt in rts]
+            chunk_q = Counter(quantized)
+            if any(map(self._slow_key.__getitem__, chunk_q)):
+                slow = list(map(self._slow_key.__getitem__, quantized))
+                self._slow_by_request.update(zip(compress(paths, slow), compress(quantized, slow), strict=True))
+        if "upstream_response_time" in col:
+            self.upstream_retries += b" ".join(col["upstream_response_time"](rows)).count(b",")
+        if "logged_in" in col:
+            flags = col["logged_in"](rows)
+            if set(flags) - _NOT_LOGGED_IN:
+                picked = [i for i, f in enumerate(flags) if f not in _NOT_LOGGED_IN]
+                sub = [rows[i] for i in picked]
+                caches = col["upstream_cache_status"](sub) if "upstream_cache_status" in col else None
+                ccs = col["sent_http_cache_control"](sub) if "sent_http_cache_control" in col else None
+                for n, i in enumerate(picked):
+                    path = self._path_of(paths[i])
+                    self._logged_in(path, caches[n] if caches else None, ccs[n] if ccs else None)
+        self._add_slots(rows, times, slot, statuses, paths, quantized, chunk_status)
+        if len(self._by_request) > FOLD_AT:
+            self._fold()
+
+    def _path_of(self, request: bytes) -> bytes:
+        """`GET /a?b HTTP/1.1` (or `/a?b` from $request_uri) → `/a`."""
+        if self._uri_var == "request":
+            request = request.partition(b" ")[2].rpartition(b" ")[0]
+        return request.partition(b"?")[0]
+
+    def _fold(self) -> None:
+        path_of = self._path_of
+        for request, n in self._by_request.items():
+            self._path_counts[path_of(request)] += n
+        for request, n in self._5xx_by_request.items():
+            self._path_5xx[path_of(request)] += n
+        for (request, q), n in self._slow_by_request.items():
+            self._path_slow[(path_of(request), q)] += n
+        self._by_request.clear()
+        self._5xx_by_request.clear()
+        self._slow_by_request.clear()
+        self._static.clear()
+
+    @property
+    def path_counts(self) -> Counter[bytes]:
+        self._fold()
+        return self._path_counts
+
+    def _window(self, rows: list[Any]) -> tuple[list[bytes] | None, int, list[bool] | None]:
+        """(times or None, the chunk's slot when it has one, rows to keep or None for all).
+
+        A chunk is a few seconds of log: when its first and last lines fall in the same slot and
+        inside --since/--until, the whole chunk is taken as is and no other time is parsed.
+        """
+        assert self._time is not None and self._time_var is not None
+        get = self._parser.columns[self._time_var]
+        ends = [self._time(t) for t in get([rows[0], rows[-1]])]
+        since, until = self.since, self.until
+        if None not in ends:
+            first, last = ends[0] or 0.0, ends[1] or 0.0
+            inside = (since is None or min(first, last) >= since) and (until is None or max(first, last) < until)
+            same = int(first) // SLOT_SECONDS == int(last) // SLOT_SECONDS
+            if inside and same:
+                return None, int(first) // SLOT_SECONDS * SLOT_SECONDS, None
+        times = get(rows)
+        epoch = {t: self._time(t) for t in set(times)}
+        ok = {
+            t: e is not None and (since is None or e >= since) and (until is None or e < until)
+            for t, e in epoch.items()
+        }
+        if all(ok.values()):
+            return times, 0, None
+        keep = [ok[t] for t in times]
+        self.outside_window += keep.count(False)
+        return times, 0, keep
+
+    def _add_slots(
+        self,
+        rows: list[Any],
+        times: list[bytes] | None,
+        slot: int,
+        statuses: list[bytes],
+        paths: list[bytes],
+        quantized: list[bytes],
+        chunk_status: Counter[bytes],
+    ) -> None:
+        if self._time is None:
+            return
+        if slot:
+            groups = [(slot, statuses, paths, quantized, chunk_status)]
+        else:
+            if times is None:
+                return
+            to_slot = {t: int(e) // SLOT_SECONDS * SLOT_SECONDS for t in set(times) if (e := self._time(t))}
+            keys = [to_slot.get(t, 0) for t in times]
+            groups = []
+            for key in set(keys) - {0}:
+                mask = [k == key for k in keys]
+                sub_status = list(compress(statuses, mask))
+                groups.append(
+                    (key, sub_status, list(compress(paths, mask)),
+                     list(compress(quantized, mask)) if quantized else [], Counter(sub_status))
+                )  # fmt: skip
+        for key, sub_status, sub_paths, sub_q, counts in groups:
+            entry = self.slots.get(key)
+            if entry is None:
+                entry = self.slots[key] = [0, 0, 0, Counter()]
+            entry[0] += len(sub_status)
+            entry[1] += sum(n for s, n in counts.items() if s[:1] == b"5")
+            entry[2] += sum(map(self._static.__getitem__, sub_paths))
+            entry[3].update(sub_q)
+
+    def _logged_in(self, path: bytes, cache: bytes | None, cc: bytes | None) -> None:
+        if (cache is not None and cache in CACHED_STATES) or (cc is not None and _cacheable(cc)):
+            self.loggedin_cached += 1
+            if len(self.loggedin_examples) < 5:
+                how = f"cache={display(cache)}" if cache in CACHED_STATES else f"cc={display(cc)}"
+                self.loggedin_examples.append(f"{display(path)} ({how})")
+
+    # -- figures -----------------------------------------------------------------------------------
+
+    def count_5xx(self) -> int:
+        return sum(n for s, n in self.statuses.items() if s[:1] == b"5")
+
+    def status_classes(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for status, n in self.statuses.items():
+            key = status[:1].decode("ascii", "replace") + "xx"
+            out[key] = out.get(key, 0) + n
+        return dict(sorted(out.items()))
+
+    def percentiles(self) -> dict[str, float]:
+        return _percentiles(self.rt_counts, exact=True)
+
+    def top_5xx_paths(self, n: int = 5) -> list[tuple[str, int]]:
+        self._fold()
+        return [(display(p), c) for p, c in self._path_5xx.most_common(n)]
+
+    def slowest_paths(self, n: int = 5, *, min_requests: int = 5) -> list[tuple[str, int, float]]:
+        """Paths by p95, among those whose p95 is at least `slow_floor` (only their slow
+        requests' times are kept: the p95 rank falls among them exactly when it is that high)."""
+        counts = self.path_counts  # folds
+        hists: dict[bytes, dict[bytes, int]] = {}
+        for (path, q), c in self._path_slow.items():
+            hists.setdefault(path, {})[q] = c
+        rows = []
+        for path, hist in hists.items():
+            total = counts[path]
+            below = total - sum(hist.values())
+            rank = 0.95 * total
+            if total < min_requests or rank <= below:
+                continue
+            running = below
+            for q in sorted(hist, key=float):
+                running += hist[q]
+                if running >= rank:
+                    rows.append((display(path), total, round(float(q) + 0.01, 3)))
+                    break
+        rows.sort(key=lambda r: -r[2])
+        return rows[:n]
+
+    def static_origin(self, n: int = 10) -> list[tuple[str, int]]:
+        rows = Counter({p: c for p, c in self.path_counts.items() if _is_static(p)})
+        return [(display(p), c) for p, c in rows.most_common(n)]
+
+    def check_format(self, fmt_name: str) -> None:
+        """Most lines unparsable means LOG_FORMAT is wrong: raise before anything is recorded."""
+        if self.lines and self.malformed * 2 > self.lines:
+            raise InputError(
+                f"LOG_FORMAT does not match the log: {self.malformed} of {self.lines} lines "
+                f"did not parse; first bad line: {self.malformed_samples[0]!r}",
+                expected=f"lines in the format {fmt_name!r}: {self.fmt.text}",
+                hint="Nothing was recorded; set LOG_FORMAT to the log_format your nginx.conf uses "
+                "for this access_log (paste it as is), then rerun.",
+            )
+
+
+class _SlowKeys(dict[bytes, bool]):
+    """rt[:4] → at least the slow floor; filled on first sight."""
+
+    def __init__(self, floor: float) -> None:
+        super().__init__()
+        self.floor = floor
+
+    def __missing__(self, key: bytes) -> bool:
+        try:
+            value = float(key) >= self.floor
+        except ValueError:
+            value = False
+        self[key] = value
+        return value
+
+
+class _StaticRequests(dict[bytes, bool]):
+    """request line → its path looks like a static asset; filled on first sight, read at C speed."""
+
+    def __init__(self, path_of: Callable[[bytes], bytes]) -> None:
+        super().__init__()
+        self.path_of = path_of
+
+    def __missing__(self, request: bytes) -> bool:
+        value = self[request] = _is_static(self.path_of(request))
+        return value
+
+
+def _is_static(path: bytes) -> bool:
+    return path.lower().endswith(STATIC_SUFFIXES)
+
+
+_NOT_LOGGED_IN = frozenset((b"0", b"-", b""))
+
+
+def _cacheable(cc: bytes) -> bool:
+    value = cc.lower()
+    if b"private" in value or b"no-store" in value or b"no-cache" in value:
+        return False
+    return b"public" in value or b"s-maxage" in value or (b"max-age" in value and b"max-age=0" not in value)
+
+
+def _percentiles(counts: Mapping[bytes, int] | Mapping[str, int], *, exact: bool = False) -> dict[str, float]:
+    """p50/p95/p99 from value → count. Coarse keys (rt[:4]) are bucket floors, 10 ms wide."""
+    values: list[tuple[float, int]] = []
+    for raw, n in counts.items():
+        try:
+            values.append((float(raw), n))
+        except ValueError:
+            continue  # "-" (no time logged)
+    values.sort()
+    total = sum(n for _, n in values)
+    out = {"p50": 0.0, "p95": 0.0, "p99": 0.0}
+    if not total:
+        return out
+    targets = {"p50": 0.50 * total, "p95": 0.95 * total, "p99": 0.99 * total}
+    running = 0
+    pending = sorted(targets.items(), key=lambda kv: kv[1])
+    for value, n in values:
+        running += n
+        while pending and running >= pending[0][1]:
+            out[pending.pop(0)[0]] = value if exact else round(value + 0.01, 3)
+        if not pending:
+            break
+    return out
+
+
+# --- slots in the state database ----------------------------------------------------------------
+
+
+def record_slots(conn: Any, slots: Mapping[int, list[Any]], *, now: datetime) -> None:
+    """Add this run's per-slot figures to `log_slots` (inside the caller's transaction)."""
+    for start, (requests, errors, static, hist) in slots.items():
+        if not start:
+            continue
+        row = conn.execute("SELECT rt_hist FROM log_slots WHERE slot_start=?", (start,)).fetchone()
+        merged = json.loads(row[0]) if row else {}
+        for key, n in hist.items():
+            k = key.decode("ascii", "replace")
+            merged[k] = merged.get(k, 0) + n
+        conn.execute(
+            "INSERT INTO log_slots(slot_start, requests, errors_5xx, static_origin, rt_hist, updated_at)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT(slot_start) DO UPDATE SET"
+            " requests=requests+excluded.requests, errors_5xx=errors_5xx+excluded.errors_5xx,"
+            " static_origin=static_origin+excluded.static_origin, rt_hist=excluded.rt_hist,"
+            " updated_at=excluded.updated_at",
+            (start, requests, errors, static, json.dumps(merged, sort_keys=True), iso(now)),
+        )
+
+
+# --- the checks -------------------------------------------------------------------------------------
+
+
+def log_findings(summary: LogSummary, limits: Thresholds) -> list[Finding]:
+    findings: list[Finding] = []
+    total = summary.requests
+    enough = total >= limits.min_requests and total > 0
+    few = f"only {total} requests (judged from {limits.min_requests})"
+
+    errors = summary.count_5xx()
+    rate = errors / total if total else 0.0
+    examples = [f"{p}: {n}×5xx" for p, n in summary.top_5xx_paths()]
+    if not enough:
+        findings.append(Finding("5xx_rate", "skipped", "info", few, round(rate, 4), limits.rate_5xx, examples))
+    else:
+        breach = rate > limits.rate_5xx
+        findings.append(
+            Finding(
+                "5xx_rate",
+                "breach" if breach else "ok",
+                "critical" if breach else "info",
+                f"{errors} of {total} responses were 5xx ({rate:.2%})",
+                round(rate, 4),
+                limits.rate_5xx,
+                examples,
+            )
+        )
+
+    if not summary.has_request_time:
+        findings.append(Finding("p95_request_time", "skipped", "info", "LOG_FORMAT has no $request_time"))
+    else:
+        pct = summary.percentiles()
+        slow = [f"{p}: p95 {v:.2f}s over {n} requests" for p, n, v in summary.slowest_paths()]
+        text = f"p50 {pct['p50']:.3f}s, p95 {pct['p95']:.3f}s, p99 {pct['p99']:.3f}s"
+        if not enough:
+            findings.append(
+                Finding("p95_request_time", "skipped", "info", f"{text}; {few}", pct["p95"], limits.p95_seconds, slow)
+            )
+        else:
+            breach = pct["p95"] > limits.p95_seconds
+            findings.append(
+                Finding("p95_request_time", "breach" if breach else "ok", "warning" if breach else "info",
+                        text, pct["p95"], limits.p95_seconds, slow)
+            )  # fmt: skip
+
+    static = summary.static_origin()
+    worst = static[0][1] if static else 0
+    breach = worst > limits.static_origin_hits
+    findings.append(
+        Finding(
+            "static_origin_hits",
+            "breach" if breach else "ok",
+            "warning" if breach else "info",
+            (f"{static[0][0]} reached the origin {worst} times: Cloudflare is not caching it"
+             if breach else f"busiest static URL reached the origin {worst} times"),
+            worst,
+            limits.static_origin_hits,
+            [f"{p}: {n}" for p, n in static[:5]],
+        )
+    )  # fmt: skip
+
+    if not summary.can_see_logged_in:
+        findings.append(
+            Finding("loggedin_cacheable", "skipped", "info",
+                    "LOG_FORMAT lacks $logged_in with $upstream_cache_status or $sent_http_cache_control"
+                    " (see notes/nginx-log-format.md)")
+        )  # fmt: skip
+    else:
+        n = summary.loggedin_cached
+        findings.append(
+            Finding("loggedin_cacheable", "breach" if n else "ok", "critical" if n else "info",
+                    f"{n} responses to logged-in visitors were cached or marked cacheable",
+                    n, 0, summary.loggedin_examples)
+        )  # fmt: skip
+
+    bad_gateway = summary.statuses.get(b"502", 0) + summary.statuses.get(b"503", 0)
+    timeouts = summary.statuses.get(b"504", 0)
+    upstream_rate = (bad_gateway + timeouts) / total if total else 0.0
+    text = (f"{bad_gateway} bad gateway/unavailable (502/503), {timeouts} timeouts (504), "
+            f"{summary.upstream_retries} retries on another upstream")  # fmt: skip
+    if not enough:
+        findings.append(
+            Finding("upstream_errors", "skipped", "info", f"{text}; {few}", round(upstream_rate, 4), limits.rate_5xx)
+        )
+    else:
+        breach = upstream_rate > limits.rate_5xx
+        findings.append(
+            Finding("upstream_errors", "breach" if breach else "ok", "critical" if breach else "info",
+                    text, round(upstream_rate, 4), limits.rate_5xx)
+        )  # fmt: skip
+
+    lines = summary.lines
+    bad_rate = summary.malformed / lines if lines else 0.0
+    breach = bad_rate > limits.malformed_rate
+    findings.append(
+        Finding("malformed_lines", "breach" if breach else "ok", "warning" if breach else "info",
+                f"{summary.malformed} of {lines} lines did not match LOG_FORMAT",
+                summary.malformed, limits.malformed_rate, summary.malformed_samples)
+    )  # fmt: skip
+    return findings
+
+
+def file_findings(events: Sequence[LogEvent], *, unmatched: Sequence[str], overlong: int) -> list[Finding]:
+    """Rotation handled (info), truncation/gaps/missing/unreadable files (breach), long lines."""
+    findings = []
+    for event in events:
+        findings.append(
+            Finding(f"log_file_{event.kind}", "breach" if event.problem else "ok",
+                    "warning" if event.problem else "info", event.message, value=event.path)
+        )  # fmt: skip
+    for pattern in unmatched:
+        findings.append(
+            Finding(
+                "log_file_missing", "breach", "warning", f"ACCESS_LOGS pattern {pattern} matches no file", value=pattern
+            )
+        )
+    if overlong:
+        findings.append(
+            Finding("overlong_lines", "ok", "info", f"{overlong} lines over 64 KiB were skipped", value=overlong)
+        )
+    return findings
+
+
+def job_findings(
+    state: StateDB,
+    *,
+    lock_dir: Path,
+    now: datetime,
+    limits: Thresholds,
+    max_ages: Mapping[str, timedelta],
+    exclude_run: str | None = None,
+) -> list[Finding]:
+    """Last run failed; no success within the expected interval; a lock held too long; outbox stuck."""
+    findings: list[Finding] = []
+    for job in JOBS:
+        last = state.execute(
+            "SELECT run_id, status, finished_at, error FROM runs WHERE job=? AND finished_at IS NOT NULL"
+            " AND run_id != ? ORDER BY started_at DESC LIMIT 1",
+            (job, exclude_run or ""),
+        ).fetchone()
+        # "problems" (URLs failed, a check breached) was reported by that run itself.
+        if last is not None and last["status"] in ("failed", "usage-error"):
+            severity = "critical"
+            findings.append(
+                Finding(f"job_last_run:{job}", "breach", severity,
+                        f"last {job} run ended {last['status']} at {last['finished_at']}",
+                        last["status"], "ok", [last["error"]] if last["error"] else [])
+            )  # fmt: skip
+        max_age = max_ages.get(job)
+        if max_age is not None and last is not None:
+            ok = state.execute("SELECT max(finished_at) FROM runs WHERE job=? AND status='ok'", (job,)).fetchone()[0]
+            age = now - datetime.fromisoformat(ok) if ok else None
+            if age is None or age > max_age:
+                findings.append(
+                    Finding(f"job_stale:{job}", "breach", "critical",
+                            f"{job} has not succeeded "
+                            + (f"for {_human(age)}" if age else "yet"),
+                            _human(age) if age else "never", _human(max_age))
+                )  # fmt: skip
+        holder = current_holder(lock_dir, job)
+        if holder is not None and job != "check-logs":
+            try:
+                held = now - datetime.fromisoformat(holder.started)
+            except ValueError:
+                held = None
+            if held is not None and held.total_seconds() > limits.lock_max_seconds:
+                findings.append(
+                    Finding(f"lock_held:{job}", "breach", "warning",
+                            f"{job} lock held for {_human(held)} by {holder.describe()}",
+                            int(held.total_seconds()), limits.lock_max_seconds, [holder.command])
+                )  # fmt: skip
+    stuck = state.execute(
+        "SELECT kind, value, attempts, last_error FROM outbox WHERE status != 'done' AND attempts >= ?"
+        " ORDER BY attempts DESC LIMIT 50",
+        (limits.outbox_max_attempts,),
+    ).fetchall()
+    if stuck:
+        findings.append(
+            Finding("outbox_failing", "breach", "warning",
+                    f"{len(stuck)} purge outbox items failed {limits.outbox_max_attempts}+ times",
+                    len(stuck), limits.outbox_max_attempts,
+                    [f"{r['kind']} {r['value']} ×{r['attempts']}: {r['last_error']}" for r in stuck[:5]])
+        )  # fmt: skip
+    else:
+        findings.append(
+            Finding("outbox_failing", "ok", "info", "no purge is failing repeatedly", 0, limits.outbox_max_attempts)
+        )
+    return findings
+
+
+def deploy_findings(
+    state: StateDB | None,
+    pending_slots: Mapping[int, list[Any]],
+    *,
+    now: datetime,
+    limits: Thresholds,
+) -> list[Finding]:
+    """The windows before and after the last recorded deploy compared; regressions flagged."""
+    if state is None:
+        return [Finding("deploy_regression", "skipped", "info", "no state database")]
+    row = state.execute("SELECT ref, deployed_at FROM deploys ORDER BY deployed_at DESC LIMIT 1").fetchone()
+    if row is None:
+        return [Finding("deploy_regression", "skipped", "info", "no deploy recorded")]
+    deployed = datetime.fromisoformat(row["deployed_at"])
+    if deployed.tzinfo is None:
+        deployed = deployed.replace(tzinfo=UTC)
+    at = deployed.timestamp()
+    window = limits.deploy_window_minutes * 60
+    slots = _merged_slots(state, pending_slots, lo=at - window - SLOT_SECONDS, hi=at + window + SLOT_SECONDS)
+    # Slots wholly before / wholly after the deploy; the one it falls in belongs to neither.
+    before = _window(slots, lambda s: s >= at - window and s + SLOT_SECONDS <= at)
+    after = _window(slots, lambda s: s >= at and s < at + window)
+    label = f"deploy {row['ref']} at {iso(deployed)}"
+    if min(before["requests"], after["requests"]) < max(1, limits.min_requests):
+        return [
+            Finding("deploy_regression", "skipped", "info",
+                    f"{label}: too few requests to compare (before {before['requests']}, after {after['requests']})")
+        ]  # fmt: skip
+    regressions = []
+    if after["rate_5xx"] > limits.rate_5xx and after["rate_5xx"] > 2 * before["rate_5xx"]:
+        regressions.append(f"5xx rate {before['rate_5xx']:.2%} → {after['rate_5xx']:.2%}")
+    if after["p95"] > max(1.5 * before["p95"], before["p95"] + 0.1):
+        regressions.append(f"p95 {before['p95']:.2f}s → {after['p95']:.2f}s")
+    if after["static_share"] > 2 * before["static_share"] and after["static"] >= 10:
+        regressions.append(f"static origin hits {before['static_share']:.1%} → {after['static_share']:.1%} of requests")
+    compare = {k: (before[k], after[k]) for k in ("requests", "rate_5xx", "p95", "static_share")}
+    text = f"{label}: " + ("; ".join(regressions) if regressions else "no regression")
+    return [
+        Finding("deploy_regression", "breach" if regressions else "ok",
+                "warning" if regressions else "info", text, json.dumps(compare), "see notes", regressions)
+    ]  # fmt: skip
+
+
+def _merged_slots(state: StateDB, pending: Mapping[int, list[Any]], *, lo: float, hi: float) -> dict[int, list[Any]]:
+    slots: dict[int, list[Any]] = {}
+    rows = state.execute(
+        "SELECT slot_start, requests, errors_5xx, static_origin, rt_hist FROM log_slots"
+        " WHERE slot_start >= ? AND slot_start < ?",
+        (int(lo), int(hi)),
+    )
+    for row in rows:
+        slots[row[0]] = [row[1], row[2], row[3], dict(json.loads(row[4]))]
+    for start, (req, err, static, hist) in pending.items():
+        if not start or not lo <= start < hi:
+            continue
+        slot = slots.setdefault(start, [0, 0, 0, {}])
+        slot[0] += req
+        slot[1] += err
+        slot[2] += static
+        for key, n in hist.items():
+            k = key.decode("ascii", "replace") if isinstance(key, bytes) else key
+            slot[3][k] = slot[3].get(k, 0) + n
+    return slots
+
+
+def _window(slots: Mapping[int, list[Any]], keep: Any) -> dict[str, float]:
+    requests = errors = static = 0
+    hist: dict[str, int] = {}
+    for start, (req, err, st, h) in slots.items():
+        if keep(start):
+            requests += req
+            errors += err
+            static += st
+            for k, n in h.items():
+                hist[k] = hist.get(k, 0) + n
+    return {
+        "requests": requests,
+        "rate_5xx": errors / requests if requests else 0.0,
+        "p95": _percentiles(hist)["p95"],
+        "static": static,
+        "static_share": static / requests if requests else 0.0,
+    }
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f}d"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds // 60}m"
+
+
+def max_age_from_schedule(expr: str, *, now: datetime, timezone: str = "UTC") -> timedelta | None:
+    """How old a job's last success may be: twice its schedule's interval plus 5 minutes.
+
+    None when `expr` is not a 5-field cron expression. Uses the gap between the next two fire
+    times, so `0 3 * * *` allows about two days and `*/10 * * * *` about 25 minutes.
+    """
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        trigger = CronTrigger.from_crontab(expr, timezone=timezone)
+    except (ValueError, LookupError):
+        return None
+    first = trigger.get_next_fire_time(None, now)
+    if first is None:
+        return None
+    second = trigger.get_next_fire_time(first, first + timedelta(seconds=1))
+    if second is None:
+        return None
+    return 2 * (second - first) + timedelta(minutes=5)

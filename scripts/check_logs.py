@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""Check nginx access logs (new lines only, rotation-safe) and the health of the other jobs."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+import _cli
+import typer
+from edgecron.accesslog import LogReader, expand_paths, load_cursors, save_cursors
+from edgecron.checks import (
+    JOBS,
+    Finding,
+    LogSummary,
+    Thresholds,
+    deploy_findings,
+    file_findings,
+    job_findings,
+    log_findings,
+    max_age_from_schedule,
+    record_slots,
+)
+from edgecron.config import Settings
+from edgecron.errors import ExitCode, InputError
+from edgecron.logformat import resolve_format
+from edgecron.state import StateDB, open_state
+
+app = _cli.new_app(__doc__ or "")
+
+
+@app.command(
+    epilog=_cli.examples(
+        "check_logs.py                              # new lines since the last run, plus job health",
+        "check_logs.py --json > checks.json         # one JSON document",
+        "check_logs.py --no-state --since 2h        # whole files, last two hours, nothing saved",
+        "check_logs.py --log /var/log/nginx/shop.access.log --format edgecron",
+        "check_logs.py --max-age 2h                 # every job must have succeeded within 2 hours",
+    )
+)
+def check(
+    log: list[str] = typer.Option([], "--log", "-l", help="Log path or glob (repeatable) [ACCESS_LOGS]."),
+    log_format: str | None = typer.Option(None, "--format", help="nginx log_format or preset [LOG_FORMAT]."),
+    from_start: bool = typer.Option(False, "--from-start", help="Ignore saved positions: reread the logs."),
+    no_state: bool = typer.Option(False, "--no-state", help="Read whole files; save no position or result."),
+    since: str | None = typer.Option(None, help="Only lines at or after this time (ISO or 30m/2h/1d ago)."),
+    until: str | None = typer.Option(None, help="Only lines before this time (ISO or 30m/2h/1d ago)."),
+    max_age: str | None = typer.Option(None, help="Every job must have succeeded within this (30m, 2h, 1d)."),
+    jobs: bool = typer.Option(True, "--jobs/--no-jobs", help="Also check job runs, locks and the outbox."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Check from the saved positions; save nothing."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document (summary and findings)."),
+    summary_table: bool = typer.Option(False, "--summary", help="Print the table even when not on a terminal."),
+    wait: float = typer.Option(0.0, min=0, help="Wait up to SECONDS for another check-logs run's lock."),
+) -> None:
+    """Answer four questions: is the site up, is it slow, are jobs failing, did the deploy change anything.
+
+    Reads only lines added since the last run (cursor per log; rename, delaycompress, .gz and
+    copytruncate rotation handled), then judges them against CHECK_* thresholds. Exit codes: 0 all
+    checks pass, 1 a check breached, 2 bad config or LOG_FORMAT not matching the log, 75 lock held.
+    """
+    cfg = _cli.settings()
+    now = _cli.utcnow()
+    with _cli.user_errors():
+        fmt = resolve_format(log_format or cfg["LOG_FORMAT"], map_vars=cfg["LOG_MAP_VARS"])
+        window = (_when(since, now, "--since"), _when(until, now, "--until"))
+        max_ages = _max_ages(cfg, max_age, now)
+    limits = Thresholds.from_settings(cfg)
+    paths, unmatched = expand_paths(log or cfg["ACCESS_LOGS"])
+    with _cli.job("check-logs", cfg, dry_run=dry_run or no_state, lock_wait=wait) as run:
+        state = run.state or _existing_state(cfg)
+        cursors = load_cursors(state) if state is not None and not (no_state or from_start) else {}
+        reader = LogReader(paths, cursors_before=cursors, from_start=from_start or no_state)
+        summary = LogSummary(fmt, since=window[0], until=window[1], slow_seconds=limits.p95_seconds)
+        progress = _cli.Progress("reading")
+        for lines in reader.chunks():
+            if run.stop.is_set():
+                break  # nothing is saved: the next run rereads from the old positions
+            summary.feed(lines)
+            progress.advance(len(lines))
+        progress.close()
+        summary.check_format(fmt.name if fmt.name != "custom" else "LOG_FORMAT")
+        findings = log_findings(summary, limits)
+        findings += file_findings(reader.events, unmatched=unmatched, overlong=reader.stats.overlong)
+        if jobs and state is not None:
+            findings += job_findings(
+                state, lock_dir=cfg.lock_dir, now=run.now(), limits=limits, max_ages=max_ages,
+                exclude_run=run.run_id,
+            )  # fmt: skip
+        findings += deploy_findings(state, summary.slots, now=run.now(), limits=limits)
+        if run.state is not None and not run.stop.is_set():
+            with run.state.transaction() as conn:  # results first, then the positions they cover
+                record_slots(conn, summary.slots, now=run.now())
+                save_cursors(conn, reader.cursors(), now=run.now(), run_id=run.run_id)
+        breaches = [f for f in findings if f.breached]
+        pct = summary.percentiles()
+        run.counts = {
+            "lines": summary.lines,
+            "requests": summary.requests,
+            "errors_5xx": summary.count_5xx(),
+            "p95_ms": round(pct["p95"] * 1000),
+            "malformed": summary.malformed,
+            "bytes_read": reader.stats.bytes_read,
+            "breaches": len(breaches),
+        }
+        run.log("checked", **run.counts, events=[e.message for e in reader.events])
+        if breaches:
+            run.exit_code = ExitCode.PROBLEMS
+        doc = _document(summary, reader, findings, dry_run=dry_run or no_state)
+        _report(doc, findings, json_out=json_out, table=summary_table or _cli.is_tty())
+
+
+def _existing_state(cfg: Settings) -> StateDB | None:
+    """Dry runs read positions, runs and deploys when a state database exists; they create none."""
+    path = cfg.state_dir / "state.db"
+    return open_state(cfg.state_dir) if path.exists() else None
+
+
+_RELATIVE = re.compile(r"^(\d+)\s*([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _duration(text: str, option: str) -> timedelta:
+    match = _RELATIVE.match(text.strip())
+    if not match:
+        raise InputError(f"{option} is not a duration", got=text, expected="a number and a unit: 30m, 2h, 1d")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def _when(text: str | None, now: datetime, option: str) -> float | None:
+    if text is None:
+        return None
+    if _RELATIVE.match(text.strip()):
+        return (now - _duration(text, option)).timestamp()
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InputError(
+            f"{option} is not a time",
+            got=text,
+            expected="ISO 8601 (2026-11-28T14:00, UTC unless an offset is given) or 30m/2h/1d ago",
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=now.tzinfo)
+    return moment.timestamp()
+
+
+def _max_ages(cfg: Settings, max_age: str | None, now: datetime) -> dict[str, timedelta]:
+    if max_age:
+        age = _duration(max_age, "--max-age")
+        return dict.fromkeys(JOBS, age)
+    ages = {}
+    for job, expr in cfg.schedules().items():
+        age = max_age_from_schedule(expr, now=now, timezone=cfg["SCHEDULE_TIMEZONE"])
+        if age is None:
+            raise InputError(
+                f"SCHEDULE_{job.upper().replace('-', '_')} is not a cron schedule",
+                got=expr,
+                expected="5 cron fields such as */30 * * * *",
+            )
+        ages[job] = age
+    return ages
+
+
+def _document(summary: LogSummary, reader: LogReader, findings: list[Finding], *, dry_run: bool) -> dict[str, Any]:
+    return {
+        "summary": {
+            "lines": summary.lines,
+            "requests": summary.requests,
+            "outside_window": summary.outside_window,
+            "malformed": summary.malformed,
+            "status_classes": summary.status_classes(),
+            "request_time": summary.percentiles() if summary.has_request_time else None,
+            "bytes_read": reader.stats.bytes_read,
+            "files_read": reader.stats.files,
+            "breaches": sum(1 for f in findings if f.breached),
+            "dry_run": dry_run,
+        },
+        "findings": [f.as_dict() for f in findings],
+        "files": [{"path": e.path, "event": e.kind, "message": e.message} for e in reader.events],
+    }
+
+
+def _report(doc: dict[str, Any], findings: list[Finding], *, json_out: bool, table: bool) -> None:
+    if json_out:
+        _cli.print_json(doc)
+        return
+    breaches = [f for f in findings if f.breached]
+    if table:
+        s = doc["summary"]
+        rows = [(f.check, f.status, f.severity, _short(f.value), _short(f.threshold), f.summary) for f in findings]
+        typer.echo(_cli.table(rows, ["check", "status", "severity", "value", "threshold", "summary"]))
+        typer.echo(
+            f"\n{s['lines']} lines, {s['requests']} requests, {s['malformed']} malformed, "
+            f"{len(breaches)} breached" + (" (nothing saved)" if s["dry_run"] else "")
+        )
+    for finding in breaches:  # under cron only this reaches the mail, on stderr
+        typer.echo(f"BREACH [{finding.severity}] {finding.check}: {finding.summary}", err=True)
+        for example in finding.examples[:5]:
+            typer.echo(f"    {example}", err=True)
+
+
+def _short(value: object) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= 24 else text[:23] + "…"
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,144 @@
+"""scripts/check_logs.py as cron runs it: a real subprocess, real files, a real state database."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+STAMP = datetime.now(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+
+
+def lines(count: int, *, path: str = "/page", status: int = 200, rt: float = 0.05) -> str:
+    return "".join(
+        f'198.51.100.1 - - [{STAMP}] "GET {path}?n={i} HTTP/1.1" {status} 10 "-" "ua" rt={rt:.3f} '
+        f'urt="{rt:.3f}" cs=MISS ray=- cip=- li=0 cc="-"\n'
+        for i in range(count)
+    )
+
+
+@pytest.fixture
+def access_log(workdir: Path, env_file: Path) -> Path:
+    log = workdir / "access.log"
+    log.write_text(lines(100))
+    with env_file.open("a") as fh:
+        fh.write(f"ACCESS_LOGS={log}\nLOG_FORMAT=edgecron\n")
+    return log
+
+
+def cursor_offset(workdir: Path) -> int | None:
+    with sqlite3.connect(workdir / "state" / "state.db") as db:
+        row = db.execute("SELECT offset FROM log_cursors").fetchone()
+    return row[0] if row else None
+
+
+def test_clean_log_is_silent_under_cron_and_rerun_reads_nothing(run_script, access_log: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    first = run_script("check_logs.py")
+    assert (first.returncode, first.stdout, first.stderr) == (0, "", "")
+    assert cursor_offset(workdir) == access_log.stat().st_size
+    again = run_script("check_logs.py", "--json")
+    doc = json.loads(again.stdout)
+    assert again.returncode == 0
+    assert doc["summary"]["lines"] == 0 and doc["summary"]["bytes_read"] == 0
+    with access_log.open("a") as fh:
+        fh.write(lines(7))
+    third = json.loads(run_script("check_logs.py", "--json").stdout)
+    assert third["summary"]["lines"] == 7
+
+
+def test_breach_exits_1_with_the_problem_on_stderr(run_script, access_log: Path) -> None:  # type: ignore[no-untyped-def]
+    with access_log.open("a") as fh:
+        fh.write(lines(20, path="/checkout", status=503))
+    result = run_script("check_logs.py")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "BREACH [critical] 5xx_rate: 20 of 120 responses were 5xx" in result.stderr
+    assert "/checkout: 20×5xx" in result.stderr
+
+
+def test_wrong_log_format_exits_2_and_saves_no_position(run_script, access_log: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    result = run_script("check_logs.py", "--format", "combined")
+    assert result.returncode == 2
+    assert "LOG_FORMAT does not match the log: 100 of 100 lines did not parse" in result.stderr
+    assert "first bad line: '198.51.100.1 - - [" in result.stderr
+    assert "expected lines in the format 'combined'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert cursor_offset(workdir) is None
+    fixed = json.loads(run_script("check_logs.py", "--json").stdout)
+    assert fixed["summary"]["requests"] == 100  # nothing was skipped by the failed run
+
+
+def test_unknown_variable_is_a_usage_error(run_script, access_log: Path) -> None:  # type: ignore[no-untyped-def]
+    result = run_script("check_logs.py", "--format", '$remote_addr "$request" $status $upstream_cach_status')
+    assert result.returncode == 2
+    assert "unknown nginx variable $upstream_cach_status" in result.stderr
+    assert "$upstream_cache_status?" in result.stderr
+
+
+def test_dry_run_and_no_state_save_nothing(run_script, access_log: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    for flag in ("--dry-run", "--no-state"):
+        doc = json.loads(run_script("check_logs.py", flag, "--json").stdout)
+        assert doc["summary"]["requests"] == 100 and doc["summary"]["dry_run"] is True
+    assert not (workdir / "state" / "state.db").exists()
+
+
+def test_summary_table_and_help(run_script, access_log: Path) -> None:  # type: ignore[no-untyped-def]
+    table = run_script("check_logs.py", "--summary")
+    assert table.returncode == 0
+    assert table.stdout.splitlines()[0].split() == ["check", "status", "severity", "value", "threshold", "summary"]
+    assert "100 lines, 100 requests, 0 malformed, 0 breached" in table.stdout
+    help_text = run_script("check_logs.py", "--help").stdout
+    assert help_text.rstrip().splitlines()[-1].strip().startswith("check_logs.py --max-age 2h")
+
+
+def test_bad_since_is_a_usage_error(run_script, access_log: Path) -> None:  # type: ignore[no-untyped-def]
+    result = run_script("check_logs.py", "--since", "yesterday")
+    assert result.returncode == 2
+    assert "--since is not a time: got 'yesterday'" in result.stderr
+
+
+def test_failed_job_is_reported(run_script, access_log: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    run_script("check_logs.py")  # creates the state database
+    with sqlite3.connect(workdir / "state" / "state.db") as db:
+        db.execute(
+            "INSERT INTO runs(run_id, job, started_at, finished_at, status, error) "
+            "VALUES ('r1', 'import', '2026-11-28T10:00:00+00:00', '2026-11-28T10:01:00+00:00', 'failed', 'feed 500')"
+        )
+    result = run_script("check_logs.py")
+    assert result.returncode == 1
+    assert "BREACH [critical] job_last_run:import: last import run ended failed" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to drop to nobody")
+def test_unreadable_log_names_the_group(base_env: dict[str, str]) -> None:
+    """As on a server: the log is 0640 with a group the job's user is not in."""
+    root = Path(tempfile.mkdtemp(prefix="edgecron-perm-"))  # pytest's tmp dirs are 0700
+    try:
+        root.chmod(0o777)
+        log = root / "access.log"
+        log.write_text(lines(5))
+        log.chmod(0o640)  # root:root here; www-data:adm on Debian
+        env = root / ".env"
+        env.write_text(f"STATE_DIR={root / 'state'}\nACCESS_LOGS={log}\nLOG_FORMAT=edgecron\n")
+        env.chmod(0o644)
+        repo = Path(__file__).resolve().parent.parent
+        result = subprocess.run(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+             str(repo / ".venv" / "bin" / "python"), str(repo / "scripts" / "check_logs.py"), "--no-jobs"],
+            env={**base_env, "EDGECRON_ENV_FILE": str(env), "HOME": str(root)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(root)
+    assert result.returncode == 1, result.stderr
+    assert f"cannot read {log} (Permission denied)" in result.stderr
+    assert "with group 'root': add this user to that group (sudo usermod -aG root $USER)" in result.stderr

@@ -1,0 +1,213 @@
+"""The checks: figures from log lines, job health from a real state database, deploy before/after."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from edgecron.checks import (
+    LogSummary,
+    Thresholds,
+    deploy_findings,
+    job_findings,
+    log_findings,
+    max_age_from_schedule,
+    record_slots,
+)
+from edgecron.errors import InputError
+from edgecron.lock import JobLock
+from edgecron.logformat import resolve_format
+from edgecron.state import StateDB, iso, open_state
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def line(
+    path: str = "/",
+    *,
+    status: int = 200,
+    rt: float = 0.05,
+    at: datetime = NOW,
+    li: str = "0",
+    cs: str = "-",
+    cc: str = "-",
+    urt: str | None = None,
+) -> bytes:
+    stamp = f"{at.day:02d}/{MONTHS[at.month - 1]}/{at.year}:{at:%H:%M:%S} +0000"
+    return (
+        f'198.51.100.1 - - [{stamp}] "GET {path} HTTP/1.1" {status} 10 "-" "ua" rt={rt:.3f} '
+        f'urt="{urt or f"{rt:.3f}"}" cs={cs} ray=- cip=- li={li} cc="{cc}"'
+    ).encode()
+
+
+def summarize(lines: list[bytes], **kwargs: object) -> LogSummary:
+    summary = LogSummary(resolve_format("edgecron"), **kwargs)  # type: ignore[arg-type]
+    for start in range(0, len(lines), 1000):  # several chunks, as the reader gives them
+        summary.feed(lines[start : start + 1000])
+    return summary
+
+
+def by_check(findings: list) -> dict:  # type: ignore[type-arg]
+    return {f.check: f for f in findings}
+
+
+def test_5xx_rate_breach_names_the_worst_paths() -> None:
+    lines = [line("/ok") for _ in range(95)] + [line("/broken", status=502) for _ in range(4)]
+    lines.append(line("/other", status=500))
+    found = by_check(log_findings(summarize(lines), Thresholds(rate_5xx=0.01, min_requests=50)))
+    assert found["5xx_rate"].status == "breach"
+    assert found["5xx_rate"].value == pytest.approx(0.05)
+    assert found["5xx_rate"].examples[0] == "/broken: 4×5xx"
+    assert found["upstream_errors"].status == "breach"  # 502s are the upstream failing
+
+
+def test_rates_are_not_judged_on_too_few_requests() -> None:
+    found = by_check(log_findings(summarize([line(status=500)] * 10), Thresholds(min_requests=50)))
+    assert found["5xx_rate"].status == "skipped"
+
+
+def test_percentiles_and_slowest_paths() -> None:
+    lines = [line("/fast", rt=0.010 + i / 10_000) for i in range(900)]
+    lines += [line("/slow", rt=2.5) for _ in range(100)]
+    summary = summarize(lines, slow_seconds=1.0)
+    pct = summary.percentiles()
+    assert pct["p50"] == pytest.approx(0.060)  # the 500th of 1,000 values
+    assert pct["p95"] == 2.5 and pct["p99"] == 2.5
+    assert summary.slowest_paths()[0] == ("/slow", 100, 2.51)  # 10 ms bucket, upper bound
+    found = by_check(log_findings(summary, Thresholds(p95_seconds=1.0)))
+    assert found["p95_request_time"].status == "breach"
+    assert found["p95_request_time"].examples == ["/slow: p95 2.51s over 100 requests"]
+
+
+def test_static_routes_reaching_the_origin() -> None:
+    lines = [line("/static/app.css?v=3") for _ in range(120)] + [line("/page") for _ in range(300)]
+    found = by_check(log_findings(summarize(lines), Thresholds(static_origin_hits=100)))
+    assert found["static_origin_hits"].status == "breach"
+    assert found["static_origin_hits"].examples == ["/static/app.css: 120"]
+
+
+def test_logged_in_responses_marked_cacheable() -> None:
+    lines = [line("/pricing", li="1", cc="public, max-age=300")]
+    lines += [line("/account", li="1", cc="private, no-store"), line("/cart", li="1", cs="HIT")]
+    lines += [line("/", li="0", cc="public, max-age=300")] * 60
+    found = by_check(log_findings(summarize(lines), Thresholds()))
+    finding = found["loggedin_cacheable"]
+    assert finding.status == "breach" and finding.value == 2
+    assert finding.examples == ["/pricing (cc=public, max-age=300)", "/cart (cache=HIT)"]
+
+
+def test_logged_in_check_is_skipped_when_the_format_cannot_tell() -> None:
+    summary = LogSummary(resolve_format("combined"))
+    summary.feed([b'::1 - - [28/Nov/2026:12:00:00 +0000] "GET / HTTP/1.1" 200 1 "-" "ua"'])
+    found = by_check(log_findings(summary, Thresholds()))
+    assert found["loggedin_cacheable"].status == "skipped"
+    assert found["p95_request_time"].status == "skipped"
+
+
+def test_upstream_retries_counted() -> None:
+    summary = summarize([line(urt="0.01, 0.20 : 0.05"), line(urt="-"), line(urt="0.1, 0.2, 0.3")])
+    assert summary.upstream_retries == 3
+
+
+def test_malformed_lines_counted_with_samples_and_wrong_format_detected() -> None:
+    good = [line() for _ in range(20)]
+    summary = summarize([*good, b"\x00\xffbinary", b'half "line'])
+    assert summary.malformed == 2
+    assert summary.malformed_samples == ["\\x00\\xffbinary", 'half "line']
+    summary.check_format("edgecron")  # 2 of 22: counted, not fatal
+    wrong = LogSummary(resolve_format("combined"))
+    wrong.feed(good)
+    with pytest.raises(InputError) as err:
+        wrong.check_format("combined")
+    assert "first bad line" in err.value.message and "combined" in err.value.message
+
+
+def test_status_that_is_not_a_number_is_malformed() -> None:
+    summary = summarize([line(), line().replace(b" 200 10 ", b" abc 10 ")])
+    assert (summary.requests, summary.malformed) == (1, 1)
+
+
+def test_since_until_window() -> None:
+    lines = [line(at=NOW - timedelta(hours=3)), line(at=NOW - timedelta(minutes=30)), line(at=NOW)]
+    summary = summarize(lines, since=(NOW - timedelta(hours=1)).timestamp(), until=NOW.timestamp())
+    assert (summary.requests, summary.outside_window) == (1, 2)
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> StateDB:
+    db = open_state(tmp_path / "state")
+    yield db
+    db.close()
+
+
+def add_run(state: StateDB, job: str, status: str, *, finished: datetime, error: str | None = None) -> None:
+    state.execute(
+        "INSERT INTO runs(run_id, job, started_at, finished_at, status, error) VALUES (?,?,?,?,?,?)",
+        (f"{job}-{finished.timestamp()}", job, iso(finished - timedelta(minutes=1)), iso(finished), status, error),
+    )
+
+
+def test_job_health(state: StateDB, tmp_path: Path) -> None:
+    add_run(state, "warm", "ok", finished=NOW - timedelta(hours=5))
+    add_run(state, "warm", "failed", finished=NOW - timedelta(minutes=10), error="Boom: site down")
+    add_run(state, "import", "ok", finished=NOW - timedelta(minutes=5))
+    add_run(state, "purge", "problems", finished=NOW - timedelta(minutes=5))
+    state.execute(
+        "INSERT INTO outbox(kind, value, enqueued_at, attempts, last_error) VALUES ('url', 'https://x/a', ?, 4, '429')",
+        (iso(NOW),),
+    )
+    lock = JobLock(tmp_path / "locks", "import")
+    lock.acquire(now=NOW - timedelta(hours=3))
+    try:
+        findings = job_findings(
+            state,
+            lock_dir=tmp_path / "locks",
+            now=NOW,
+            limits=Thresholds(lock_max_seconds=3600, outbox_max_attempts=3),
+            max_ages={"warm": timedelta(hours=1), "import": timedelta(hours=1)},
+        )
+    finally:
+        lock.release()
+    found = by_check(findings)
+    assert found["job_last_run:warm"].examples == ["Boom: site down"]
+    assert found["job_stale:warm"].value == "5.0h"
+    assert "job_stale:import" not in found and "job_last_run:purge" not in found
+    assert found["lock_held:import"].value == 3 * 3600
+    assert found["outbox_failing"].status == "breach"
+    assert found["outbox_failing"].examples == ["url https://x/a ×4: 429"]
+
+
+def test_max_age_from_schedule() -> None:
+    assert max_age_from_schedule("*/10 * * * *", now=NOW) == timedelta(minutes=25)
+    assert max_age_from_schedule("0 3 * * *", now=NOW) == timedelta(days=2, minutes=5)
+    assert max_age_from_schedule("not cron", now=NOW) is None
+
+
+def test_deploy_regression_before_and_after(state: StateDB) -> None:
+    deployed = NOW - timedelta(minutes=60)
+    state.execute("INSERT INTO deploys(ref, deployed_at) VALUES ('v42', ?)", (iso(deployed),))
+    before = [line(at=deployed - timedelta(minutes=m % 50 + 5), rt=0.1) for m in range(200)]
+    stored = summarize(before)
+    with state.transaction() as conn:  # an earlier run saw the lines before the deploy
+        record_slots(conn, stored.slots, now=NOW)
+    after = [line(at=deployed + timedelta(minutes=m % 50 + 1), rt=0.8) for m in range(180)]
+    after += [line("/x", at=deployed + timedelta(minutes=20), status=500) for _ in range(20)]
+    fresh = summarize(after)
+    (finding,) = deploy_findings(state, fresh.slots, now=NOW, limits=Thresholds(deploy_window_minutes=60))
+    assert finding.status == "breach"
+    assert any(r.startswith("5xx rate 0.00% → 10.00%") for r in finding.examples)
+    assert any(r.startswith("p95 0.11s → 0.81s") for r in finding.examples)
+    compare = json.loads(str(finding.value))
+    assert compare["requests"] == [200, 200]
+
+
+def test_deploy_without_regression_and_without_deploy(state: StateDB) -> None:
+    assert deploy_findings(state, {}, now=NOW, limits=Thresholds())[0].status == "skipped"
+    deployed = NOW - timedelta(minutes=60)
+    state.execute("INSERT INTO deploys(ref, deployed_at) VALUES ('v43', ?)", (iso(deployed),))
+    lines = [line(at=deployed + timedelta(minutes=m - 55), rt=0.1) for m in range(110) for _ in range(2)]
+    (finding,) = deploy_findings(state, summarize(lines).slots, now=NOW, limits=Thresholds())
+    assert finding.status == "ok", finding.summary
