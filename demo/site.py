@@ -319,14 +319,14 @@ class DemoSite:
         ThreadingHTTPServer.request_queue_size = 256
         self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self) -> DemoSite:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
+        self.server.shutdown()  # serve_forever polls every 0.05 s (below)
         self.server.server_close()
 
 

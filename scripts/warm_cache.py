@@ -72,8 +72,12 @@ def warm(
         )
         if dry_run:
             listed = _print_dry_run(planned, json_out=json_out)
+            skipped.update(reader.report.skipped)
             run.counts = {"would_request": listed, **skipped}
-            _finish_sources(reader, listed, run)
+            for message in _finish_sources(reader, listed, run):  # a real run would exit 1 on these too
+                typer.echo(f"sitemap problem: {message}", err=True)
+                run.exit_code = ExitCode.PROBLEMS
+            _check_something_planned(listed, skipped, cfg.allowed_hosts)
             return
         progress = _cli.Progress("warming")
         store = WarmResultStore(run.state, run_id=run.run_id, now=run.now)  # type: ignore[arg-type]
@@ -81,6 +85,7 @@ def warm(
             planned, options=options, stop=run.stop, store=store, on_result=lambda r: progress.advance(note=r.url)
         )
         progress.close()
+        skipped.update(reader.report.skipped)  # <loc> off-host / too long, counted by the reader
         still_cold: list[dict[str, object]] = []
         if verify and not run.stop.is_set():
             second = WarmResultStore(run.state, run_id=run.run_id, now=run.now, pass_no=2)  # type: ignore[arg-type]
@@ -96,6 +101,8 @@ def warm(
         if verify:
             run.counts["still_not_cached"] = len(still_cold)
         problems = _finish_sources(reader, summary.requested, run)
+        if not run.stop.is_set():
+            _check_something_planned(summary.requested, skipped, cfg.allowed_hosts)
         if summary.failure_rate > threshold or problems:
             run.exit_code = ExitCode.PROBLEMS
         _report(
@@ -161,6 +168,16 @@ def _print_dry_run(planned: Iterator[str], *, json_out: bool) -> int:
     if not json_out and _cli.is_tty():
         typer.echo(f"[dry-run] {count} URLs would be requested; nothing was requested.", err=True)
     return count
+
+
+def _check_something_planned(planned: int, skipped: Counter[str], allowed_hosts: tuple[str, ...]) -> None:
+    """URLs were listed but every one was skipped: a host or path misconfiguration, not a quiet success."""
+    if planned == 0 and skipped:
+        raise InputError(
+            "no URL was warmed: every URL listed was skipped",
+            got=", ".join(f"{reason} {count}" for reason, count in skipped.items()),
+            expected=f"URLs on ALLOWED_HOSTS ({', '.join(allowed_hosts) or 'empty: set SITE_URL'}) outside BYPASS_PATHS",
+        )
 
 
 def _finish_sources(reader: SitemapReader, used: int, run) -> list[str]:  # type: ignore[no-untyped-def]

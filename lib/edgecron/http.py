@@ -81,7 +81,11 @@ def open_checked(
                 f"{what} {url} leads to a host that is not allowed"
                 + (f" (redirected to {current})" if current != url else ""),
                 got=urlsplit(current).hostname,
-                expected="one of ALLOWED_HOSTS: " + ", ".join(sorted(allowed)),
+                expected=(
+                    "one of ALLOWED_HOSTS: " + ", ".join(sorted(allowed))
+                    if allowed
+                    else "a host in ALLOWED_HOSTS, which is empty (set SITE_URL or ALLOWED_HOSTS)"
+                ),
             )
         try:
             response = session.get(current, stream=True, timeout=timeout, allow_redirects=False)

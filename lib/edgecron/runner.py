@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from .config import Settings
 from .errors import EdgecronError, ExitCode
 from .lock import JobLock
 from .metrics import write_job_metrics
+from .monitor import Pinger, pinger_for
 from .state import StateDB, iso, open_state
 
 STATUS_BY_EXIT = {
@@ -46,6 +48,7 @@ class EventLog:
         self.dry_run = dry_run
         self.now = now
         self._lock = threading.Lock()
+        self.tail: deque[str] = deque(maxlen=200)  # this run's last events, for the ping body
 
     def __call__(self, event: str, **fields: Any) -> None:
         if self.path is None:
@@ -55,6 +58,7 @@ class EventLog:
             record["dry_run"] = True
         record.update(fields)
         line = json.dumps(record, default=str, ensure_ascii=False) + "\n"
+        self.tail.append(line)
         with self._lock:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +97,7 @@ class JobRun:
         self._started_mono = 0.0
         log_path = None if dry_run else settings.state_dir / "logs" / f"{job}.jsonl"
         self.log = EventLog(log_path, job=job, run_id=self.run_id, dry_run=dry_run, now=now)
+        self._pinger: Pinger | None = None if dry_run else pinger_for(settings, job)
 
     def __enter__(self) -> JobRun:
         started = self.now()
@@ -111,6 +116,7 @@ class JobRun:
                 raise
         self._install_signal_handlers()
         self.log("start", command=" ".join(sys.argv))
+        self._ping("start")
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
@@ -128,6 +134,7 @@ class JobRun:
             if self.signal_received is not None:
                 self.exit_code = ExitCode.SIGINT if self.signal_received == signal.SIGINT else ExitCode.SIGTERM
             self._record(error_text)
+            self._ping("finish")
         finally:
             self._restore_signal_handlers()
             if self.state is not None:
@@ -180,6 +187,18 @@ class JobRun:
                 )
             except OSError as exc:
                 self.log("metrics-failed", error=str(exc))  # metrics must never change the result
+
+    def _ping(self, stage: str) -> None:
+        """Healthchecks ping; a failure is a warning event and never changes the exit code."""
+        if self._pinger is None:
+            return
+        if stage == "start":
+            result = self._pinger.start(self.run_id)
+        else:
+            body = "".join(self.log.tail)
+            result = self._pinger.finish(self.run_id, int(self.exit_code), body=body)
+        if not result.sent:
+            self.log("ping-failed", level="warning", stage=stage, error=result.error, attempts=result.attempts)
 
     # --- signals -------------------------------------------------------------------------------
 

@@ -154,11 +154,13 @@ class SitemapReader:
         head = first.lstrip(b"\xef\xbb\xbf").lstrip()
         chunks = _chain(first, body)
         if head.startswith(b"<"):
-            yield from self._parse_xml(url, chunks)
+            yield from self._parse_xml(url, chunks, head=head)
         else:
             yield from self._parse_text(url, chunks)
 
-    def _parse_xml(self, url: str, chunks: Iterator[bytes]) -> Iterator[tuple[str, str, str | None]]:
+    def _parse_xml(
+        self, url: str, chunks: Iterator[bytes], *, head: bytes = b""
+    ) -> Iterator[tuple[str, str, str | None]]:
         count = 0
         root_kind = None
         loc: str | None = None
@@ -212,6 +214,12 @@ class SitemapReader:
                 expected="plain XML (entities refused for safety)",
             ) from None
         except ParseError as exc:
+            if root_kind is None and head.lower().startswith((b"<!doctype html", b"<html")):
+                raise InputError(
+                    f"sitemap {url} is an HTML page",
+                    got=head[:40].decode("utf-8", "replace"),
+                    expected="<urlset> or <sitemapindex> (check SITEMAP_URLS)",
+                ) from None
             raise InputError(
                 f"sitemap {url} is not well-formed XML",
                 got=str(exc),
@@ -222,7 +230,7 @@ class SitemapReader:
 
     def _parse_text(self, url: str, chunks: Iterator[bytes]) -> Iterator[tuple[str, str, str | None]]:
         count = 0
-        for raw in _lines(chunks):
+        for raw in _lines(chunks, max_line=4 * MAX_LOC_CHARS, what=f"sitemap {url}"):
             line = raw.decode("utf-8", "replace").strip().lstrip("\ufeff")
             if not line or line.startswith("#"):
                 continue
@@ -267,12 +275,17 @@ def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     yield from rest
 
 
-def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+def _lines(chunks: Iterator[bytes], *, max_line: int, what: str) -> Iterator[bytes]:
     pending = b""
     for chunk in chunks:
         pending += chunk
         *complete, pending = pending.split(b"\n")
         yield from complete
+        if len(pending) > max_line:  # no URL is this long; stop before the buffer grows quadratically
+            raise InputError(
+                f"{what} has a line longer than {max_line} bytes",
+                expected="one absolute URL (under 2,048 characters) per line",
+            )
     if pending:
         yield pending
 

@@ -251,7 +251,9 @@ class Warmer:
             status = response.status
             headers = response.headers
             if status in RETRY_STATUSES and attempts <= self.options.retries and not (stop and stop.is_set()):
-                delay = _retry_after(headers.get("retry-after")) or self._backoff(attempts)
+                delay = _retry_after(headers.get("retry-after"))
+                if delay is None:  # "Retry-After: 0" means now, not "use the backoff"
+                    delay = self._backoff(attempts)
                 if delay <= self.options.max_retry_wait:
                     self._pause(delay, stop)
                     continue

@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Operate the edgecron jobs: status over SSH, the crontab, the scheduler process, next run times."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import _cli
+import typer
+from edgecron.errors import InputError, LockHeld
+from edgecron.lock import JobLock
+from edgecron.schedule import (
+    CronSyntaxError,
+    find_job,
+    load_schedule,
+    next_fires,
+    parse_cron,
+    render_crontab,
+    schedule_timezone,
+)
+from edgecron.scheduler import entries_for, serve
+from edgecron.state import open_state
+from edgecron.status import collect_status
+
+app = _cli.new_app(__doc__ or "")
+app.info.epilog = _cli.examples(
+    "jobs.py status                      # the first command over SSH",
+    "jobs.py crontab | crontab -         # install the schedule for system cron",
+    "jobs.py schedule                    # or run the scheduler (see notes/edgecron-scheduler.service)",
+    "jobs.py next warm --count 3",
+)
+
+
+@app.command(
+    epilog=_cli.examples(
+        "jobs.py status                 # last run, next due, lock holder, outbox",
+        "jobs.py status --json | jq '.jobs[] | select(.last_status != \"ok\")'",
+    )
+)
+def status(json_out: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
+    """Each job's last run (time, result, duration), next due time and lock holder; the outbox.
+
+    The first command to run over SSH. Exit 0 (it reports; it does not judge).
+    """
+    cfg = _cli.settings()
+    with _cli.user_errors():
+        schedule = load_schedule(cfg)
+        with open_state(cfg.state_dir) as state:
+            jobs, outbox = collect_status(cfg, state, schedule, now=_cli.utcnow())
+    if json_out:
+        _cli.print_json({"jobs": [vars(j) for j in jobs], "outbox": vars(outbox)})
+        return
+    rows = [
+        (
+            j.job,
+            j.schedule or "off",
+            _short(j.last_started),
+            _result(j),
+            "" if j.last_duration_s is None else f"{j.last_duration_s:.1f}s",
+            _short(j.next_due),
+            _holder(j.lock_holder),
+        )
+        for j in jobs
+    ]
+    typer.echo(_cli.table(rows, ["job", "schedule", "last run", "result", "took", "next due", "lock"]))
+    typer.echo(f"\npurge outbox: {outbox.pending} pending, {outbox.failing} failing")
+    for item in outbox.failing_items:
+        typer.echo(f"  #{item['id']} {item['kind']} {item['value']}: {item['attempts']} attempts, {item['last_error']}")
+    for j in jobs:
+        if j.last_error and j.last_status not in ("ok", "running"):
+            typer.echo(f"{j.job}: {j.last_error}")
+        if j.stale_running:
+            typer.echo(f"{j.job}: a run is recorded as running but nobody holds the lock (it died).")
+
+
+@app.command(
+    epilog=_cli.examples(
+        "jobs.py crontab                           # print it",
+        "jobs.py crontab | crontab -               # install it (replaces your crontab)",
+        "jobs.py crontab --home /opt/edgecron > crontab.example",
+    )
+)
+def crontab(
+    home: str = typer.Option(str(_cli.ROOT), help="The checkout cron should run from."),
+) -> None:
+    """Print crontab lines for system cron, from the same table as `jobs.py schedule`.
+
+    Times come from SCHEDULE_<JOB> in .env, else the defaults; SCHEDULE_<JOB>=off leaves a job out.
+    """
+    cfg = _cli.settings()
+    with _cli.user_errors():
+        schedule = load_schedule(cfg)
+        tz = schedule_timezone(cfg)
+    sys.stdout.write(render_crontab(schedule, home=home, timezone=tz.key))
+
+
+@app.command(
+    epilog=_cli.examples(
+        "jobs.py schedule                          # run in the foreground; Ctrl-C stops it",
+        "systemctl enable --now edgecron-scheduler # see notes/edgecron-scheduler.service",
+        "SCHEDULE_WARM='*/10 * * * *' jobs.py schedule --stop-grace 120",
+    )
+)
+def schedule(
+    misfire_grace: float = typer.Option(900, min=1, help="Seconds late a run may still start."),
+    stop_grace: float = typer.Option(60, min=1, help="Seconds SIGTERM waits for running jobs."),
+) -> None:
+    """Run the scheduler: each job as a subprocess of its script at its cron times.
+
+    One instance per job (a run that outlasts its interval makes the next skip), coalesced
+    catch-up, explicit time zone (SCHEDULE_TIMEZONE). Jobs still take their own locks, so cron,
+    manual runs and this scheduler never overlap. SIGTERM: no new runs; running jobs get
+    --stop-grace seconds, then SIGTERM, then are killed. Use either this or the crontab, not both.
+    """
+    cfg = _cli.settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)  # our listener says the same, plainer
+    with _cli.user_errors():
+        tz = schedule_timezone(cfg)
+        entries = entries_for(load_schedule(cfg), python=sys.executable, scripts_dir=_cli.ROOT / "scripts", tz=tz)
+        lock = JobLock(cfg.lock_dir, "scheduler")
+        try:
+            lock.acquire(now=_cli.utcnow())
+        except LockHeld as err:
+            err.hint = "Only one scheduler may run; stop the other one (systemctl stop edgecron-scheduler)."
+            raise
+    try:
+        code = serve(entries, timezone=tz, misfire_grace=misfire_grace, stop_grace=stop_grace, cwd=_cli.ROOT)
+    finally:
+        lock.release()
+    raise typer.Exit(code)
+
+
+@app.command(
+    "next",
+    epilog=_cli.examples(
+        "jobs.py next                       # the next run of every job",
+        "jobs.py next warm --count 5",
+        "jobs.py next --cron '0 6 * * 0'    # check an expression before putting it in .env",
+    ),
+)
+def next_runs(
+    job: str = typer.Argument(None, help="A job name (warm, purge, import, check-logs, cache-rules)."),
+    count: int = typer.Option(1, min=1, max=100, help="How many fire times to show."),
+    cron: str = typer.Option(None, help="A cron expression to try instead of a job's schedule."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Show the next fire times (in SCHEDULE_TIMEZONE), with exact cron semantics."""
+    cfg = _cli.settings()
+    now = _cli.utcnow()
+    with _cli.user_errors():
+        tz = schedule_timezone(cfg)
+        if cron is not None:
+            try:
+                plans: dict[str, Any] = {cron: parse_cron(cron)}
+            except CronSyntaxError as exc:
+                raise InputError(
+                    f"--cron is not a valid cron expression ({exc.field} field)",
+                    got=cron,
+                    expected=f"{exc.field} {exc.expected}",
+                ) from None
+        else:
+            chosen = {find_job(job).name} if job else None
+            plans = {s.name: s.cron for s in load_schedule(cfg) if chosen is None or s.name in chosen}
+    times = {
+        name: [t.isoformat() for t in next_fires(c, now, tz, count=count)] if c else [] for name, c in plans.items()
+    }
+    if json_out:
+        _cli.print_json({"timezone": tz.key, "next": times})
+        return
+    for name, fires in times.items():
+        typer.echo(f"{name}: " + (", ".join(fires) if fires else "off"))
+
+
+def _short(stamp: str | None) -> str:
+    return (stamp or "")[:19].replace("T", " ")
+
+
+def _result(j: Any) -> str:
+    if j.last_status is None:
+        return "never ran"
+    return j.last_status if j.last_exit_code in (None, 0) else f"{j.last_status} ({j.last_exit_code})"
+
+
+def _holder(holder: dict[str, Any] | None) -> str:
+    if not holder:
+        return ""
+    return f"pid {holder['pid']} since {_short(holder['started'])}"
+
+
+if __name__ == "__main__":
+    app()

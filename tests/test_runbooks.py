@@ -1,0 +1,98 @@
+"""Every command a runbook names must exist: its script, its subcommand and its options (--help).
+
+Commands are taken from fenced code blocks and inline code in notes/runbooks/*.md. A script that
+does not exist yet is skipped with its name, so `pytest -ra` lists what is still missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+RUNBOOKS = sorted((ROOT / "notes" / "runbooks").glob("*.md"))
+SCRIPT = re.compile(r"(?:scripts/)?\b([a-z_]+\.py)\b")
+FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.M | re.S)
+INLINE = re.compile(r"`([^`\n]+)`")
+SEPARATORS = re.compile(r"\s(?:\||&&|;|>)\s")
+
+
+def commands_in(text: str) -> list[str]:
+    """Command lines that run one of our scripts, from code blocks and inline code."""
+    found: list[str] = []
+    for block in FENCE.findall(text):
+        found += [line for line in block.replace("\\\n", " ").splitlines() if SCRIPT.search(line)]
+    prose = FENCE.sub("", text)
+    found += [span for span in INLINE.findall(prose) if SCRIPT.search(span)]
+    commands = []
+    for line in found:
+        for part in SEPARATORS.split(line):
+            if SCRIPT.search(part) and part not in commands:
+                commands.append(part.strip())
+    return commands
+
+
+def cases() -> list[pytest.param]:
+    out = []
+    for path in RUNBOOKS:
+        for command in commands_in(path.read_text(encoding="utf-8")):
+            out.append(pytest.param(path.name, command, id=f"{path.stem}: {command[:60]}"))
+    return out
+
+
+@functools.cache
+def help_text(script: str, subcommand: str | None) -> tuple[int, str]:
+    args = [sys.executable, str(ROOT / "scripts" / script)] + ([subcommand] if subcommand else []) + ["--help"]
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": "/nonexistent", "EDGECRON_ENV_FILE": "/nonexistent/.env"}
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
+    return result.returncode, result.stdout + result.stderr
+
+
+def subcommands(help_output: str) -> list[str]:
+    section = help_output.split("Commands:", 1)
+    if len(section) == 1:
+        return []
+    names = []
+    for line in section[1].splitlines()[1:] if section[1].startswith("\n") else section[1].splitlines():
+        match = re.match(r"^  ([a-z][a-z0-9-]*)\b", line)
+        if match:
+            names.append(match.group(1))
+        elif line.strip() and not line.startswith(" "):
+            break
+    return names
+
+
+def test_runbooks_exist_and_name_commands() -> None:
+    names = {p.stem for p in RUNBOOKS}
+    assert {"deploy", "import-rollback", "stuck-lock", "failing-purge-outbox", "new-vps"} <= names
+    for path in RUNBOOKS:
+        assert commands_in(path.read_text(encoding="utf-8")), f"{path.name} names no command"
+
+
+@pytest.mark.parametrize(("runbook", "command"), cases())
+def test_runbook_command_has_help(runbook: str, command: str) -> None:
+    tokens = shlex.split(command, comments=True)
+    index = next(i for i, t in enumerate(tokens) if SCRIPT.fullmatch(t.split("/")[-1]))
+    script = tokens[index].split("/")[-1]
+    if not (ROOT / "scripts" / script).exists():
+        pytest.skip(f"scripts/{script} does not exist yet (named in {runbook})")
+    rest = tokens[index + 1 :]
+    code, top = help_text(script, None)
+    assert code == 0, f"{script} --help failed:\n{top}"
+    names = subcommands(top)
+    sub = next((t for t in rest if not t.startswith("-")), None) if names else None
+    if names:
+        assert sub in names, f"{runbook}: {script} has no subcommand {sub!r} (has: {', '.join(names)})"
+        code, text = help_text(script, sub)
+        assert code == 0, f"{script} {sub} --help failed:\n{text}"
+    else:
+        text = top
+    for option in (t.split("=")[0] for t in rest if t.startswith("--")):
+        assert option in text, f"{runbook}: `{command}` uses {option}, which {script} {sub or ''} does not have"
+    assert "Examples:" in text, f"{script} {sub or ''} --help has no examples"
