@@ -154,7 +154,14 @@ def step_check_logs(demo: Demo) -> None:
              "check_logs.py", "--summary", expect=(1,))  # fmt: skip
 
 
-STEPS: list[Callable[[Demo], None]] = [step_warm, step_purge_deploy, step_import, step_check_logs]
+def step_operations(demo: Demo) -> None:
+    demo.run("Check the cache rules in notes/cache-rules.toml against the demo site (planted: /pricing)",
+             "check_cache_rules.py", "check", "--site", demo.urls["site"], expect=(1,))  # fmt: skip
+    demo.run("What ran, what is due, who holds a lock, what is pending: the first command over SSH",
+             "jobs.py", "status")  # fmt: skip
+
+
+STEPS: list[Callable[[Demo], None]] = [step_warm, step_purge_deploy, step_import, step_check_logs, step_operations]
 
 
 def main() -> int:

@@ -142,7 +142,9 @@ def _report(outcomes: list[Outcome], *, json_out: bool, table: bool) -> None:
             )
             for o in outcomes
         ]
-        typer.echo(_cli.table(rows, ["rule", "path", "visitor", "expected", "cf-cache-status", "cache-control", ""]))
+        typer.echo(
+            _cli.table(rows, ["rule", "path", "visitor", "expected", "cf-cache-status", "cache-control", "result"])
+        )
         typer.echo(f"\n{len(outcomes)} requests, {len(mismatches)} mismatches")
 
 

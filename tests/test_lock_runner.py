@@ -145,7 +145,7 @@ def test_lock_of_a_running_warm_then_kill_9_frees_it(
     assert json.loads(third.stdout)["summary"]["requested"] > 0
     assert lock_file.exists()  # never deleted, only unlocked
     statuses = [row["status"] for row in runs(workdir / "state")]
-    assert statuses == ["running", "ok"]  # the killed run could record nothing; the next one is ok
+    assert statuses == ["abandoned", "ok"]  # the killed run recorded nothing; the next one marks it abandoned
 
 
 @pytest.mark.parametrize("signum,exit_code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

@@ -107,6 +107,12 @@ class JobRun:
             self._lock.acquire(now=started, wait_seconds=self.lock_wait)
             try:
                 self.state = open_state(self.settings.state_dir)
+                # We hold the lock, so a 'running' row of this job belongs to a run that died (kill -9,
+                # power loss) before it could record its end: say so instead of leaving it running.
+                self.state.execute(
+                    "UPDATE runs SET status='abandoned', error=? WHERE job=? AND status='running'",
+                    ("the process ended without recording a result (killed?)", self.job),
+                )
                 self.state.execute(
                     "INSERT INTO runs(run_id, job, started_at, host, pid, command) VALUES (?,?,?,?,?,?)",
                     (self.run_id, self.job, iso(started), socket.gethostname(), os.getpid(), " ".join(sys.argv)),
