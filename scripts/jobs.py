@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import _cli
@@ -93,7 +95,10 @@ def crontab(
     with _cli.user_errors():
         schedule = load_schedule(cfg)
         tz = schedule_timezone(cfg)
-    sys.stdout.write(render_crontab(schedule, home=home, timezone=tz.key))
+    # A non-default settings file must reach cron's environment too, or cron would read ./.env.
+    env_file = os.environ.get("EDGECRON_ENV_FILE")
+    env_file = str(Path(env_file).expanduser().resolve()) if env_file else None
+    sys.stdout.write(render_crontab(schedule, home=home, timezone=tz.key, env_file=env_file))
 
 
 @app.command(
