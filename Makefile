@@ -6,7 +6,7 @@ PY := $(BIN)/python
 ARGS ?=
 TESTS ?=
 
-.PHONY: help venv test lint fmt docs bench demo crontab warm purge import checklogs status rules clean
+.PHONY: help venv test lint fmt docs bench demo demo-serve crontab warm purge import checklogs status rules clean
 
 help:
 	@echo "make demo      run the jobs against the embedded demo site (no credentials)"
@@ -46,6 +46,10 @@ bench: venv
 
 demo: venv
 	$(PY) demo/run_demo.py $(ARGS)
+
+# The demo site and Cloudflare emulator kept running (writes .env.demo), to try the crontab and scheduler.
+demo-serve: venv
+	$(PY) demo/serve.py
 
 crontab: venv
 	$(PY) scripts/jobs.py crontab

@@ -167,12 +167,11 @@ def serve(
             return
         received.append(signum)
         processes.stopping.set()
-        logger.info(
-            "%s: no new runs; waiting up to %ss for %s",
-            signal.Signals(signum).name,
-            stop_grace,
-            ", ".join(processes.running()) or "nothing",
-        )
+        running = ", ".join(processes.running())
+        if running:
+            logger.info("%s: no new runs; waiting up to %ss for %s", signal.Signals(signum).name, stop_grace, running)
+        else:
+            logger.info("%s: no new runs; no job is running", signal.Signals(signum).name)
         # Shut down from a thread: the handler may interrupt the scheduler while it holds its locks.
         threading.Thread(target=scheduler.shutdown, kwargs={"wait": False}, daemon=True).start()
 
