@@ -5,6 +5,7 @@ for Ctrl-C or SIGTERM. Nothing outside the checkout's `.env.demo` and `demo-stat
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import threading
@@ -21,15 +22,18 @@ TOKEN = "demo-token-not-a-secret"
 ZONE = "0123456789abcdef0123456789abcdef"
 
 
-def main() -> int:
-    state = ROOT / "demo-state"
-    state.mkdir(exist_ok=True)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Keep the demo site and Cloudflare emulator running.")
+    parser.add_argument("--dir", type=Path, default=ROOT, help="where .env.demo and demo-state/ go")
+    where = parser.parse_args(argv).dir.resolve()
+    state = where / "demo-state"
+    state.mkdir(parents=True, exist_ok=True)
     content_routes.configure(content_db=state / "content.db")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with DemoSite(access_log=state / "access.log") as site:
         api = CloudflareEmulator(token=TOKEN, zone=ZONE, site_purge_url=site.url + "/__edgecron/purge").start()
-        env_file = ROOT / ".env.demo"
+        env_file = where / ".env.demo"
         env_file.write_text(
             "# Written by `make demo-serve`: the demo site and the Cloudflare emulator on loopback.\n"
             f"SITE_URL={site.url}\nSTATE_DIR={state}\n"
