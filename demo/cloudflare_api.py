@@ -39,7 +39,11 @@ PURGE_PATH = re.compile(r"^/client/v4/zones/([^/]+)/purge_cache/?$")
 
 @dataclass(frozen=True)
 class PlanLimits:
-    """Per-plan limits from Cloudflare's plan table (cloudflare-docs plans/index.json)."""
+    """Per-plan limits from Cloudflare's plan table (cloudflare-docs plans/index.json).
+
+    Written out here on purpose rather than imported from lib/edgecron/cloudflare.py: the emulator
+    stands in for Cloudflare, so a wrong figure in the client must show up as a test failure.
+    """
 
     selector_rate: float  # tag/host/prefix/everything requests refilled per second
     selector_burst: int
