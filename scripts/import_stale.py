@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -23,7 +22,7 @@ from edgecron.outbox import PurgeOutbox
 from edgecron.purge import send_outbox
 from edgecron.runner import JobRun
 from edgecron.state import open_state
-from edgecron.warm import WarmResultStore, options_from_settings, plan_urls, warm_urls
+from edgecron.warm import rewarm
 
 COMMANDS = ("run", "rollback", "runs", "check-db")
 app = _cli.new_app("Import stale content from IMPORT_SOURCE; `run` is the default command.")
@@ -153,13 +152,9 @@ def _send_purges(cfg: Settings, job: JobRun, outbox: PurgeOutbox) -> dict[str, A
 
 def _warm(cfg: Settings, job: JobRun, urls: list[str]) -> dict[str, Any] | None:
     assert job.state is not None
-    planned = list(
-        plan_urls(urls, allowed_hosts=cfg.allowed_hosts, bypass_paths=cfg["BYPASS_PATHS"], skipped=Counter())
-    )
-    if not planned:
+    summary = rewarm(urls, settings=cfg, state=job.state, run_id=job.run_id, now=job.now, stop=job.stop)
+    if summary is None:
         return None
-    store = WarmResultStore(job.state, run_id=job.run_id, now=job.now)
-    summary = warm_urls(planned, options=options_from_settings(cfg), stop=job.stop, store=store)
     failed = summary.outcomes["failed"]
     job.counts.update(warmed=summary.requested, warm_failed=failed)
     if failed:

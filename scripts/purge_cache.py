@@ -13,7 +13,6 @@ import inspect
 import json
 import sqlite3
 import sys
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from edgecron.purge import (
 )
 from edgecron.runner import JobRun
 from edgecron.sitemap import SitemapReader
-from edgecron.warm import WarmResultStore, options_from_settings, plan_urls, warm_urls
+from edgecron.warm import rewarm
 
 app = _cli.new_app(__doc__ or "")
 app.info.epilog = """\b
@@ -254,13 +253,7 @@ def changed(
     cfg = _cli.settings()
 
     def make_plan(conn: sqlite3.Connection | None) -> PurgePlan:
-        reader = SitemapReader(
-            make_session(),
-            allowed_hosts=cfg.allowed_hosts,
-            max_bytes=cfg["SITEMAP_MAX_BYTES"],
-            max_depth=cfg["SITEMAP_MAX_DEPTH"],
-            max_urls=cfg["SITEMAP_MAX_URLS"],
-        )
+        reader = SitemapReader.from_settings(make_session(), cfg)
         sitemaps = sitemap or list(cfg["SITEMAP_URLS"]) or reader.discover(cfg.require("SITE_URL"))
         plan = plan_changed(conn, reader.iter_entries(sitemaps))
         plan.notes["sitemap_problems"] = list(reader.report.problems)
@@ -384,13 +377,9 @@ def _run(cfg: Settings, make_plan: Callable[[sqlite3.Connection | None], PurgePl
 
 def _warm(cfg: Settings, run: JobRun, urls: list[str]) -> dict[str, Any] | None:
     assert run.state is not None
-    planned = list(
-        plan_urls(urls, allowed_hosts=cfg.allowed_hosts, bypass_paths=cfg["BYPASS_PATHS"], skipped=Counter())
-    )
-    if not planned:
+    summary = rewarm(urls, settings=cfg, state=run.state, run_id=run.run_id, now=run.now, stop=run.stop)
+    if summary is None:
         return None
-    store = WarmResultStore(run.state, run_id=run.run_id, now=run.now)
-    summary = warm_urls(planned, options=options_from_settings(cfg), stop=run.stop, store=store)
     return {"requested": summary.requested, "outcomes": dict(summary.outcomes), "failed": summary.outcomes["failed"]}
 
 

@@ -57,14 +57,7 @@ def warm(
     options = _cli_options(cfg, concurrency=concurrency, rate=rate, timeout=timeout, max_retry_wait=max_retry_wait)
     threshold = cfg["WARM_MAX_FAILURE_RATE"] if max_failure_rate is None else max_failure_rate
     with _cli.job("warm", cfg, dry_run=dry_run, lock_wait=wait) as run:
-        reader = SitemapReader(
-            make_session(),
-            allowed_hosts=cfg.allowed_hosts,
-            max_bytes=cfg["SITEMAP_MAX_BYTES"],
-            max_depth=cfg["SITEMAP_MAX_DEPTH"],
-            max_urls=cfg["SITEMAP_MAX_URLS"],
-            on_sitemap=lambda url: run.log("sitemap", url=url),
-        )
+        reader = SitemapReader.from_settings(make_session(), cfg, on_sitemap=lambda url: run.log("sitemap", url=url))
         skipped: Counter[str] = Counter()
         sources = _sources(cfg, reader, sitemap=sitemap, urls_file=urls_file)
         planned = plan_urls(

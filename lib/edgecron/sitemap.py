@@ -18,6 +18,7 @@ import defusedxml.ElementTree as SafeET
 import requests
 from defusedxml.common import DefusedXmlException, DTDForbidden
 
+from .config import Settings
 from .errors import EdgecronError, InputError, UpstreamUnavailable
 from .http import host_allowed, open_checked, read_capped, response_chunks
 
@@ -87,6 +88,19 @@ class SitemapReader:
         self.on_sitemap = on_sitemap
         self.report = SitemapReport()
         self._visited: set[str] = set()
+
+    @classmethod
+    def from_settings(
+        cls, session: requests.Session, settings: Settings, *, on_sitemap: Callable[[str], None] | None = None
+    ) -> SitemapReader:
+        return cls(
+            session,
+            allowed_hosts=settings.allowed_hosts,
+            max_bytes=settings["SITEMAP_MAX_BYTES"],
+            max_depth=settings["SITEMAP_MAX_DEPTH"],
+            max_urls=settings["SITEMAP_MAX_URLS"],
+            on_sitemap=on_sitemap,
+        )
 
     # --- discovery -------------------------------------------------------------------------------
 

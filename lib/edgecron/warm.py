@@ -475,3 +475,22 @@ def warm_urls(
             store.flush()
     summary.interrupted = stop.is_set()
     return summary
+
+
+def rewarm(
+    urls: Iterable[str],
+    *,
+    settings: Settings,
+    state: StateDB,
+    run_id: str,
+    now: Callable[[], datetime],
+    stop: threading.Event,
+) -> WarmSummary | None:
+    """Warm URLs another job just changed (purged, imported), with the usual filters; None if none qualify."""
+    planned = list(
+        plan_urls(urls, allowed_hosts=settings.allowed_hosts, bypass_paths=settings["BYPASS_PATHS"], skipped=Counter())
+    )
+    if not planned:
+        return None
+    store = WarmResultStore(state, run_id=run_id, now=now)
+    return warm_urls(planned, options=options_from_settings(settings), stop=stop, store=store)
