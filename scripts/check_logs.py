@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import _cli
@@ -71,13 +72,11 @@ def check(
         state = run.state or _existing_state(cfg)
         cursors = load_cursors(state) if state is not None and not (no_state or from_start) else {}
         reader = LogReader(paths, cursors_before=cursors, from_start=from_start or no_state)
-        summary = LogSummary(fmt, since=window[0], until=window[1], slow_seconds=limits.p95_seconds)
+        new_summary = partial(LogSummary, fmt, since=window[0], until=window[1], slow_seconds=limits.p95_seconds)
+        summary = new_summary()
         progress = _cli.Progress("reading")
-        for lines in reader.chunks():
-            if run.stop.is_set():
-                break  # nothing is saved: the next run rereads from the old positions
-            summary.feed(lines)
-            progress.advance(len(lines))
+        # Stopped (SIGTERM/SIGINT): nothing is saved below, the next run rereads from the old positions.
+        reader.consume(summary, new_sink=new_summary, stop=run.stop.is_set, on_lines=progress.advance)
         progress.close()
         summary.check_format(fmt.name if fmt.name != "custom" else "LOG_FORMAT")
         findings = log_findings(summary, limits)

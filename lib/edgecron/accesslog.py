@@ -15,29 +15,40 @@ A cursor is (device, inode, offset, sha256 of the first bytes). At the start of 
 
 Only complete lines are consumed: a last line without its newline stays for the next run. The
 caller saves the new cursors (`cursors()`) in the same transaction as the results they produced.
+
+`consume()` reads a big plain file in parallel: it is cut at newlines into parts, a pool of forked
+processes feeds each part to its own sink, and the sinks are merged in file order (see there).
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import grp
 import gzip
 import hashlib
+import itertools
+import multiprocessing
 import os
 import re
+import signal
 import stat
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from multiprocessing.pool import Pool
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol, Self, TypeVar
 
 from .state import StateDB, iso
 
 HEAD_BYTES = 4096
 CHUNK_BYTES = 2 << 20
 MAX_LINE_BYTES = 64 * 1024
+PARALLEL_BYTES = 32 << 20  # from this many bytes to read in one file, parts are read in parallel
+STOP_POLL_SECONDS = 0.2  # while the parts are read, how often `stop()` is asked
 # access.log.1, access.log.2.gz, access.log-20261128[.gz], access.log-20261128-1764300000, .2026-11-28
 _ROTATED_SUFFIX = re.compile(r"^(?:\.(\d+)|-(\d{8})(?:-\d+)?|\.(\d{4}-\d{2}-\d{2})|-(\d{10}))(\.gz)?$")
 
@@ -61,6 +72,17 @@ class LogEvent:
     kind: str  # rotated | truncated | gap | missing | unreadable | overlong
     message: str
     problem: bool  # True when lines may have been lost or a file could not be read
+
+
+class LineSink(Protocol):
+    """What `LogReader.consume()` feeds: lines in, and the sinks of later parts merged in."""
+
+    def feed(self, lines: Sequence[bytes]) -> None: ...
+
+    def merge(self, later: Self) -> None: ...
+
+
+S = TypeVar("S", bound=LineSink)
 
 
 @dataclass
@@ -151,6 +173,8 @@ class _Segment:
     start: int
     final: bool  # a rotated file: nothing more will be appended, so its last partial line counts
     live_cursor: Cursor | None = None  # set for the live file: where its new cursor starts from
+    end: int | None = None  # a part of a file: stop here (just after a newline); None: read to EOF
+    consumed: int | None = None  # once read: the offset just after the last line handed out
 
 
 @dataclass
@@ -168,6 +192,82 @@ class LogReader:
 
     def chunks(self) -> Iterator[list[bytes]]:
         """Lists of complete lines (without newlines), file by file, oldest data first."""
+        for segment in self._segments():
+            with self._guard(segment):
+                yield from self._read(segment)
+                self._done(segment)
+
+    def consume(
+        self,
+        sink: S,
+        *,
+        new_sink: Callable[[], S],
+        stop: Callable[[], bool] = lambda: False,
+        on_lines: Callable[[int], object] = lambda n: None,
+        workers: int | None = None,
+        parallel_bytes: int = PARALLEL_BYTES,
+    ) -> bool:
+        """Feed every new complete line to `sink`; False when `stop()` turned true on the way.
+
+        A plain file with at least `parallel_bytes` to read is cut at newlines into one part per
+        worker of a pool of `workers` forked processes (default: one per CPU), each feeding a sink
+        of its own (`new_sink()`, which must pickle); those are merged into `sink` in file order,
+        so the figures are the ones a sequential read gives. Cursors only move here, in this process.
+        """
+        workers = workers or os.cpu_count() or 1
+        pool = None
+        try:
+            for segment in self._segments():
+                with self._guard(segment):
+                    if workers > 1 and self._to_read(segment) >= parallel_bytes:
+                        pool = pool or _start_pool(workers)
+                        if not self._read_in_parts(segment, pool, sink, new_sink, stop, on_lines, workers):
+                            return False
+                    else:
+                        for lines in self._read(segment):
+                            if stop():
+                                return False
+                            sink.feed(lines)
+                            on_lines(len(lines))
+                    self._done(segment)
+            return True
+        finally:
+            if pool is not None:
+                pool.terminate()  # stopped: the workers die at once (SIGTERM, see _worker_signals)
+
+    def _read_in_parts(
+        self,
+        segment: _Segment,
+        pool: Pool,
+        sink: S,
+        new_sink: Callable[[], S],
+        stop: Callable[[], bool],
+        on_lines: Callable[[int], object],
+        workers: int,
+    ) -> bool:
+        read = functools.partial(_read_part, new_sink=new_sink, max_line=self.max_line, chunk_bytes=self.chunk_bytes)
+        results = pool.imap(read, self._cut(segment, workers))
+        self.stats.files += 1
+        while True:
+            try:
+                part, part_sink, stats = results.next(timeout=STOP_POLL_SECONDS)
+            except multiprocessing.TimeoutError:
+                if stop():
+                    return False
+                continue
+            except StopIteration:
+                return not stop()
+            if stop():
+                return False
+            sink.merge(part_sink)
+            self.stats.bytes_read += stats.bytes_read
+            self.stats.lines += stats.lines
+            self.stats.overlong += stats.overlong
+            segment.consumed = part.consumed
+            on_lines(stats.lines)
+
+    def _segments(self) -> Iterator[_Segment]:
+        """What to read, log by log; once a log's segments are read its cursor counts their lines."""
         for path in self.paths:
             cursor = None if self.from_start else self.cursors_before.get(str(path))
             try:
@@ -176,16 +276,24 @@ class LogReader:
                 self.events.append(_unreadable(path, exc))
                 continue
             before = self.stats.lines
-            for segment in segments:
-                try:
-                    yield from self._read(segment)
-                except PermissionError as exc:
-                    self.events.append(_unreadable(segment.path, exc))
-                except (OSError, EOFError, zlib.error) as exc:
-                    self.events.append(LogEvent(str(segment.path), "unreadable", f"{segment.path}: {exc}", True))
+            yield from segments
             after = self._after.get(str(path))
             if after is not None:
                 self._after[str(path)] = replace(after, lines=after.lines + self.stats.lines - before)
+
+    @contextmanager
+    def _guard(self, segment: _Segment) -> Iterator[None]:
+        """A file that cannot be read becomes an event; the other logs are still read."""
+        try:
+            yield
+        except PermissionError as exc:
+            self.events.append(_unreadable(segment.path, exc))
+        except (OSError, EOFError, zlib.error) as exc:
+            self.events.append(LogEvent(str(segment.path), "unreadable", f"{segment.path}: {exc}", True))
+
+    def _done(self, segment: _Segment) -> None:
+        if segment.live_cursor is not None and segment.consumed is not None:
+            self._save_live(segment, segment.consumed)
 
     def cursors(self) -> list[Cursor]:
         """The cursors to save once the results of `chunks()` are recorded."""
@@ -315,16 +423,55 @@ class LogReader:
 
     # -- reading lines -----------------------------------------------------------------------------
 
+    def _to_read(self, segment: _Segment) -> int:
+        """Bytes after the segment's start in a plain file; 0 for a gzipped one (read in one go)."""
+        if segment.path.name.endswith(".gz"):
+            return 0
+        return os.stat(segment.path).st_size - segment.start
+
+    def _cut(self, segment: _Segment, count: int) -> list[_Segment]:
+        """The segment as `count` parts (fewer if lines are long) that each start a line; the last
+        reads on to the end of the file, as a sequential read would."""
+        size = os.stat(segment.path).st_size
+        span = size - segment.start
+        starts = [segment.start]
+        with open(segment.path, "rb") as fh:
+            for k in range(1, count):
+                at = segment.start + span * k // count
+                if at > starts[-1]:
+                    line_start = self._line_start_after(fh, at, size)
+                    if line_start is not None and line_start < size:
+                        starts.append(line_start)
+        parts = [_Segment(segment.path, a, True, end=b) for a, b in itertools.pairwise(starts)]
+        return [*parts, _Segment(segment.path, starts[-1], segment.final)]
+
+    def _line_start_after(self, fh: BinaryIO, at: int, size: int) -> int | None:
+        """The offset just after the first newline at or after `at` (None: none before `size`)."""
+        fh.seek(at)
+        while at < size:
+            block = fh.read(min(self.chunk_bytes, 1 << 16))
+            if not block:
+                return None
+            self.stats.probe_bytes += len(block)
+            newline = block.find(b"\n")
+            if newline >= 0:
+                return at + newline + 1
+            at += len(block)
+        return None
+
     def _read(self, segment: _Segment) -> Iterator[list[bytes]]:
+        """Complete lines from `segment.start` to its end (EOF or `segment.end`); sets `consumed`."""
         with _open(segment.path) as fh:
             self.stats.files += 1
             if segment.start:
                 fh.seek(segment.start)
             consumed = segment.start  # file offset just after the last newline handed out
+            left = -1 if segment.end is None else segment.end - segment.start
             buf = b""  # bytes after `consumed` (a partial line)
             skipping = False  # inside a line longer than max_line: drop bytes until its newline
             skipped = 0
-            while data := fh.read(self.chunk_bytes):
+            while left and (data := fh.read(self.chunk_bytes if left < 0 else min(left, self.chunk_bytes))):
+                left -= len(data) if left > 0 else 0
                 self.stats.bytes_read += len(data)
                 if skipping:
                     newline = data.find(b"\n")
@@ -351,8 +498,7 @@ class LogReader:
             elif segment.final and buf:
                 consumed += len(buf)
                 yield self._keep([buf])
-        if segment.live_cursor is not None:
-            self._save_live(segment, consumed)
+        segment.consumed = consumed
 
     def _keep(self, lines: list[bytes]) -> list[bytes]:
         self.stats.lines += len(lines)
@@ -372,6 +518,37 @@ class LogReader:
             self.stats.probe_bytes += len(head)
             head_len, head_sha = len(head), _sha(head)
         self._after[base.path] = replace(base, offset=consumed, head_len=head_len, head_sha256=head_sha)
+
+
+def _read_part(
+    part: _Segment, *, new_sink: Callable[[], S], max_line: int, chunk_bytes: int
+) -> tuple[_Segment, S, ReadStats]:
+    """In a pool worker: one part of a file fed to a new sink, returned with what was read."""
+    reader = LogReader([], max_line=max_line, chunk_bytes=chunk_bytes)
+    sink = new_sink()
+    for lines in reader._read(part):
+        sink.feed(lines)
+    return part, sink, reader.stats
+
+
+_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _start_pool(workers: int) -> Pool:
+    """Forked with SIGTERM/SIGINT blocked: a worker must not get one while it still has the
+    parent's handlers (which only set a flag), or `terminate()` would wait for it forever."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        return multiprocessing.get_context("fork").Pool(workers, _worker_signals)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def _worker_signals() -> None:
+    """Pool workers leave signals to the parent, which polls `stop()` and ends the pool."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
 
 def _drain_len(fh: BinaryIO) -> int:

@@ -10,6 +10,7 @@ distinct value (exact percentiles, memory bounded by the number of distinct valu
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 from collections import Counter
@@ -109,9 +110,6 @@ class LogSummary:
             raise ConfigError("LOG_FORMAT has no $status", got=fmt.text, expected="a log_format with $status")
         self.fmt = fmt
         self._time_var = next((v for v in ("time_local", "time_iso8601", "msec") if fmt.has(v)), None)
-        self._time = time_parser(self._time_var) if self._time_var else None
-        self._parser = fmt.column_parser()
-        self._row = fmt.parser(["status"])
         self.since, self.until = since, until
         self.slow_floor = slow_seconds / 2  # per-path times are kept from here up (see slowest_paths)
         self.lines = 0  # lines seen, parsed or not
@@ -134,8 +132,53 @@ class LogSummary:
         self.upstream_retries = 0
         self.loggedin_cached = 0
         self.loggedin_examples: list[str] = []
+        self._compile()
+
+    def _compile(self) -> None:
+        """The parsers and lookup caches: rebuilt, not pickled, when a summary crosses processes."""
+        self._time = time_parser(self._time_var) if self._time_var else None
+        self._parser = self.fmt.column_parser()
         self._static = _StaticRequests(self._path_of)
         self._slow_key = _SlowKeys(self.slow_floor)
+
+    def __getstate__(self) -> dict[str, Any]:
+        self._fold()  # per path: a smaller pickle, done in the worker that built it, not in merge()
+        state = self.__dict__.copy()
+        for name in ("_time", "_parser", "_static", "_slow_key"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._compile()
+
+    def merge(self, later: LogSummary) -> None:
+        """Add the figures of `later`, a summary of the lines that follow this one's.
+
+        Both are folded first so paths keep their order of first appearance (ties in the top
+        lists are then broken as in one sequential read), and samples stay the first ones.
+        """
+        self._fold()
+        later._fold()
+        self.lines += later.lines
+        self.requests += later.requests
+        self.outside_window += later.outside_window
+        self.malformed += later.malformed
+        self.malformed_samples += later.malformed_samples[: MALFORMED_SAMPLES - len(self.malformed_samples)]
+        self.upstream_retries += later.upstream_retries
+        self.loggedin_cached += later.loggedin_cached
+        self.loggedin_examples += later.loggedin_examples[: 5 - len(self.loggedin_examples)]
+        self.statuses.update(later.statuses)
+        self.rt_counts.update(later.rt_counts)
+        self._path_counts.update(later._path_counts)
+        self._path_5xx.update(later._path_5xx)
+        self._path_slow.update(later._path_slow)
+        for start, (requests, errors, static, hist) in later.slots.items():
+            entry = self.slots.setdefault(start, [0, 0, 0, Counter()])
+            entry[0] += requests
+            entry[1] += errors
+            entry[2] += static
+            entry[3].update(hist)
 
     @property
     def has_request_time(self) -> bool:
@@ -164,8 +207,12 @@ class LogSummary:
         statuses = col["status"](rows)
         if not all(map(bytes.isdigit, statuses)):
             keep = [s.isdigit() for s in statuses]
-            good = set(compress(range(len(rows)), keep))
-            bad += [b'"'.join(r) for i, r in enumerate(rows) if i not in good]
+            unparsed = [b'"'.join(r) for r, k in zip(rows, keep, strict=True) if not k]
+            if bad:  # both kinds: put them back in line order, so the samples are the first ones
+                wanted = set(bad + unparsed)
+                bad = [line for line in lines if line in wanted]
+            else:
+                bad = unparsed
             rows = list(compress(rows, keep))
             statuses = list(compress(statuses, keep))
         if bad:
@@ -188,18 +235,20 @@ class LogSummary:
         chunk_status = Counter(statuses)
         self.statuses.update(chunk_status)
         self._by_request.update(paths)
-        fives = [s for s in chunk_status if s[:1] == b"5"]
+        fives = {s for s in chunk_status if s[:1] == b"5"}
         if fives:
-            self._5xx_by_request.update(compress(paths, [s[:1] == b"5" for s in statuses]))
-        quantized: list[bytes] = []
+            self._5xx_by_request.update(compress(paths, map(fives.__contains__, statuses)))
+        rts: list[bytes] = []
+        chunk_rt: Counter[bytes] = Counter()  # per distinct value: cheaper than per line below
         if "request_time" in col:
             rts = col["request_time"](rows)
-            self.rt_counts.update(rts)
-            quantized = [rt[:4] for rt in rts]
-            chunk_q = Counter(quantized)
-            if any(map(self._slow_key.__getitem__, chunk_q)):
-                slow = list(map(self._slow_key.__getitem__, quantized))
-                self._slow_by_request.update(zip(compress(paths, slow), compress(quantized, slow), strict=True))
+            chunk_rt = Counter(rts)
+            self.rt_counts.update(chunk_rt)
+            slow_values = {rt for rt in chunk_rt if self._slow_key[rt]}
+            if slow_values:
+                slow = list(map(slow_values.__contains__, rts))
+                slow_rts = [rt[:4] for rt in compress(rts, slow)]
+                self._slow_by_request.update(zip(compress(paths, slow), slow_rts, strict=True))
         if "upstream_response_time" in col:
             self.upstream_retries += b" ".join(col["upstream_response_time"](rows)).count(b",")
         if "logged_in" in col:
@@ -210,9 +259,8 @@ class LogSummary:
                 caches = col["upstream_cache_status"](sub) if "upstream_cache_status" in col else None
                 ccs = col["sent_http_cache_control"](sub) if "sent_http_cache_control" in col else None
                 for n, i in enumerate(picked):
-                    path = self._path_of(paths[i])
-                    self._logged_in(path, caches[n] if caches else None, ccs[n] if ccs else None)
-        self._add_slots(rows, times, slot, statuses, paths, quantized, chunk_status)
+                    self._logged_in(paths[i], caches[n] if caches else None, ccs[n] if ccs else None)
+        self._add_slots(times, slot, statuses, paths, rts, chunk_rt, chunk_status)
         if len(self._by_request) > FOLD_AT:
             self._fold()
 
@@ -270,18 +318,18 @@ class LogSummary:
 
     def _add_slots(
         self,
-        rows: list[Any],
         times: list[bytes] | None,
         slot: int,
         statuses: list[bytes],
         paths: list[bytes],
-        quantized: list[bytes],
+        rts: list[bytes],
+        chunk_rt: Counter[bytes],
         chunk_status: Counter[bytes],
     ) -> None:
         if self._time is None:
             return
         if slot:
-            groups = [(slot, statuses, paths, quantized, chunk_status)]
+            groups = [(slot, statuses, paths, chunk_rt, chunk_status)]
         else:
             if times is None:
                 return
@@ -293,23 +341,25 @@ class LogSummary:
                 sub_status = list(compress(statuses, mask))
                 groups.append(
                     (key, sub_status, list(compress(paths, mask)),
-                     list(compress(quantized, mask)) if quantized else [], Counter(sub_status))
+                     Counter(compress(rts, mask)), Counter(sub_status))
                 )  # fmt: skip
-        for key, sub_status, sub_paths, sub_q, counts in groups:
+        for key, sub_status, sub_paths, sub_rt, counts in groups:
             entry = self.slots.get(key)
             if entry is None:
                 entry = self.slots[key] = [0, 0, 0, Counter()]
             entry[0] += len(sub_status)
             entry[1] += sum(n for s, n in counts.items() if s[:1] == b"5")
             entry[2] += sum(map(self._static.__getitem__, sub_paths))
-            entry[3].update(sub_q)
+            hist = entry[3]
+            for rt, n in sub_rt.items():
+                hist[rt[:4]] += n  # 10 ms buckets
 
-    def _logged_in(self, path: bytes, cache: bytes | None, cc: bytes | None) -> None:
+    def _logged_in(self, request: bytes, cache: bytes | None, cc: bytes | None) -> None:
         if (cache is not None and cache in CACHED_STATES) or (cc is not None and _cacheable(cc)):
             self.loggedin_cached += 1
             if len(self.loggedin_examples) < 5:
                 how = f"cache={display(cache)}" if cache in CACHED_STATES else f"cc={display(cc)}"
-                self.loggedin_examples.append(f"{display(path)} ({how})")
+                self.loggedin_examples.append(f"{display(self._path_of(request))} ({how})")
 
     # -- figures -----------------------------------------------------------------------------------
 
@@ -370,7 +420,7 @@ class LogSummary:
 
 
 class _SlowKeys(dict[bytes, bool]):
-    """rt[:4] → at least the slow floor; filled on first sight."""
+    """$request_time value → its 10 ms bucket (rt[:4]) is at least the slow floor; filled on first sight."""
 
     def __init__(self, floor: float) -> None:
         super().__init__()
@@ -378,7 +428,7 @@ class _SlowKeys(dict[bytes, bool]):
 
     def __missing__(self, key: bytes) -> bool:
         try:
-            value = float(key) >= self.floor
+            value = float(key[:4]) >= self.floor
         except ValueError:
             value = False
         self[key] = value
@@ -404,6 +454,7 @@ def _is_static(path: bytes) -> bool:
 _NOT_LOGGED_IN = frozenset((b"0", b"-", b""))
 
 
+@functools.lru_cache(maxsize=4096)  # a site sends a handful of distinct Cache-Control values
 def _cacheable(cc: bytes) -> bool:
     value = cc.lower()
     if b"private" in value or b"no-store" in value or b"no-cache" in value:
