@@ -26,6 +26,7 @@ from edgecron.checks import (
 from edgecron.config import Settings
 from edgecron.errors import ExitCode, InputError
 from edgecron.logformat import resolve_format
+from edgecron.schedule import load_schedule, schedule_timezone
 from edgecron.state import StateDB, open_state
 
 app = _cli.new_app(__doc__ or "")
@@ -145,20 +146,16 @@ def _when(text: str | None, now: datetime, option: str) -> float | None:
 
 
 def _max_ages(cfg: Settings, max_age: str | None, now: datetime) -> dict[str, timedelta]:
+    """Per job: --max-age for all, else from its schedule (disabled jobs are not expected to run)."""
     if max_age:
         age = _duration(max_age, "--max-age")
         return dict.fromkeys(JOBS, age)
-    ages = {}
-    for job, expr in cfg.schedules().items():
-        age = max_age_from_schedule(expr, now=now, timezone=cfg["SCHEDULE_TIMEZONE"])
-        if age is None:
-            raise InputError(
-                f"SCHEDULE_{job.upper().replace('-', '_')} is not a cron schedule",
-                got=expr,
-                expected="5 cron fields such as */30 * * * *",
-            )
-        ages[job] = age
-    return ages
+    tz = schedule_timezone(cfg)
+    return {
+        item.name: max_age_from_schedule(item.cron, now=now, tz=tz)
+        for item in load_schedule(cfg)
+        if item.cron is not None
+    }
 
 
 def _document(summary: LogSummary, reader: LogReader, findings: list[Finding], *, dry_run: bool) -> dict[str, Any]:

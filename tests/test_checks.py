@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from edgecron.checks import (
@@ -19,6 +20,7 @@ from edgecron.checks import (
 from edgecron.errors import InputError
 from edgecron.lock import JobLock
 from edgecron.logformat import resolve_format
+from edgecron.schedule import parse_cron
 from edgecron.state import StateDB, iso, open_state
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -180,10 +182,14 @@ def test_job_health(state: StateDB, tmp_path: Path) -> None:
     assert found["outbox_failing"].examples == ["url https://x/a ×4: 429"]
 
 
-def test_max_age_from_schedule() -> None:
-    assert max_age_from_schedule("*/10 * * * *", now=NOW) == timedelta(minutes=25)
-    assert max_age_from_schedule("0 3 * * *", now=NOW) == timedelta(days=2, minutes=5)
-    assert max_age_from_schedule("not cron", now=NOW) is None
+def test_max_age_from_schedule_uses_exact_cron_semantics() -> None:
+    utc = ZoneInfo("UTC")
+    assert max_age_from_schedule(parse_cron("*/10 * * * *"), now=NOW, tz=utc) == timedelta(minutes=25)
+    assert max_age_from_schedule(parse_cron("0 3 * * *"), now=NOW, tz=utc) == timedelta(days=2, minutes=5)
+    # Weekdays only: the longest gap is Friday 03:00 → Monday 03:00, not the next day's gap.
+    assert max_age_from_schedule(parse_cron("0 3 * * 1-5"), now=NOW, tz=utc) == timedelta(days=6, minutes=5)
+    # Day of week 0 is Sunday (weekly), not Monday as in APScheduler's from_crontab.
+    assert max_age_from_schedule(parse_cron("0 3 * * 0"), now=NOW, tz=utc) == timedelta(days=14, minutes=5)
 
 
 def test_deploy_regression_before_and_after(state: StateDB) -> None:
@@ -211,3 +217,24 @@ def test_deploy_without_regression_and_without_deploy(state: StateDB) -> None:
     lines = [line(at=deployed + timedelta(minutes=m - 55), rt=0.1) for m in range(110) for _ in range(2)]
     (finding,) = deploy_findings(state, summarize(lines).slots, now=NOW, limits=Thresholds())
     assert finding.status == "ok", finding.summary
+
+
+def test_a_run_that_died_without_recording_its_end_is_reported(state: StateDB, tmp_path: Path) -> None:
+    add_run(state, "warm", "ok", finished=NOW - timedelta(minutes=40))
+    # kill -9 mid-run: the row stays 'running' and nobody holds the lock any more
+    state.execute(
+        "INSERT INTO runs(run_id, job, started_at, status) VALUES ('dead', 'warm', ?, 'running')",
+        (iso(NOW - timedelta(minutes=20)),),
+    )
+    held = JobLock(tmp_path / "locks", "import")
+    state.execute(
+        "INSERT INTO runs(run_id, job, started_at, status) VALUES ('live', 'import', ?, 'running')",
+        (iso(NOW - timedelta(minutes=2)),),
+    )
+    held.acquire(now=NOW - timedelta(minutes=2))
+    try:
+        found = by_check(job_findings(state, lock_dir=tmp_path / "locks", now=NOW, limits=Thresholds(), max_ages={}))
+    finally:
+        held.release()
+    assert found["job_died:warm"].value == "running"
+    assert "job_died:import" not in found  # still running: it holds its lock

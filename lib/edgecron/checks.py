@@ -16,7 +16,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import compress
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from .accesslog import LogEvent
 from .errors import ConfigError, InputError
 from .lock import current_holder
 from .logformat import LogFormat, display, time_parser
+from .schedule import Cron, longest_gap
 from .state import StateDB, iso
 
 FOLD_AT = 200_000  # distinct request lines kept before folding them into paths
@@ -670,6 +671,19 @@ def job_findings(
                             _human(age) if age else "never", _human(max_age))
                 )  # fmt: skip
         holder = current_holder(lock_dir, job)
+        newest = state.execute(
+            "SELECT status, started_at FROM runs WHERE job=? AND run_id != ? ORDER BY started_at DESC LIMIT 1",
+            (job, exclude_run or ""),
+        ).fetchone()
+        # A run that never recorded its end and holds no lock died (kill -9, OOM, reboot).
+        if newest is not None and (
+            newest["status"] == "abandoned" or (newest["status"] == "running" and holder is None)
+        ):
+            findings.append(
+                Finding(f"job_died:{job}", "breach", "warning",
+                        f"the {job} run started {newest['started_at']} ended without recording a result (killed?)",
+                        newest["status"], "ok")
+            )  # fmt: skip
         if holder is not None and job != "check-logs":
             try:
                 held = now - datetime.fromisoformat(holder.started)
@@ -793,22 +807,10 @@ def _human(delta: timedelta) -> str:
     return f"{seconds // 60}m"
 
 
-def max_age_from_schedule(expr: str, *, now: datetime, timezone: str = "UTC") -> timedelta | None:
-    """How old a job's last success may be: twice its schedule's interval plus 5 minutes.
+def max_age_from_schedule(cron: Cron, *, now: datetime, tz: tzinfo) -> timedelta:
+    """How old a job's last success may be: twice the longest gap between its fire times, plus 5 minutes.
 
-    None when `expr` is not a 5-field cron expression. Uses the gap between the next two fire
-    times, so `0 3 * * *` allows about two days and `*/10 * * * *` about 25 minutes.
+    The longest gap, not the next one, so `0 3 * * 1-5` allows Friday → Monday; the cron semantics
+    are the schedule module's (Sunday as 0 or 7, day-of-month OR day-of-week).
     """
-    from apscheduler.triggers.cron import CronTrigger
-
-    try:
-        trigger = CronTrigger.from_crontab(expr, timezone=timezone)
-    except (ValueError, LookupError):
-        return None
-    first = trigger.get_next_fire_time(None, now)
-    if first is None:
-        return None
-    second = trigger.get_next_fire_time(first, first + timedelta(seconds=1))
-    if second is None:
-        return None
-    return 2 * (second - first) + timedelta(minutes=5)
+    return 2 * longest_gap(cron, now=now, tz=tz) + timedelta(minutes=5)
