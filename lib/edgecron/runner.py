@@ -19,14 +19,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings
 from .errors import EdgecronError, ExitCode
 from .lock import JobLock
-from .metrics import write_job_metrics
-from .monitor import Pinger, pinger_for
 from .state import StateDB, iso, open_state
+
+if TYPE_CHECKING:
+    from .monitor import Pinger
 
 STATUS_BY_EXIT = {
     ExitCode.OK: "ok",
@@ -97,7 +98,11 @@ class JobRun:
         self._started_mono = 0.0
         log_path = None if dry_run else settings.state_dir / "logs" / f"{job}.jsonl"
         self.log = EventLog(log_path, job=job, run_id=self.run_id, dry_run=dry_run, now=now)
-        self._pinger: Pinger | None = None if dry_run else pinger_for(settings, job)
+        self._pinger: Pinger | None = None
+        if not dry_run and settings.get("HEALTHCHECKS_URL"):
+            from .monitor import pinger_for  # requests is imported only when pings are configured
+
+            self._pinger = pinger_for(settings, job)
 
     def __enter__(self) -> JobRun:
         started = self.now()
@@ -177,6 +182,8 @@ class JobRun:
         )
         metrics_dir = self.settings.metrics_dir
         if metrics_dir is not None:
+            from .metrics import write_job_metrics  # prometheus_client only when METRICS_DIR is set
+
             row = self.state.execute(
                 "SELECT max(finished_at) FROM runs WHERE job=? AND status='ok'", (self.job,)
             ).fetchone()
