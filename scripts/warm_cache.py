@@ -11,10 +11,21 @@ from urllib.parse import urljoin
 
 import _cli
 import typer
+from edgecron.config import Settings
 from edgecron.errors import ExitCode, InputError
 from edgecron.http import make_session
+from edgecron.runner import JobRun
 from edgecron.sitemap import SitemapReader
-from edgecron.warm import WarmResultStore, WarmSummary, options_from_settings, plan_urls, warm_urls, warmed_urls
+from edgecron.warm import (
+    WarmOptions,
+    WarmResult,
+    WarmResultStore,
+    WarmSummary,
+    options_from_settings,
+    plan_urls,
+    warm_urls,
+    warmed_urls,
+)
 
 app = _cli.new_app(__doc__ or "")
 
@@ -54,7 +65,8 @@ def warm(
     2 bad input or config, 75 lock held or site unreachable, 130/143 interrupted.
     """
     cfg = _cli.settings()
-    options = _cli_options(cfg, concurrency=concurrency, rate=rate, timeout=timeout, max_retry_wait=max_retry_wait)
+    overrides = {"concurrency": concurrency, "rate": rate, "timeout": timeout, "max_retry_wait": max_retry_wait}
+    options = options_from_settings(cfg, **overrides)
     threshold = cfg["WARM_MAX_FAILURE_RATE"] if max_failure_rate is None else max_failure_rate
     with _cli.job("warm", cfg, dry_run=dry_run, lock_wait=wait) as run:
         reader = SitemapReader.from_settings(make_session(), cfg, on_sitemap=lambda url: run.log("sitemap", url=url))
@@ -64,35 +76,23 @@ def warm(
             sources, allowed_hosts=cfg.allowed_hosts, bypass_paths=cfg["BYPASS_PATHS"], skipped=skipped, limit=limit
         )
         if dry_run:
-            listed = _print_dry_run(planned, json_out=json_out)
-            skipped.update(reader.report.skipped)
-            run.counts = {"would_request": listed, **skipped}
-            for message in _finish_sources(reader, listed, run):  # a real run would exit 1 on these too
-                typer.echo(f"sitemap problem: {message}", err=True)
-                run.exit_code = ExitCode.PROBLEMS
-            _check_something_planned(listed, skipped, cfg.allowed_hosts)
+            _dry_run(planned, reader=reader, skipped=skipped, run=run, cfg=cfg, json_out=json_out)
             return
+        assert run.state is not None  # real runs always have the state database
         progress = _cli.Progress("warming")
-        store = WarmResultStore(run.state, run_id=run.run_id, now=run.now)  # type: ignore[arg-type]
+        store = WarmResultStore(run.state, run_id=run.run_id, now=run.now)
         summary = warm_urls(
             planned, options=options, stop=run.stop, store=store, on_result=lambda r: progress.advance(note=r.url)
         )
         progress.close()
         skipped.update(reader.report.skipped)  # <loc> off-host / too long, counted by the reader
-        still_cold: list[dict[str, object]] = []
-        if verify and not run.stop.is_set():
-            second = WarmResultStore(run.state, run_id=run.run_id, now=run.now, pass_no=2)  # type: ignore[arg-type]
-            collect = lambda r: r.outcome != "warm" and len(still_cold) < 1000 and still_cold.append(r.as_dict())  # noqa: E731
-            warm_urls(
-                warmed_urls(run.state, run.run_id), options=options, stop=run.stop, store=second, on_result=collect
-            )  # type: ignore[arg-type]
+        still_cold = _verify(run, options) if verify and not run.stop.is_set() else None
         run.counts = {
             "requested": summary.requested,
             **summary.outcomes,
             **{f"skipped_{k}": v for k, v in skipped.items()},
+            **({"still_not_cached": len(still_cold)} if still_cold is not None else {}),
         }
-        if verify:
-            run.counts["still_not_cached"] = len(still_cold)
         problems = _finish_sources(reader, summary.requested, run)
         if not run.stop.is_set():
             _check_something_planned(summary.requested, skipped, cfg.allowed_hosts)
@@ -102,18 +102,40 @@ def warm(
             summary,
             skipped=skipped,
             problems=problems,
-            still_cold=still_cold if verify else None,
+            still_cold=still_cold,
             json_out=json_out,
             threshold=threshold,
             table=summary_table or _cli.is_tty(),
         )
 
 
-def _cli_options(cfg, **overrides):  # type: ignore[no-untyped-def]
-    return options_from_settings(cfg, **overrides)
+def _dry_run(
+    planned: Iterator[str], *, reader: SitemapReader, skipped: Counter[str], run: JobRun, cfg: Settings, json_out: bool
+) -> None:
+    listed = _print_dry_run(planned, json_out=json_out)
+    skipped.update(reader.report.skipped)
+    run.counts = {"would_request": listed, **skipped}
+    for message in _finish_sources(reader, listed, run):  # a real run would exit 1 on these too
+        typer.echo(f"sitemap problem: {message}", err=True)
+        run.exit_code = ExitCode.PROBLEMS
+    _check_something_planned(listed, skipped, cfg.allowed_hosts)
 
 
-def _sources(cfg, reader: SitemapReader, *, sitemap: list[str], urls_file: str | None) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def _verify(run: JobRun, options: WarmOptions) -> list[dict[str, object]]:
+    """Second pass over this run's warmed URLs: those still not served from cache (first 1,000)."""
+    assert run.state is not None
+    still_cold: list[dict[str, object]] = []
+
+    def collect(result: WarmResult) -> None:
+        if result.outcome != "warm" and len(still_cold) < 1000:
+            still_cold.append(result.as_dict())
+
+    second = WarmResultStore(run.state, run_id=run.run_id, now=run.now, pass_no=2)
+    warm_urls(warmed_urls(run.state, run.run_id), options=options, stop=run.stop, store=second, on_result=collect)
+    return still_cold
+
+
+def _sources(cfg: Settings, reader: SitemapReader, *, sitemap: list[str], urls_file: str | None) -> Iterator[str]:
     """URLs from --urls-file, else --sitemap, else SITEMAP_URLS, else robots.txt discovery."""
     if urls_file:
         yield from _read_urls_file(urls_file, site_url=cfg.get("SITE_URL") or "")
@@ -173,7 +195,7 @@ def _check_something_planned(planned: int, skipped: Counter[str], allowed_hosts:
         )
 
 
-def _finish_sources(reader: SitemapReader, used: int, run) -> list[str]:  # type: ignore[no-untyped-def]
+def _finish_sources(reader: SitemapReader, used: int, run: JobRun) -> list[str]:
     """Report sitemap problems; when nothing at all could be read, the first problem is the error."""
     problems = reader.report.problems
     for problem in problems:
@@ -188,11 +210,11 @@ def _report(
     *,
     skipped: Counter[str],
     problems: list[str],
-    still_cold,
+    still_cold: list[dict[str, object]] | None,
     json_out: bool,
     threshold: float,
     table: bool,
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     failed = [r.as_dict() for r in summary.failures]
     if json_out:
         _cli.print_json(
