@@ -221,8 +221,8 @@ class DemoHandler(BaseHTTPRequestHandler):
         return any(marker in (self.headers.get("Cookie") or "") for marker in LOGIN_COOKIES)
 
     def _base_url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        port = getattr(self.server, "server_port", 0)  # an HTTPServer bound to 127.0.0.1
+        return f"http://127.0.0.1:{port}"
 
     def _stats(self) -> dict[str, Any]:
         with self.site.lock:
@@ -286,7 +286,7 @@ def purge_site_cache(site: SiteState, body: dict[str, Any]) -> int:
 def _mounted_routes(path: str, query: str) -> tuple[int, dict[str, str], bytes] | None:
     """Routes other demo modules provide (e.g. the content store's feed and article pages)."""
     try:
-        from demo import content_routes  # type: ignore[attr-defined]
+        from demo import content_routes
     except ImportError:
         return None
     handle = getattr(content_routes, "handle", None)

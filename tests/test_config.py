@@ -157,7 +157,7 @@ def test_secret_never_shows(tmp_path: Path) -> None:
     cfg = load(tmp_path / ".env", f"CF_API_TOKEN={TOKEN}\n")
     secret = cfg.api_token
     assert isinstance(secret, Secret) and secret.reveal() == TOKEN
-    for text in (repr(secret), str(secret), f"{secret}", repr(cfg), str(cfg.values)):
+    for text in (repr(secret), str(secret), f"{secret}", repr(cfg), str(cfg.parsed)):
         assert TOKEN not in text
     redacted = cfg.redacted()
     assert redacted["CF_API_TOKEN"] == "***"

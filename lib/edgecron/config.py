@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -320,21 +320,24 @@ SCHEDULE_PREFIX = "SCHEDULE_"
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Parsed settings. Use `require()` for keys a job cannot run without."""
+class Settings(Mapping[str, Any]):
+    """Parsed settings (a read-only mapping of key → value). Use `require()` for keys a job needs."""
 
-    values: Mapping[str, Any]
+    parsed: Mapping[str, Any]
     env_file: Path | None = None
     base_dir: Path = field(default_factory=Path.cwd)
 
     def __getitem__(self, name: str) -> Any:
-        return self.values[name]
+        return self.parsed[name]
 
-    def get(self, name: str, default: Any = None) -> Any:
-        return self.values.get(name, default)
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.parsed)
+
+    def __len__(self) -> int:
+        return len(self.parsed)
 
     def require(self, name: str) -> Any:
-        value = self.values.get(name)
+        value = self.parsed.get(name)
         if value in (None, "", ()):
             key = next((k for k in KEYS if k.name == name), None)
             raise ConfigError(
@@ -345,7 +348,7 @@ class Settings:
 
     @property
     def state_dir(self) -> Path:
-        raw = self.values.get("STATE_DIR") or ""
+        raw = self.parsed.get("STATE_DIR") or ""
         if raw:
             return self._resolve(raw)
         xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
@@ -353,37 +356,37 @@ class Settings:
 
     @property
     def lock_dir(self) -> Path:
-        raw = self.values.get("LOCK_DIR") or ""
+        raw = self.parsed.get("LOCK_DIR") or ""
         return self._resolve(raw) if raw else self.state_dir / "locks"
 
     @property
     def metrics_dir(self) -> Path | None:
-        raw = self.values.get("METRICS_DIR") or ""
+        raw = self.parsed.get("METRICS_DIR") or ""
         return self._resolve(raw) if raw else None
 
     @property
     def content_db(self) -> Path:
-        raw = self.values.get("CONTENT_DB") or ""
+        raw = self.parsed.get("CONTENT_DB") or ""
         return self._resolve(raw) if raw else self.state_dir / "content.db"
 
     @property
     def allowed_hosts(self) -> tuple[str, ...]:
-        hosts = tuple(self.values.get("ALLOWED_HOSTS") or ())
-        site = self.values.get("SITE_URL") or ""
+        hosts = tuple(self.parsed.get("ALLOWED_HOSTS") or ())
+        site = self.parsed.get("SITE_URL") or ""
         if not hosts and site:
             hosts = (urlsplit(site).hostname or "",)
         return hosts
 
     @property
     def api_token(self) -> Secret:
-        token = self.values.get("CF_API_TOKEN")
+        token = self.parsed.get("CF_API_TOKEN")
         return token if isinstance(token, Secret) else Secret("")
 
     def schedules(self) -> dict[str, str]:
         """SCHEDULE_<JOB> overrides, job names lower-case with '-' for '_'."""
         return {
             name[len(SCHEDULE_PREFIX) :].lower().replace("_", "-"): value
-            for name, value in self.values.items()
+            for name, value in self.parsed.items()
             if name.startswith(SCHEDULE_PREFIX) and name != "SCHEDULE_TIMEZONE"
         }
 
@@ -391,7 +394,7 @@ class Settings:
         """All values with secrets masked, for `--json` and logs."""
         return {
             k: ("***" if isinstance(v, Secret) and v else v)
-            for k, v in self.values.items()
+            for k, v in self.parsed.items()
             if not isinstance(v, Secret) or v
         }
 
@@ -453,7 +456,7 @@ def load_settings(
         token = _read_token_file(Path(token_file).expanduser())
     values["CF_API_TOKEN"] = Secret(token)
     base_dir = env_file.parent.resolve() if env_file is not None else Path.cwd()
-    return Settings(values=values, env_file=env_file, base_dir=base_dir)
+    return Settings(parsed=values, env_file=env_file, base_dir=base_dir)
 
 
 def _is_schedule_key(name: str) -> bool:
