@@ -310,7 +310,12 @@ def _selector(kind: str, values: list[str] | None, file: str | None, opts: Opts)
         )
     if not plan.items[kind]:
         _report_rejected(plan)
-        _cli.fail(InputError(f"none of the {kind}s given can be purged", expected=f"{kind}s on ALLOWED_HOSTS without wildcards (each rejection is listed above)"))
+        _cli.fail(
+            InputError(
+                f"none of the {kind}s given can be purged",
+                expected=f"{kind}s on ALLOWED_HOSTS without wildcards (each rejection is listed above)",
+            )
+        )
     _run(cfg, lambda conn: plan, opts)
 
 
