@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from edgecron.checks import (
+    SLOW_PATHS_TRACKED,
     LogSummary,
+    SlowPaths,
     Thresholds,
     deploy_findings,
     job_findings,
@@ -78,10 +81,78 @@ def test_percentiles_and_slowest_paths() -> None:
     pct = summary.percentiles()
     assert pct["p50"] == pytest.approx(0.060)  # the 500th of 1,000 values
     assert pct["p95"] == 2.5 and pct["p99"] == 2.5
-    assert summary.slowest_paths()[0] == ("/slow", 100, 2.51)  # 10 ms bucket, upper bound
+    path, count, p95 = summary.slowest_paths()[0]
+    assert (path, count) == ("/slow", 100)
+    assert 2.5 < p95 <= 2.5 * 2 ** (1 / 16)  # the upper edge of its log-scale bucket: ≤ 4.4% high
     found = by_check(log_findings(summary, Thresholds(p95_seconds=1.0)))
     assert found["p95_request_time"].status == "breach"
-    assert found["p95_request_time"].examples == ["/slow: p95 2.51s over 100 requests"]
+    assert found["p95_request_time"].examples == [f"/slow: p95 {p95:.2f}s over 100 requests"]
+
+
+def test_slow_path_memory_is_bounded_by_paths_not_requests() -> None:
+    """Each path costs one fixed histogram however many slow requests it has; the number of
+    paths is capped, and the paths with most slow requests are still the ones found."""
+    table = SlowPaths(0.5, capacity=100)
+    bucket = SlowPaths.bucket_of(2.0, 0.5)
+    for _ in range(10_000):
+        table.add(b"/one", bucket)
+    assert len(table.hists) == 1 and sum(table.hists[b"/one"]) == 10_000
+    size = sys.getsizeof(table.hists[b"/one"])
+    for i in range(5_000):  # a scanner: thousands of distinct slow paths, one request each
+        table.add(f"/probe-{i}".encode(), bucket)
+        if i % 7 == 0:
+            table.add(b"/heavy", SlowPaths.bucket_of(4.0, 0.5))
+    assert len(table.hists) == len(table.counts) == 100
+    assert len(table._heap) == 100
+    assert {sys.getsizeof(h) for h in table.hists.values()} == {size}
+    # Space-saving: paths with more than N/capacity slow requests are kept, exactly enough.
+    assert sum(table.hists[b"/one"]) == 10_000 and b"/one" not in table.errors
+    assert sum(table.hists[b"/heavy"]) + table.errors.get(b"/heavy", 0) >= 715
+    assert table.errors.get(b"/heavy", 0) <= (10_000 + 5_000 + 715) / 100
+
+
+def test_slowest_paths_among_many_distinct_paths_are_still_found() -> None:
+    lines = [line(f"/page-{i}", rt=0.7) for i in range(6_000)]  # more slow paths than tracked
+    lines += [line("/report", rt=3.0) for _ in range(300)] + [line("/report", rt=0.02) for _ in range(10)]
+    lines += [line("/export", rt=1.5) for _ in range(200)]
+    summary = summarize(lines, slow_seconds=1.0)
+    top = summary.slowest_paths(n=2)
+    assert [(p, n) for p, n, _ in top] == [("/report", 310), ("/export", 200)]
+    assert 3.0 < top[0][2] <= 3.0 * 2 ** (1 / 16) and 1.5 < top[1][2] <= 1.5 * 2 ** (1 / 16)
+    assert summary.percentiles()["p95"] == 1.5  # overall: exact (the 6,185th of 6,510 values)
+    assert len(summary._slow.hists) <= SLOW_PATHS_TRACKED
+
+
+def test_slow_tables_merge_exactly_while_not_full() -> None:
+    first, second = SlowPaths(0.5), SlowPaths(0.5)
+    for table, times in ((first, (0.6, 1.0, 9.0)), (second, (1.0, 2.0))):
+        for t in times:
+            table.add(b"/a", SlowPaths.bucket_of(t, 0.5))
+    second.add(b"/b", SlowPaths.bucket_of(0.8, 0.5))
+    first.merge(second)
+    assert list(first.hists) == [b"/a", b"/b"] and not first.errors
+    assert first.counts == {b"/a": 5, b"/b": 1} and sum(first.hists[b"/a"]) == 5
+    assert first.hists[b"/a"][SlowPaths.bucket_of(1.0, 0.5)] == 2
+    assert SlowPaths.bucket_of(float("inf"), 0.5) == len(first.hists[b"/a"]) - 1
+    assert SlowPaths.bucket_of(float("nan"), 0.5) == SlowPaths.bucket_of(0.49, 0.5) == -1
+
+
+def test_full_slow_tables_merge_within_their_error_bounds() -> None:
+    parts = [SlowPaths(0.5, capacity=50) for _ in range(2)]
+    truth: dict[bytes, int] = {}
+    for n, table in enumerate(parts):
+        for i in range(3_000):
+            path = b"/hot" if i % 5 == 0 else f"/cold-{n}-{i}".encode()
+            table.add(path, 3)
+            truth[path] = truth.get(path, 0) + 1
+    merged, later = parts
+    merged.merge(later)
+    assert len(merged.hists) == len(merged.counts) == len(merged._heap) == 50
+    hot = b"/hot"
+    assert sum(merged.hists[hot]) <= truth[hot] <= merged.counts[hot]
+    assert merged.counts[hot] - merged.errors.get(hot, 0) <= truth[hot]
+    for path, count in merged.counts.items():  # every kept path: the truth lies in its range
+        assert count - merged.errors.get(path, 0) <= truth[path] <= count
 
 
 def test_static_routes_reaching_the_origin() -> None:

@@ -6,13 +6,21 @@ threshold it was judged against and a few examples, so the operator sees why wit
 `LogSummary.feed()` is the hot loop: lines stay bytes, each line is split once by the compiled
 format, timestamps are parsed once per distinct second, and `$request_time` is kept as counts per
 distinct value (exact percentiles, memory bounded by the number of distinct values, not lines).
+Memory stays flat as the log grows: per request line and per path only counts are kept, and the
+slow paths' times go in fixed log-scale histograms for at most SLOW_PATHS_TRACKED paths
+(`SlowPaths`: per-path p95 within 4.4%, and approximate only beyond that many slow paths).
+Counts, 5xx rates, the top lists and the overall percentiles are exact.
 """
 
 from __future__ import annotations
 
 import functools
 import gc
+import heapq
 import json
+import math
+import operator
+from array import array
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +37,10 @@ from .schedule import Cron, longest_gap
 from .state import StateDB, iso
 
 FOLD_AT = 200_000  # distinct request lines kept before folding them into paths
+SLOW_PATHS_TRACKED = 4096  # paths with a slow-request histogram (space-saving beyond that)
+SLOW_BUCKETS_PER_OCTAVE = 16  # log-scale buckets: each is 2^(1/16) ≈ 4.4% wide
+SLOW_OCTAVES = 12  # from the slow floor up to 4096× it (0.5 s → 34 min); slower values go in the last
+_SLOW_BUCKETS = SLOW_OCTAVES * SLOW_BUCKETS_PER_OCTAVE
 SLOT_SECONDS = 600  # deploy windows are compared in 10-minute slots kept in `log_slots`
 MALFORMED_SAMPLES = 5
 STATIC_SUFFIXES = (
@@ -112,7 +124,7 @@ class LogSummary:
         self.fmt = fmt
         self._time_var = next((v for v in ("time_local", "time_iso8601", "msec") if fmt.has(v)), None)
         self.since, self.until = since, until
-        self.slow_floor = slow_seconds / 2  # per-path times are kept from here up (see slowest_paths)
+        self.slow_floor = max(slow_seconds / 2, 0.001)  # per-path times are kept from here up (see slowest_paths)
         self.lines = 0  # lines seen, parsed or not
         self.requests = 0  # parsed lines inside --since/--until
         self.outside_window = 0
@@ -124,10 +136,9 @@ class LogSummary:
         # read or when there are many distinct ones, so memory stays bounded however long the log.
         self._by_request: Counter[bytes] = Counter()
         self._5xx_by_request: Counter[bytes] = Counter()
-        self._slow_by_request: Counter[tuple[bytes, bytes]] = Counter()  # (request, rt[:4])
         self._path_counts: Counter[bytes] = Counter()
         self._path_5xx: Counter[bytes] = Counter()
-        self._path_slow: Counter[tuple[bytes, bytes]] = Counter()
+        self._slow = SlowPaths(self.slow_floor)  # per path: fixed log-scale histogram of slow requests
         self._uri_var = "request_uri" if fmt.has("request_uri") else "request" if fmt.has("request") else None
         self.slots: dict[int, list[Any]] = {}  # slot start → [requests, 5xx, static, {rt[:4]: n}]
         self.upstream_retries = 0
@@ -140,12 +151,12 @@ class LogSummary:
         self._time = time_parser(self._time_var) if self._time_var else None
         self._parser = self.fmt.column_parser()
         self._static = _StaticRequests(self._path_of)
-        self._slow_key = _SlowKeys(self.slow_floor)
+        self._slow_bucket = _SlowBuckets(self.slow_floor)
 
     def __getstate__(self) -> dict[str, Any]:
         self._fold()  # per path: a smaller pickle, done in the worker that built it, not in merge()
         state = self.__dict__.copy()
-        for name in ("_time", "_parser", "_static", "_slow_key"):
+        for name in ("_time", "_parser", "_static", "_slow_bucket"):
             del state[name]
         return state
 
@@ -173,7 +184,7 @@ class LogSummary:
         self.rt_counts.update(later.rt_counts)
         self._path_counts.update(later._path_counts)
         self._path_5xx.update(later._path_5xx)
-        self._path_slow.update(later._path_slow)
+        self._slow.merge(later._slow)
         for start, (requests, errors, static, hist) in later.slots.items():
             entry = self.slots.setdefault(start, [0, 0, 0, Counter()])
             entry[0] += requests
@@ -245,11 +256,13 @@ class LogSummary:
             rts = col["request_time"](rows)
             chunk_rt = Counter(rts)
             self.rt_counts.update(chunk_rt)
-            slow_values = {rt for rt in chunk_rt if self._slow_key[rt]}
-            if slow_values:
+            bucket = self._slow_bucket
+            slow_values = {rt for rt in chunk_rt if bucket[rt] >= 0}
+            if slow_values:  # a few % of the lines: cut their paths one by one
                 slow = list(map(slow_values.__contains__, rts))
-                slow_rts = [rt[:4] for rt in compress(rts, slow)]
-                self._slow_by_request.update(zip(compress(paths, slow), slow_rts, strict=True))
+                add, path_of = self._slow.add, self._path_of
+                for request, rt in zip(compress(paths, slow), compress(rts, slow), strict=True):
+                    add(path_of(request), bucket[rt])
         if "upstream_response_time" in col:
             self.upstream_retries += b" ".join(col["upstream_response_time"](rows)).count(b",")
         if "logged_in" in col:
@@ -277,11 +290,8 @@ class LogSummary:
             self._path_counts[path_of(request)] += n
         for request, n in self._5xx_by_request.items():
             self._path_5xx[path_of(request)] += n
-        for (request, q), n in self._slow_by_request.items():
-            self._path_slow[(path_of(request), q)] += n
         self._by_request.clear()
         self._5xx_by_request.clear()
-        self._slow_by_request.clear()
         self._static.clear()
 
     @property
@@ -383,23 +393,24 @@ class LogSummary:
 
     def slowest_paths(self, n: int = 5, *, min_requests: int = 5) -> list[tuple[str, int, float]]:
         """Paths by p95, among those whose p95 is at least `slow_floor` (only their slow
-        requests' times are kept: the p95 rank falls among them exactly when it is that high)."""
+        requests' times are kept: the p95 rank falls among them exactly when it is that high).
+
+        The p95 is the upper edge of its log-scale bucket: at most 4.4% above the true value.
+        See `SlowPaths` for the bound once more than SLOW_PATHS_TRACKED paths were slow.
+        """
         counts = self.path_counts  # folds
-        hists: dict[bytes, dict[bytes, int]] = {}
-        for (path, q), c in self._path_slow.items():
-            hists.setdefault(path, {})[q] = c
         rows = []
-        for path, hist in hists.items():
+        for path, hist in self._slow.hists.items():
             total = counts[path]
-            below = total - sum(hist.values())
+            slow = sum(hist)  # the requests this histogram holds; unknown ones count as fast
             rank = 0.95 * total
-            if total < min_requests or rank <= below:
+            running = total - slow
+            if total < min_requests or rank <= running:
                 continue
-            running = below
-            for q in sorted(hist, key=float):
-                running += hist[q]
-                if running >= rank:
-                    rows.append((display(path), total, round(float(q) + 0.01, 3)))
+            for index, c in enumerate(hist):
+                running += c
+                if c and running >= rank:
+                    rows.append((display(path), total, round(self._slow.upper_edge(index), 3)))
                     break
         rows.sort(key=lambda r: -r[2])
         return rows[:n]
@@ -420,20 +431,131 @@ class LogSummary:
             )
 
 
-class _SlowKeys(dict[bytes, bool]):
-    """$request_time value → its 10 ms bucket (rt[:4]) is at least the slow floor; filled on first sight."""
+class _SlowBuckets(dict[bytes, int]):
+    """$request_time value → its `SlowPaths` bucket, or -1 below the slow floor; filled on first sight."""
 
     def __init__(self, floor: float) -> None:
         super().__init__()
         self.floor = floor
 
-    def __missing__(self, key: bytes) -> bool:
+    def __missing__(self, key: bytes) -> int:
         try:
-            value = float(key[:4]) >= self.floor
+            value = float(key)
         except ValueError:
-            value = False
-        self[key] = value
-        return value
+            value = 0.0
+        index = self[key] = SlowPaths.bucket_of(value, self.floor)
+        return index
+
+
+class SlowPaths:
+    """Per path, a histogram of its slow requests' times in fixed log-scale buckets.
+
+    Memory is O(paths × buckets) whatever the number of requests: each tracked path costs one
+    `array` of SLOW_OCTAVES × SLOW_BUCKETS_PER_OCTAVE counters (768 bytes). At most `capacity`
+    paths are tracked, with the space-saving scheme (Metwally et al.) on their slow counts: a path
+    seen when the table is full replaces the one with the fewest, inheriting that count as
+    `errors[path]`. The figures are exact until then (the usual case: slow requests concentrate
+    on a few pages); after it, for N slow requests seen, a path with more than N / capacity of
+    them is always kept, and its histogram misses at most `errors[path]` ≤ N / capacity of them
+    (counted as fast by `slowest_paths`, so its p95 may read low by that many requests).
+    Merging adds up the errors: a path absent from a full table is counted with that table's
+    smallest count, so a path's true slow count always lies in [count − error, count].
+    """
+
+    def __init__(self, floor: float, *, capacity: int = SLOW_PATHS_TRACKED) -> None:
+        self.floor = floor
+        self.capacity = capacity
+        self.hists: dict[bytes, array[int]] = {}
+        self.counts: dict[bytes, int] = {}  # slow requests per path, errors included (an upper bound)
+        self.errors: dict[bytes, int] = {}  # only for paths that replaced another
+        self._heap: list[tuple[int, bytes]] = []  # (count, path), lazily refreshed: counts only grow
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Only the non-zero buckets cross processes (a path has a few of its 192)."""
+        state = self.__dict__.copy()
+        state["hists"] = {path: [(i, c) for i, c in enumerate(hist) if c] for path, hist in self.hists.items()}
+        del state["_heap"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        hists = state.pop("hists")
+        self.__dict__.update(state)
+        self.hists = {}
+        for path, buckets in hists.items():
+            hist = self.hists[path] = array("I", bytes(4 * _SLOW_BUCKETS))
+            for i, c in buckets:
+                hist[i] = c
+        self._heap = [(c, p) for p, c in self.counts.items()]
+        heapq.heapify(self._heap)
+
+    @staticmethod
+    def bucket_of(seconds: float, floor: float) -> int:
+        """-1 below `floor`; the last bucket takes everything above the top."""
+        if not seconds >= floor:  # NaN too
+            return -1
+        return int(min(math.log2(seconds / floor) * SLOW_BUCKETS_PER_OCTAVE, _SLOW_BUCKETS - 1))  # inf too
+
+    def upper_edge(self, index: int) -> float:
+        return float(self.floor * 2 ** ((index + 1) / SLOW_BUCKETS_PER_OCTAVE))
+
+    def add(self, path: bytes, bucket: int) -> None:
+        hist = self.hists.get(path)
+        if hist is None:
+            hist = self._new(path)
+        hist[bucket] += 1
+        self.counts[path] += 1
+
+    def _new(self, path: bytes) -> array[int]:
+        if len(self.hists) >= self.capacity:
+            self.errors[path] = self._pop_smallest()
+        hist = self.hists[path] = array("I", bytes(4 * _SLOW_BUCKETS))
+        self.counts[path] = self.errors.get(path, 0)
+        heapq.heappush(self._heap, (self.counts[path], path))
+        return hist
+
+    def _pop_smallest(self) -> int:
+        """Drop the path with the fewest slow requests; its count (what a newcomer inherits)."""
+        while True:
+            count, path = heapq.heappop(self._heap)
+            current = self.counts[path]
+            if current == count:
+                del self.hists[path], self.counts[path]
+                self.errors.pop(path, None)
+                return count
+            heapq.heappush(self._heap, (current, path))  # stale entry: grew since it was pushed
+
+    def smallest(self) -> int:
+        """The count a path absent from a full table may have had (0 while not full)."""
+        if len(self.hists) < self.capacity:
+            return 0
+        return min(self.counts.values())
+
+    def merge(self, later: SlowPaths) -> None:
+        """Add `later`'s table: exact when neither was full; paths keep their first-seen order."""
+        missing_here, missing_there = self.smallest(), later.smallest()
+        for path, hist in later.hists.items():
+            mine = self.hists.get(path)
+            if mine is None:
+                self.hists[path] = array("I", hist)
+                self.counts[path] = missing_here + later.counts[path]
+                error = missing_here + later.errors.get(path, 0)
+            else:
+                self.hists[path] = array("I", map(operator.add, mine, hist))
+                self.counts[path] += later.counts[path]
+                error = self.errors.get(path, 0) + later.errors.get(path, 0)
+            if error:
+                self.errors[path] = error
+        if missing_there:
+            for path in self.hists.keys() - later.hists.keys():
+                self.counts[path] += missing_there
+                self.errors[path] = self.errors.get(path, 0) + missing_there
+        if len(self.hists) > self.capacity:
+            kept = set(sorted(self.counts, key=self.counts.__getitem__, reverse=True)[: self.capacity])
+            for path in [p for p in self.hists if p not in kept]:
+                del self.hists[path], self.counts[path]
+                self.errors.pop(path, None)
+        self._heap = [(c, p) for p, c in self.counts.items()]
+        heapq.heapify(self._heap)
 
 
 class _StaticRequests(dict[bytes, bool]):
