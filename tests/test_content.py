@@ -121,6 +121,18 @@ def test_the_cursor_skips_old_items_unless_max_age_asks_for_them(store: module.C
     assert report.counts["updated"] == 1 and store.get("old")["body"] == "edited"
 
 
+def test_an_item_behind_the_cursor_that_left_the_store_is_inserted_again(
+    store: module.ContentStore, tmp_path: Path
+) -> None:
+    feed = [item(k, stamp="2026-01-01T00:00:00Z") for k in "abc"] + [item("d", stamp="2026-02-01T00:00:00Z")]
+    run_import(store, write_feed(tmp_path / "a.jsonl", feed), run_id="r1")
+    before = store.snapshot()
+    run_import(store, write_feed(tmp_path / "b.jsonl", [{"id": "b", "deleted": True}]), run_id="r2")
+    report = run_import(store, write_feed(tmp_path / "a.jsonl", feed), run_id="r3")
+    assert (report.counts["inserted"], report.counts["behind_cursor"], report.counts["unchanged"]) == (1, 2, 3)
+    assert store.snapshot() == before
+
+
 def test_items_inside_the_overlap_window_are_re_checked(store: module.ContentStore, tmp_path: Path) -> None:
     run_import(
         store,

@@ -81,6 +81,17 @@ def test_a_bad_field_is_rejected_naming_field_expected_got_and_position(
     assert got.got
 
 
+@pytest.mark.parametrize("space", ["\u00a0", "\t", "\u2028", " ", "\x1f"])
+def test_a_url_with_any_whitespace_is_rejected(space: str) -> None:
+    got = check(item(1, url=f"https://www.example.com/a{space}b"))
+    assert isinstance(got, module.Reject) and got.field == "url"
+
+
+def test_a_url_whose_host_differs_only_in_case_is_accepted() -> None:
+    got = check(item(1, url="HTTPS://WWW.EXAMPLE.COM/a"))
+    assert isinstance(got, module.FeedItem)
+
+
 def test_a_record_that_is_not_an_object_is_rejected() -> None:
     got = check(["not", "an", "object"])
     assert isinstance(got, module.Reject) and got.got == "list"
@@ -132,6 +143,24 @@ def test_jsonl_bad_lines_become_rejects_with_their_line_numbers(tmp_path: Path) 
     records = list(module.JsonlSource(path).records())
     assert [type(r).__name__ for r in records] == ["RawRecord", "Reject", "RawRecord"]
     assert records[1].position.label() == "line 2" and records[2].position.index == 4
+
+
+def test_jsonl_lines_read_as_json_loads_reads_them_and_bad_ones_carry_its_error(tmp_path: Path) -> None:
+    good = json.dumps(item(1))
+    lines = [f" \t{good}  ", "\x0b", f"{good}\x0c", f"{good} x", "\ufeff" + good]
+    path = tmp_path / "feed.jsonl"
+    path.write_bytes("\n".join(lines).encode() + b"\n" + b'{"id": "\xff"}\n')
+    records = list(module.JsonlSource(path).records())
+    assert isinstance(records[0], module.RawRecord) and records[0].data == item(1)
+    rejects = [r for r in records if isinstance(r, module.Reject)]
+    assert [r.position.index for r in rejects] == [3, 4, 5, 6]  # line 2 is blank
+    expected = []
+    for raw in (lines[2], lines[3], lines[4]):
+        with pytest.raises(ValueError) as err:
+            json.JSONDecoder().decode(raw)
+        expected.append(f"JSONDecodeError: {err.value}")
+    assert [r.got for r in rejects[:3]] == expected
+    assert rejects[3].got.startswith("UnicodeDecodeError")
 
 
 def test_jsonl_resume_skips_lines_already_committed(tmp_path: Path) -> None:

@@ -19,12 +19,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import InputError, StateError
 from .feed import FeedItem, Position, Reject
@@ -131,8 +131,7 @@ class StoredItem:
     updated_at: str
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):  # immutable like a frozen dataclass, and cheaper to create
     """One key's change in a batch: `item` is the new content (None when deleted)."""
 
     action: str  # insert / update / delete
@@ -236,15 +235,23 @@ class ContentStore:
     # --- reads ---------------------------------------------------------------------------------
 
     def lookup(self, keys: Sequence[str]) -> dict[str, StoredItem]:
+        """The stored rows of these keys (one query per 900 keys, not one per key)."""
         found: dict[str, StoredItem] = {}
+        sql = "SELECT key, url, content_hash, updated_at FROM items WHERE key IN ({})"
+        for key, url, content_hash, updated_at in self._rows_by_key(sql, keys):
+            found[key] = StoredItem(key, url, content_hash, updated_at)
+        return found
+
+    def present(self, keys: Sequence[str]) -> set[str]:
+        """Which of these keys are stored: answered by the key index alone, without reading rows."""
+        return {key for (key,) in self._rows_by_key("SELECT key FROM items WHERE key IN ({})", keys)}
+
+    def _rows_by_key(self, sql: str, keys: Sequence[str]) -> Iterator[tuple[Any, ...]]:
         cursor = self.conn.cursor()
         cursor.row_factory = None  # plain tuples: this runs once per item
         for start in range(0, len(keys), 900):  # under SQLite's bound-parameter limit
             chunk = keys[start : start + 900]
-            sql = f"SELECT key, url, content_hash, updated_at FROM items WHERE key IN ({','.join('?' * len(chunk))})"
-            for key, url, content_hash, updated_at in cursor.execute(sql, chunk):
-                found[key] = StoredItem(key, url, content_hash, updated_at)
-        return found
+            yield from cursor.execute(sql.format(",".join("?" * len(chunk))), chunk)
 
     def get(self, key: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM items WHERE key = ?", (key,)).fetchone()
@@ -470,7 +477,9 @@ class ContentStore:
         return result
 
     def pending_purges(self) -> list[tuple[int, str, str]]:
-        return [tuple(row) for row in self.conn.execute("SELECT id, url, run_id FROM purge_relay ORDER BY id")]
+        cursor = self.conn.cursor()
+        cursor.row_factory = None  # plain tuples: one per changed URL
+        return cursor.execute("SELECT id, url, run_id FROM purge_relay ORDER BY id").fetchall()
 
     def clear_purges(self, up_to_id: int) -> None:
         with self.transaction() as conn:

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
@@ -41,6 +42,9 @@ MAX_TITLE_CHARS = 1000
 WHITESPACE = re.compile(r"\s")
 EXTRA_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 LINE_DECODER = json.JSONDecoder()
+# What LINE_DECODER.raw_decode() calls: (value, end index) of the JSON value starting at an index.
+SCAN_VALUE: Callable[[str, int], tuple[Any, int]] = LINE_DECODER.scan_once  # type: ignore[attr-defined]
+JSON_SPACE = b" \t\n\r"
 TRUE_WORDS = frozenset({"true", "1", "yes"})
 FALSE_WORDS = frozenset({"false", "0", "no", ""})
 
@@ -87,10 +91,22 @@ class Reject:
 
 
 class FeedItem:
-    """A validated item. Its extra fields are encoded only when needed (hash or insert): most
-    items of a rerun are unchanged and never need them."""
+    """A validated item. Fields the contract does not name are taken from the record and encoded
+    only when needed (hash or insert): most items of a rerun are unchanged and never need them."""
 
-    __slots__ = ("_extra", "_extra_fields", "body", "deleted", "key", "position", "title", "updated_at", "url")
+    __slots__ = (
+        "_extra",
+        "_record",
+        "_skip",
+        "_updated_text",
+        "body",
+        "deleted",
+        "key",
+        "position",
+        "title",
+        "updated_at",
+        "url",
+    )
 
     def __init__(
         self,
@@ -99,8 +115,10 @@ class FeedItem:
         updated_at: datetime,
         title: str,
         body: str,
-        extra_fields: dict[str, Any],
         position: Position,
+        *,
+        record: Mapping[str, Any] | None = None,
+        skip: frozenset[str] = frozenset(),
         deleted: bool = False,
     ) -> None:
         self.key = key
@@ -108,20 +126,26 @@ class FeedItem:
         self.updated_at = updated_at  # aware, UTC
         self.title = title
         self.body = body
-        self._extra_fields = extra_fields
-        self._extra: str | None = None
         self.position = position
         self.deleted = deleted
+        self._record = record  # the feed's fields; those named in `skip` are ours, the rest extra
+        self._skip = skip
+        self._extra: str | None = None
+        self._updated_text: str | None = None
 
     @property
     def updated_text(self) -> str:
-        return self.updated_at.isoformat()
+        if self._updated_text is None:
+            self._updated_text = self.updated_at.isoformat()
+        return self._updated_text
 
     @property
     def extra(self) -> str:
         """Fields the item contract does not name, as a JSON object with sorted keys."""
         if self._extra is None:
-            self._extra = EXTRA_ENCODER.encode(self._extra_fields) if self._extra_fields else "{}"
+            skip, record = self._skip, self._record or {}
+            fields = {k: v for k, v in record.items() if k not in skip}
+            self._extra = EXTRA_ENCODER.encode(fields) if fields else "{}"
         return self._extra
 
     def content_hash(self) -> str:
@@ -149,7 +173,10 @@ def parse_field_map(text: str) -> dict[str, str]:
 
 
 class Validator:
-    """Checks one record against the item contract; returns a `FeedItem` or the first `Reject`."""
+    """Checks one record against the item contract; returns a `FeedItem` or the first `Reject`.
+
+    It runs once per item, so the common case (all fields present and well-formed) takes cheap
+    tests first; a record that fails one goes through the exact check that names the problem."""
 
     def __init__(
         self,
@@ -160,6 +187,7 @@ class Validator:
     ) -> None:
         self.names = {f: (field_map or {}).get(f, f) for f in FIELDS}
         self.own_names = frozenset(self.names.values())
+        self.key_name, self.deleted_name = self.names["id"], self.names["deleted"]
         self.text_names = tuple(self.names[f] for f in ("url", "updated_at", "title", "body"))
         self.hosts = frozenset(h.lower() for h in allowed_hosts)
         # Fast path for the common case; anything else goes through urlsplit.
@@ -171,47 +199,55 @@ class Validator:
         data, pos = record.data, record.position
         if not isinstance(data, dict):
             return Reject(pos, "(item)", "a JSON object", type(data).__name__)
-        n = self.names
-        key = data.get(n["id"])
-        if isinstance(key, int) and not isinstance(key, bool):
-            key = str(key)
-        if not isinstance(key, str) or not key.strip():
-            return Reject(pos, n["id"], "a non-empty string or integer key", _show(key))
+        key = data.get(self.key_name)
+        if type(key) is not str:
+            if isinstance(key, int) and not isinstance(key, bool):
+                key = str(key)
+            elif not isinstance(key, str):
+                return Reject(pos, self.key_name, "a non-empty string or integer key", _show(key))
+        if not key or key.isspace():
+            return Reject(pos, self.key_name, "a non-empty string or integer key", _show(key))
         if len(key) > MAX_KEY_CHARS:
-            return Reject(pos, n["id"], f"at most {MAX_KEY_CHARS} characters", f"{len(key)}", key)
-        deleted = _flag(data.get(n["deleted"]))
-        if deleted is None:
-            return Reject(pos, n["deleted"], "true or false", _show(data.get(n["deleted"])), key)
-        if deleted:  # a tombstone needs only its key
-            return FeedItem(key, "", datetime.min.replace(tzinfo=UTC), "", "", {}, pos, True)
-        values: list[Any] = [data.get(name) for name in self.text_names]
-        url, stamp, title, body = values
-        for name, value in zip(self.text_names, values, strict=True):
-            if not isinstance(value, str):
-                what = "missing" if value is None else type(value).__name__
-                return Reject(pos, name, "a string", what, key)
-        if url.startswith("/") and not url.startswith("//") and pos.page is not None:
+            return Reject(pos, self.key_name, f"at most {MAX_KEY_CHARS} characters", f"{len(key)}", key)
+        flag = data.get(self.deleted_name)
+        if flag is not None and flag is not False:
+            deleted = _flag(flag)
+            if deleted is None:
+                return Reject(pos, self.deleted_name, "true or false", _show(flag), key)
+            if deleted:  # a tombstone needs only its key
+                return FeedItem(key, "", datetime.min.replace(tzinfo=UTC), "", "", pos, deleted=True)
+        url_name, stamp_name, title_name, body_name = self.text_names
+        get: Callable[[str], Any] = data.get
+        url, stamp, title, body = get(url_name), get(stamp_name), get(title_name), get(body_name)
+        if not (type(url) is str and type(stamp) is str and type(title) is str and type(body) is str):
+            for name, value in zip(self.text_names, (url, stamp, title, body), strict=True):
+                if not isinstance(value, str):
+                    what = "missing" if value is None else type(value).__name__
+                    return Reject(pos, name, "a string", what, key)
+        if pos.page is not None and url.startswith("/") and not url.startswith("//"):
             url = urljoin(pos.page, url)  # an API may give paths relative to its own pages
-        problem = self._url_problem(url)
-        if problem:
-            return Reject(pos, n["url"], problem, _show(url), key)
+        # No whitespace is printable but the space, so this is the common case of _url_problem.
+        usual_url = len(url) <= MAX_URL_CHARS and url.startswith(self.prefixes) and " " not in url
+        if not (usual_url and url.isprintable()):
+            problem = self._url_problem(url)
+            if problem:
+                return Reject(pos, url_name, problem, _show(url), key)
         try:
-            updated = datetime.fromisoformat(stamp)
+            updated: datetime | None = datetime.fromisoformat(stamp)
         except ValueError:
             updated = None
         if updated is None or updated.tzinfo is None:
             expected = "an ISO 8601 timestamp with a timezone, such as 2026-01-31T12:00:00Z"
-            return Reject(pos, n["updated_at"], expected, _show(stamp), key)
-        if not title.strip() or len(title) > MAX_TITLE_CHARS:
-            return Reject(pos, n["title"], f"1 to {MAX_TITLE_CHARS} characters", _show(title), key)
+            return Reject(pos, stamp_name, expected, _show(stamp), key)
+        if not title or len(title) > MAX_TITLE_CHARS or title.isspace():
+            return Reject(pos, title_name, f"1 to {MAX_TITLE_CHARS} characters", _show(title), key)
         if len(body) > self.max_body_bytes // 4 and len(body.encode("utf-8")) > self.max_body_bytes:
             size = f"{len(body.encode('utf-8'))} bytes"
-            return Reject(pos, n["body"], f"at most {self.max_body_bytes} bytes (IMPORT_MAX_BODY_BYTES)", size, key)
-        # Extra fields need no cap of their own: the line, row or page holding them has one.
-        extra = {k: v for k, v in data.items() if k not in self.own_names} if len(data) > 5 else {}
-        if updated.utcoffset():
+            return Reject(pos, body_name, f"at most {self.max_body_bytes} bytes (IMPORT_MAX_BODY_BYTES)", size, key)
+        if updated.tzinfo is not UTC and updated.utcoffset():
             updated = updated.astimezone(UTC)
-        return FeedItem(key, url, updated, title, body, extra, pos)
+        # Extra fields need no cap of their own: the line, row or page holding them has one.
+        return FeedItem(key, url, updated, title, body, pos, record=data, skip=self.own_names)
 
     def _url_problem(self, url: str) -> str | None:
         expected = self.url_expected
@@ -257,19 +293,33 @@ class JsonlSource:
     def records(self, resume: Position | None = None) -> Iterator[RawRecord | Reject]:
         skip = resume.index if resume is not None else 0
         with _open_file(self.path, "rb") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if lineno <= skip or not line.strip():
-                    continue
-                pos = Position(lineno)
+            for lineno, line in enumerate(islice(fh, skip, None), skip + 1):
                 if len(line) > self.max_line_bytes:
-                    yield Reject(pos, "(line)", f"at most {self.max_line_bytes} bytes per line", f"{len(line)} bytes")
+                    if line.strip():
+                        what = f"at most {self.max_line_bytes} bytes per line"
+                        yield Reject(Position(lineno), "(line)", what, f"{len(line)} bytes")
                     continue
                 try:
-                    data = LINE_DECODER.decode(line.decode("utf-8"))
+                    data = _parse_line(line)
                 except ValueError as exc:  # UnicodeDecodeError included
-                    yield Reject(pos, "(line)", "one JSON object per line", f"{type(exc).__name__}: {exc}")
+                    if line.strip():  # a blank line is no record
+                        what = f"{type(exc).__name__}: {exc}"
+                        yield Reject(Position(lineno), "(line)", "one JSON object per line", what)
                     continue
-                yield RawRecord(pos, data)
+                yield RawRecord(Position(lineno), data)
+
+
+def _parse_line(line: bytes) -> Any:
+    """`json.loads` of one line. The common case is one call of the C scanner; anything else
+    (blank, not JSON, trailing data) is decoded again the standard way, for the standard error."""
+    try:
+        text = line.strip(JSON_SPACE).decode("utf-8")
+        value, end = SCAN_VALUE(text, 0)
+        if end == len(text):
+            return value
+    except (StopIteration, ValueError):
+        pass
+    return LINE_DECODER.decode(line.decode("utf-8"))
 
 
 class CsvSource:

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import repeat
 from typing import Any, Protocol
 
 from .content import Change, Checkpoint, ContentStore, StoredItem
@@ -162,11 +163,13 @@ class Importer:
             return
         items: list[FeedItem] = []
         rejects: list[Reject] = []
+        check = self.validator.check
         for record in records:
-            checked = record if isinstance(record, Reject) else self.validator.check(record)
+            checked = record if isinstance(record, Reject) else check(record)
             (rejects if isinstance(checked, Reject) else items).append(checked)  # type: ignore[arg-type]
-        stored = self.store.lookup([i.key for i in items if i.key not in self.overlay])
-        changes = [c for c in (self._classify(item, stored) for item in items) if c is not None]
+        stored, known = self._lookup(items)
+        classified = map(self._classify, items, repeat(stored), repeat(known))
+        changes = [change for change in classified if change is not None]
         self.counts["rejected"] += len(rejects)
         self.report.rejects.extend(rejects[: max(0, REJECTS_KEPT - len(self.report.rejects))])
         last = records[-1].position
@@ -188,38 +191,61 @@ class Importer:
         self.overlay.clear()
         self.forward_purges()
 
-    def _classify(self, item: FeedItem, stored: dict[str, StoredItem]) -> Change | None:
-        key = item.key
+    def _lookup(self, items: list[FeedItem]) -> tuple[dict[str, StoredItem], set[str]]:
+        """The stored rows a batch needs, in two queries. An item behind the cursor (and not due
+        for a `--max-age` re-check) needs only to be known: the key index answers that alone."""
+        floor = self.cursor_floor if self.stale_before is None else None
+        full: list[str] = []
+        behind: list[str] = []
+        for item in items:
+            if item.key not in self.overlay:
+                is_behind = floor is not None and not item.deleted and (item.updated_at, item.key) <= floor
+                (behind if is_behind else full).append(item.key)
+        return self.store.lookup(full), self.store.present(behind)
+
+    def _classify(self, item: FeedItem, stored: dict[str, StoredItem], known: set[str]) -> Change | None:
+        """One item against the store and this run's uncommitted changes: the change to make, or
+        None when it is unchanged. It runs for every item, so the common outcomes return first."""
+        key, counts, overlay = item.key, self.counts, self.overlay
         if key in self.seen:
-            self.counts["duplicates"] += 1  # the last one wins: it is applied after the earlier
-        self.seen.add(key)
-        current = self.overlay[key] if key in self.overlay else stored.get(key)
+            counts["duplicates"] += 1  # the last one wins: it is applied after the earlier
+        else:
+            self.seen.add(key)
+        if key in overlay:
+            current = overlay[key]
+            exists = current is not None
+        else:
+            current = stored.get(key)  # None when only `known` (behind the cursor) or not stored
+            exists = current is not None or key in known
         if item.deleted:
             if current is None:
-                self.counts["unchanged"] += 1
+                counts["unchanged"] += 1
                 return None
-            self.counts["removed"] += 1
-            self.overlay[key] = None
+            counts["removed"] += 1
+            overlay[key] = None
             return self._change("delete", key, None, None, (current.url,))
-        self.counts["read"] += 1
+        counts["read"] += 1
         mark = (item.updated_at, key)
-        if self.progress.high is None or mark > self.progress.high:
+        high = self.progress.high
+        if high is None or mark > high:
             self.progress.high = mark
-        if current is None:
+        if not exists:
             digest = item.content_hash()
-            self.counts["inserted"] += 1
-            self.overlay[key] = StoredItem(key, item.url, digest, item.updated_text)
+            counts["inserted"] += 1
+            overlay[key] = StoredItem(key, item.url, digest, item.updated_text)
             return self._change("insert", key, item, digest, (item.url,))
-        if self._behind_cursor(item, current):
-            self.counts["unchanged"] += 1
-            self.counts["behind_cursor"] += 1
+        floor = self.cursor_floor
+        if floor is not None and mark <= floor and (current is None or not self._stale(current)):
+            counts["unchanged"] += 1
+            counts["behind_cursor"] += 1
             return None
+        assert current is not None  # only items behind the cursor are looked up by key alone
         digest = item.content_hash()
         if digest == current.content_hash:
-            self.counts["unchanged"] += 1
+            counts["unchanged"] += 1
             return None
-        self.counts["updated"] += 1
-        self.overlay[key] = StoredItem(key, item.url, digest, item.updated_text)
+        counts["updated"] += 1
+        overlay[key] = StoredItem(key, item.url, digest, item.updated_text)
         urls = (current.url, item.url) if current.url != item.url else (item.url,)
         return self._change("update", key, item, digest, urls)
 
@@ -231,11 +257,9 @@ class Importer:
             self.report.live_urls.append(item.url)
         return Change(action, key, item, digest, urls)
 
-    def _behind_cursor(self, item: FeedItem, current: StoredItem) -> bool:
-        if self.cursor_floor is None or (item.updated_at, item.key) > self.cursor_floor:
-            return False
-        stale = self.stale_before is not None and datetime.fromisoformat(current.updated_at) < self.stale_before
-        return not stale
+    def _stale(self, current: StoredItem) -> bool:
+        """Whether `--max-age` asks to re-check this stored item although it is behind the cursor."""
+        return self.stale_before is not None and datetime.fromisoformat(current.updated_at) < self.stale_before
 
     def _floor(self, cursor: tuple[datetime, str] | None) -> tuple[datetime, str] | None:
         if cursor is None:
