@@ -109,6 +109,19 @@ def test_duplicate_keys_in_one_feed_last_wins_and_rollback_returns_to_before_the
     assert store.get("a")["body"] == "original"
 
 
+def test_differing_duplicates_in_one_batch_do_not_write_again_on_a_rerun(
+    store: module.ContentStore, tmp_path: Path
+) -> None:
+    feed = write_feed(tmp_path / "d.jsonl", [item("a", "first"), item("a", "second"), item("b")])
+    first = run_import(store, feed, run_id="r1")
+    assert store.get("a")["body"] == "second" and first.counts["duplicates"] == 1
+    again = run_import(store, feed, run_id="r2")
+    assert (again.counts["updated"], again.counts["inserted"]) == (0, 0)
+    assert again.counts["duplicates"] == 1
+    assert store.conn.execute("SELECT count(*) FROM versions WHERE run_id='r2'").fetchone()[0] == 0
+    assert store.get("a")["body"] == "second"
+
+
 def test_the_cursor_skips_old_items_unless_max_age_asks_for_them(store: module.ContentStore, tmp_path: Path) -> None:
     old = item("old", stamp="2025-01-01T00:00:00Z")
     run_import(store, write_feed(tmp_path / "a.jsonl", [old, item("new", stamp="2026-02-01T00:00:00Z")]), run_id="r1")

@@ -167,6 +167,7 @@ class Importer:
         for record in records:
             checked = record if isinstance(record, Reject) else check(record)
             (rejects if isinstance(checked, Reject) else items).append(checked)  # type: ignore[arg-type]
+        items = self._last_copies(items)
         stored, known = self._lookup(items)
         classified = map(self._classify, items, repeat(stored), repeat(known))
         changes = [change for change in classified if change is not None]
@@ -190,6 +191,15 @@ class Importer:
         )
         self.overlay.clear()
         self.forward_purges()
+
+    def _last_copies(self, items: list[FeedItem]) -> list[FeedItem]:
+        """Within a batch only the last copy of a key is applied (last wins), so a rerun of the same
+        feed cannot flip the row between two differing copies and write on every run."""
+        last = {item.key: index for index, item in enumerate(items)}
+        if len(last) == len(items):
+            return items
+        self.counts["duplicates"] += len(items) - len(last)
+        return [item for index, item in enumerate(items) if last[item.key] == index]
 
     def _lookup(self, items: list[FeedItem]) -> tuple[dict[str, StoredItem], set[str]]:
         """The stored rows a batch needs, in two queries. An item behind the cursor (and not due
