@@ -180,7 +180,11 @@ def test_dry_run_reports_and_creates_nothing(run_script, env_file: Path, workdir
     result = run_script(SCRIPT, "--dry-run", "--json")
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert (doc["counts"]["inserted"], doc["counts"]["updated"], doc["counts"]["duplicates"]) == (2, 1, 1)
+    assert (doc["counts"]["inserted"], doc["counts"]["updated"], doc["counts"]["duplicates"]) == (
+        2,
+        0,
+        1,
+    )  # the last copy of "a" is inserted once
     assert doc["dry_run"] is True
     assert sorted(p.name for p in (workdir / "state").iterdir()) == []
 
