@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -255,12 +255,14 @@ def test_retries(  # type: ignore[no-untyped-def]
 
 
 def test_retry_after_as_an_http_date(httpserver: HTTPServer) -> None:
-    when = format_datetime(datetime.fromtimestamp(time.time() + 3, UTC), usegmt=True)
+    now = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+    when = format_datetime(now + timedelta(seconds=3), usegmt=True)
     httpserver.expect_request("/p").respond_with_handler(Sequence((503, {"Retry-After": when})))
     stop = RecordingStop()
-    result = Warmer(WarmOptions(rate=0)).fetch_one(httpserver.url_for("/p"), stop=stop)
+    warmer = Warmer(WarmOptions(rate=0), wall_clock=now.timestamp)
+    result = warmer.fetch_one(httpserver.url_for("/p"), stop=stop)
     assert result.attempts == 2
-    assert len(stop.pauses) == 1 and 0 < stop.pauses[0] <= 3
+    assert stop.pauses == [3.0]  # the date is 3 s after the injected "now"
 
 
 def test_connection_refused_and_timeouts_are_results_not_exceptions(httpserver: HTTPServer) -> None:

@@ -212,9 +212,11 @@ class Warmer:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.options = options
         self.clock = clock
+        self.wall_clock = wall_clock  # only for Retry-After given as an HTTP date
         self.pool = urllib3.PoolManager(
             num_pools=8,
             maxsize=options.concurrency,
@@ -251,7 +253,7 @@ class Warmer:
             status = response.status
             headers = response.headers
             if status in RETRY_STATUSES and attempts <= self.options.retries and not (stop and stop.is_set()):
-                delay = _retry_after(headers.get("retry-after"))
+                delay = _retry_after(headers.get("retry-after"), now=self.wall_clock())
                 if delay is None:  # "Retry-After: 0" means now, not "use the backoff"
                     delay = self._backoff(attempts)
                 if delay <= self.options.max_retry_wait:
@@ -346,7 +348,8 @@ class Warmer:
             time.sleep(seconds)
 
 
-def _retry_after(value: str | None) -> float | None:
+def _retry_after(value: str | None, *, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date (relative to `now`)."""
     if not value:
         return None
     value = value.strip()
@@ -356,7 +359,7 @@ def _retry_after(value: str | None) -> float | None:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, moment.timestamp() - time.time())
+    return max(0.0, moment.timestamp() - now)
 
 
 def _int_or_none(value: str | None) -> int | None:
