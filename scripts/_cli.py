@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -117,22 +119,42 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
 
 
 class Progress:
-    """A one-line progress counter on stderr, only when stderr is a terminal."""
+    """A one-line progress display on stderr, only when stderr is a terminal.
+
+    With a known total it draws a bar; for streamed work (sitemaps, logs) it shows the count, the
+    rate and the elapsed time. Redrawn at most ten times a second so it never slows the job.
+    """
 
     def __init__(self, label: str, *, total: int | None = None, enabled: bool | None = None) -> None:
         self.label = label
         self.total = total
         self.done = 0
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._started = time.monotonic()
+        self._drawn = 0.0
 
     def advance(self, n: int = 1, *, note: str = "") -> None:
         self.done += n
-        if self.enabled and (self.done % 25 == 0 or self.done == self.total):
-            of = f"/{self.total}" if self.total else ""
-            sys.stderr.write(f"\r{self.label}: {self.done}{of} {note[:60]:<60}")
-            sys.stderr.flush()
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._drawn < 0.1 and self.done != self.total:
+            return
+        self._drawn = now
+        elapsed = now - self._started
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        if self.total:
+            filled = int(20 * self.done / self.total)
+            head = f"[{'#' * filled}{'.' * (20 - filled)}] {self.done:,}/{self.total:,}"
+        else:
+            head = f"{self.done:,}"
+        line = f"{self.label}: {head}  {rate:,.0f}/s  {int(elapsed) // 60}:{int(elapsed) % 60:02d}  {note}"
+        width = shutil.get_terminal_size((100, 20)).columns - 1
+        sys.stderr.write("\r" + line[:width].ljust(width))
+        sys.stderr.flush()
 
     def close(self) -> None:
         if self.enabled and self.done:
-            sys.stderr.write("\r" + " " * 100 + "\r")
+            width = shutil.get_terminal_size((100, 20)).columns - 1
+            sys.stderr.write("\r" + " " * width + "\r")
             sys.stderr.flush()
