@@ -122,6 +122,25 @@ def test_differing_duplicates_in_one_batch_do_not_write_again_on_a_rerun(
     assert store.get("a")["body"] == "second"
 
 
+def test_an_older_copy_later_in_the_feed_never_replaces_a_newer_one_whatever_the_batches(tmp_path: Path) -> None:
+    # Reruns skip items behind the cursor, so "the last copy wins" could not be kept stable when the
+    # last copy is the older one: the newest live copy wins, whatever the batch boundaries.
+    feed = write_feed(
+        tmp_path / "f.jsonl",
+        [item("a", "newer", stamp="2026-02-03T00:00:00Z"), item("x"), item("y"), item("a", "older")],
+    )
+    finals = []
+    for batch in (3, 10):
+        with module.ContentStore(tmp_path / f"content-{batch}.db") as store:
+            first = run_import(store, feed, run_id="r1", batch_size=batch)
+            again = run_import(store, feed, run_id="r2", batch_size=batch)
+            assert (again.counts["updated"], again.counts["inserted"]) == (0, 0)
+            assert store.conn.execute("SELECT count(*) FROM versions WHERE run_id='r2'").fetchone()[0] == 0
+            finals.append(store.get("a")["body"])
+            assert first.counts["duplicates"] + first.counts["older"] >= 1
+    assert finals == ["newer", "newer"]
+
+
 def test_the_cursor_skips_old_items_unless_max_age_asks_for_them(store: module.ContentStore, tmp_path: Path) -> None:
     old = item("old", stamp="2025-01-01T00:00:00Z")
     run_import(store, write_feed(tmp_path / "a.jsonl", [old, item("new", stamp="2026-02-01T00:00:00Z")]), run_id="r1")

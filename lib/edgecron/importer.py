@@ -110,7 +110,8 @@ class Importer:
         self.forward_purges = forward_purges
         self.started_at = now()
         self.counts = dict.fromkeys(
-            ("read", "inserted", "updated", "removed", "unchanged", "rejected", "duplicates", "behind_cursor"), 0
+            ("read", "inserted", "updated", "removed", "unchanged", "rejected", "duplicates", "behind_cursor", "older"),
+            0,
         )
         self.report = ImportReport(run_id=run_id, source=source.name, counts=self.counts)
         self.seen: set[str] = set()
@@ -193,13 +194,19 @@ class Importer:
         self.forward_purges()
 
     def _last_copies(self, items: list[FeedItem]) -> list[FeedItem]:
-        """Within a batch only the last copy of a key is applied (last wins), so a rerun of the same
-        feed cannot flip the row between two differing copies and write on every run."""
-        last = {item.key: index for index, item in enumerate(items)}
-        if len(last) == len(items):
+        """Collapse a batch's copies of one key into the copy that wins, by the same rule used
+        across batches (so where batch boundaries fall never changes the result): a tombstone or a
+        later live copy replaces what came before, except that a live copy never replaces a live
+        copy with a newer updated_at. Keeps reruns from flipping a row between differing copies."""
+        winner: dict[str, int] = {}
+        for index, item in enumerate(items):
+            kept = winner.get(item.key)
+            if kept is None or item.deleted or items[kept].deleted or item.updated_at >= items[kept].updated_at:
+                winner[item.key] = index
+        if len(winner) == len(items):
             return items
-        self.counts["duplicates"] += len(items) - len(last)
-        return [item for index, item in enumerate(items) if last[item.key] == index]
+        self.counts["duplicates"] += len(items) - len(winner)
+        return [item for index, item in enumerate(items) if winner[item.key] == index]
 
     def _lookup(self, items: list[FeedItem]) -> tuple[dict[str, StoredItem], set[str]]:
         """The stored rows a batch needs, in two queries. An item behind the cursor (and not due
@@ -253,6 +260,12 @@ class Importer:
         digest = item.content_hash()
         if digest == current.content_hash:
             counts["unchanged"] += 1
+            return None
+        if item.updated_text < current.updated_at:  # both ISO 8601 in UTC: text order is time order
+            # An older copy (a duplicate earlier in the feed with a newer timestamp, or a stale
+            # source) never replaces a newer row: that is what makes reruns and resumes idempotent.
+            counts["unchanged"] += 1
+            counts["older"] += 1
             return None
         counts["updated"] += 1
         overlay[key] = StoredItem(key, item.url, digest, item.updated_text)
