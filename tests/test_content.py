@@ -159,10 +159,31 @@ def test_an_item_behind_the_cursor_that_left_the_store_is_inserted_again(
     feed = [item(k, stamp="2026-01-01T00:00:00Z") for k in "abc"] + [item("d", stamp="2026-02-01T00:00:00Z")]
     run_import(store, write_feed(tmp_path / "a.jsonl", feed), run_id="r1")
     before = store.snapshot()
-    run_import(store, write_feed(tmp_path / "b.jsonl", [{"id": "b", "deleted": True}]), run_id="r2")
+    store.conn.execute("DELETE FROM items WHERE key = 'b'")  # removed by hand, not by a feed
     report = run_import(store, write_feed(tmp_path / "a.jsonl", feed), run_id="r3")
     assert (report.counts["inserted"], report.counts["behind_cursor"], report.counts["unchanged"]) == (1, 2, 3)
     assert store.snapshot() == before
+
+
+def test_a_tombstone_keeps_an_item_removed_until_a_newer_edit(store: module.ContentStore, tmp_path: Path) -> None:
+    # The same feed holds a tombstone and, later, an older copy of the same key: the older copy must
+    # not bring it back, or every rerun would delete and re-insert it.
+    feed = write_feed(
+        tmp_path / "f.jsonl",
+        [{"id": "a", "deleted": True}, item("x"), item("y"), item("a", "stale copy"), item("z")],
+    )
+    first = run_import(store, feed, run_id="r1", batch_size=2)
+    assert store.get("a") is None and first.counts["older"] == 1
+    again = run_import(store, feed, run_id="r2", batch_size=2)
+    assert (again.counts["inserted"], again.counts["updated"], again.counts["removed"]) == (0, 0, 0)
+    # An edit made after the removal brings it back.
+    revived = write_feed(tmp_path / "g.jsonl", [item("a", "republished", stamp="2026-03-02T00:00:00Z")])
+    assert run_import(store, revived, run_id="r3").counts["inserted"] == 1
+    assert store.get("a")["body"] == "republished"
+    # Rolling back the run that removed an item lets the feed bring it back again.
+    run_import(store, write_feed(tmp_path / "h.jsonl", [{"id": "x", "deleted": True}]), run_id="r4")
+    store.rollback("r4", run_id="rb4", now=NOW)
+    assert store.get("x") is not None
 
 
 def test_items_inside_the_overlap_window_are_re_checked(store: module.ContentStore, tmp_path: Path) -> None:
@@ -247,3 +268,13 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(Exception, match="newer schema"):
         module.ContentStore(tmp_path / "new.db")
+
+
+def test_a_schema_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "content.db"
+    with module.ContentStore(path) as store:
+        store.conn.execute("DROP TABLE removed_keys")
+        store.conn.execute("PRAGMA user_version=1")
+    with module.ContentStore(path) as store:
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == module.SCHEMA_VERSION
+        assert store.removed_by_feed(["a"]) == {}

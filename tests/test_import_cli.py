@@ -126,6 +126,9 @@ def test_killed_at_random_points_then_rerun_equals_an_uninterrupted_run(
         assert json.loads(final.stdout)["resumed_from"] is not None, f"seed {seed}"
 
     assert killed_mid_run >= 5, f"seed {seed}: only {killed_mid_run} kills landed mid-run"
+    # And one more run of the same feed changes nothing, wherever the kills fell.
+    again = json.loads(run_script(SCRIPT, "--json", env=victim_env).stdout)["counts"]
+    assert (again["inserted"], again["updated"], again["removed"]) == (0, 0, 0), f"seed {seed}"
     assert items_of(victim / "state" / "content.db") == items_of(reference / "state" / "content.db"), f"seed {seed}"
     assert _cursor(victim) == _cursor(reference)
     assert {v for v, _ in outbox_of(victim / "state")} == {v for v, _ in outbox_of(reference / "state")}

@@ -8,6 +8,9 @@
 - `checkpoints`: the import cursor and the resume position. They live here, not in state.db,
   because rows and checkpoint must commit in one transaction and SQLite transactions do not span
   two files; a kill -9 then loses at most the uncommitted batch, which a rerun re-reads.
+- `removed_keys`: keys a feed's tombstone removed, and when; an older copy of such a key (later in
+  the same feed, or in a later run) does not bring it back, only an edit made after the removal
+  does. Rolling back the removing run forgets it.
 - `purge_relay`: URLs to purge, written in the same transaction as the rows, then forwarded to the
   state.db outbox and deleted (a transactional outbox: a crash in between re-forwards them, and
   enqueueing an URL that is already open is a no-op).
@@ -30,7 +33,7 @@ from .errors import InputError, StateError
 from .feed import FeedItem, Position, Reject
 from .state import immediate_transaction, iso
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE items (
     key TEXT PRIMARY KEY NOT NULL,
@@ -91,6 +94,11 @@ CREATE TABLE rejects (
     got TEXT NOT NULL
 );
 CREATE INDEX rejects_run ON rejects(run_id);
+CREATE TABLE removed_keys (
+    key TEXT PRIMARY KEY NOT NULL,
+    at TEXT NOT NULL,
+    run_id TEXT NOT NULL
+);
 CREATE TABLE purge_relay (
     id INTEGER PRIMARY KEY,
     url TEXT NOT NULL UNIQUE,
@@ -105,6 +113,7 @@ UPSERT = (
     "WHERE excluded.content_hash <> items.content_hash"
 )
 # The row as it was before this run; a second change of the key in the same run keeps it.
+REMOVED_KEYS_TABLE = "CREATE TABLE removed_keys (key TEXT PRIMARY KEY NOT NULL, at TEXT NOT NULL, run_id TEXT NOT NULL)"
 KEEP_PREVIOUS = (
     "INSERT INTO versions(run_id, key, action, prev_url, prev_updated_at, prev_title, prev_body, "
     "prev_extra, prev_hash, new_hash, at) "
@@ -214,11 +223,14 @@ class ContentStore:
                 f"content store {self.path} needs a schema upgrade", got=version, expected="run once without --dry-run"
             )
         with self.transaction() as conn:
-            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:  # nobody migrated meanwhile
+            current = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated
+            if current == 0:
                 for statement in (s.strip() for s in SCHEMA.split(";")):
                     if statement:
                         conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif current == 1:
+                conn.execute(REMOVED_KEYS_TABLE)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         return immediate_transaction(self.conn)
@@ -245,6 +257,10 @@ class ContentStore:
     def present(self, keys: Sequence[str]) -> set[str]:
         """Which of these keys are stored: answered by the key index alone, without reading rows."""
         return {key for (key,) in self._rows_by_key("SELECT key FROM items WHERE key IN ({})", keys)}
+
+    def removed_by_feed(self, keys: Sequence[str]) -> dict[str, str]:
+        """When a feed's tombstone removed each of these keys (key → time), for those it did."""
+        return dict(self._rows_by_key("SELECT key, at FROM removed_keys WHERE key IN ({})", keys))
 
     def _rows_by_key(self, sql: str, keys: Sequence[str]) -> Iterator[tuple[Any, ...]]:
         cursor = self.conn.cursor()
@@ -325,8 +341,13 @@ class ContentStore:
         checkpoint: Checkpoint,
         counts: dict[str, Any],
         now: datetime,
+        removed: Sequence[str] = (),
+        revived: Sequence[str] = (),
     ) -> None:
-        """Rows, their previous versions, purges, rejects, counts and checkpoint: one transaction."""
+        """Rows, their previous versions, purges, rejects, counts and checkpoint: one transaction.
+
+        `removed`: keys a tombstone removed (or found already absent), remembered so that an older
+        copy later in a feed cannot bring them back; `revived`: removed keys a newer copy restored."""
         stamp = iso(now)
         first: dict[str, Change] = {}
         last: dict[str, Change] = {}
@@ -343,6 +364,11 @@ class ContentStore:
             )
             conn.executemany(UPSERT, [_item_row(c.item, c.new_hash) for c in last.values() if c.item is not None])
             conn.executemany("DELETE FROM items WHERE key = ?", [(k,) for k, c in last.items() if c.item is None])
+            conn.executemany(
+                "INSERT OR REPLACE INTO removed_keys(key, at, run_id) VALUES (?,?,?)",
+                [(k, stamp, run_id) for k in (*(k for k, c in last.items() if c.item is None), *removed)],
+            )
+            conn.executemany("DELETE FROM removed_keys WHERE key = ?", [(k,) for k in revived])
             self._relay(conn, (url for c in changes for url in c.urls), run_id)
             conn.executemany(
                 "INSERT INTO rejects(run_id, position, item_key, field, expected, got) VALUES (?,?,?,?,?,?)",
@@ -433,6 +459,8 @@ class ContentStore:
         result = RollbackResult(run_id=run_id, target_run_id=target_run_id)
         stamp = iso(now)
         with self.transaction() as conn:
+            # What the rolled-back run removed may come back with the next import.
+            conn.execute("DELETE FROM removed_keys WHERE run_id = ?", (target_run_id,))
             for v in versions:
                 key, before = v["key"], current.get(v["key"])
                 if v["prev_hash"] is None:

@@ -26,6 +26,7 @@ from .content import Change, Checkpoint, ContentStore, StoredItem
 from .errors import EdgecronError, InputError
 from .feed import FeedItem, Position, RawRecord, Reject, Validator
 from .outbox import PurgeOutbox
+from .state import iso
 
 REJECTS_KEPT = 200  # in the report; all of them are in the `rejects` table
 DURATION = re.compile(r"(\d+)\s*([smhdw]?)")
@@ -109,12 +110,15 @@ class Importer:
         self.backup = backup
         self.forward_purges = forward_purges
         self.started_at = now()
+        self.started_text = iso(self.started_at)
         self.counts = dict.fromkeys(
             ("read", "inserted", "updated", "removed", "unchanged", "rejected", "duplicates", "behind_cursor", "older"),
             0,
         )
         self.report = ImportReport(run_id=run_id, source=source.name, counts=self.counts)
         self.seen: set[str] = set()
+        self.remembered: list[str] = []  # tombstoned keys to record with the next commit
+        self.revived: list[str] = []  # removed keys a newer copy brought back
         self.overlay: dict[str, StoredItem | None] = {}  # changes not yet committed (all of them in a dry run)
         self.backed_up = False
 
@@ -170,13 +174,15 @@ class Importer:
             (rejects if isinstance(checked, Reject) else items).append(checked)  # type: ignore[arg-type]
         items = self._last_copies(items)
         stored, known = self._lookup(items)
-        classified = map(self._classify, items, repeat(stored), repeat(known))
+        absent = [i.key for i in items if i.key not in stored and i.key not in known]
+        removed = self.store.removed_by_feed(absent) if absent else {}
+        classified = map(self._classify, items, repeat(stored), repeat(known), repeat(removed))
         changes = [change for change in classified if change is not None]
         self.counts["rejected"] += len(rejects)
         self.report.rejects.extend(rejects[: max(0, REJECTS_KEPT - len(self.report.rejects))])
         last = records[-1].position
         self.progress.resume = last
-        if self.options.dry_run or not (changes or rejects):
+        if self.options.dry_run or not (changes or rejects or self.remembered):
             return  # nothing to write: a replay from the previous commit costs only reading
         if not self.backed_up:
             self.report.backup = self.backup()
@@ -189,7 +195,11 @@ class Importer:
             checkpoint=self.progress,
             counts=self.counts,
             now=self.now(),
+            removed=self.remembered,
+            revived=self.revived,
         )
+        self.remembered.clear()
+        self.revived.clear()
         self.overlay.clear()
         self.forward_purges()
 
@@ -201,7 +211,12 @@ class Importer:
         winner: dict[str, int] = {}
         for index, item in enumerate(items):
             kept = winner.get(item.key)
-            if kept is None or item.deleted or items[kept].deleted or item.updated_at >= items[kept].updated_at:
+            if kept is None or item.deleted:
+                winner[item.key] = index
+            elif items[kept].deleted:
+                if item.updated_at > self.started_at:  # only an edit made after the removal revives it
+                    winner[item.key] = index
+            elif item.updated_at >= items[kept].updated_at:
                 winner[item.key] = index
         if len(winner) == len(items):
             return items
@@ -220,7 +235,9 @@ class Importer:
                 (behind if is_behind else full).append(item.key)
         return self.store.lookup(full), self.store.present(behind)
 
-    def _classify(self, item: FeedItem, stored: dict[str, StoredItem], known: set[str]) -> Change | None:
+    def _classify(
+        self, item: FeedItem, stored: dict[str, StoredItem], known: set[str], removed: dict[str, str]
+    ) -> Change | None:
         """One item against the store and this run's uncommitted changes: the change to make, or
         None when it is unchanged. It runs for every item, so the common outcomes return first."""
         key, counts, overlay = item.key, self.counts, self.overlay
@@ -236,6 +253,9 @@ class Importer:
             exists = current is not None or key in known
         if item.deleted:
             if current is None:
+                if key not in removed and key not in overlay:  # remembered, so an older copy cannot revive it
+                    overlay[key] = None
+                    self.remembered.append(key)
                 counts["unchanged"] += 1
                 return None
             counts["removed"] += 1
@@ -247,6 +267,16 @@ class Importer:
         if high is None or mark > high:
             self.progress.high = mark
         if not exists:
+            # A key a feed removed (a tombstone, in this run or an earlier one) comes back only with
+            # an edit newer than the removal: otherwise every rerun of a feed holding both the
+            # tombstone and an older copy would delete and re-insert the item.
+            removed_at = removed.get(key) or (self.started_text if key in overlay else None)
+            if removed_at is not None and item.updated_text <= removed_at:
+                counts["unchanged"] += 1
+                counts["older"] += 1
+                return None
+            if key in removed:
+                self.revived.append(key)
             digest = item.content_hash()
             counts["inserted"] += 1
             overlay[key] = StoredItem(key, item.url, digest, item.updated_text)
