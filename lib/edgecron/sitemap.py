@@ -204,12 +204,7 @@ class SitemapReader:
                         if entry is not None:
                             count += 1
                             if count > self.max_urls:
-                                self.report.problems.append(
-                                    InputError(
-                                        f"sitemap {url} lists more than {self.max_urls} URLs; the rest were ignored",
-                                        expected=f"at most {self.max_urls} per file (split it with a sitemap index)",
-                                    )
-                                )
+                                self._too_many(url)
                                 return
                             yield root_kind, entry, lastmod
                     loc, lastmod = None, None
@@ -259,14 +254,17 @@ class SitemapReader:
                 continue
             count += 1
             if count > self.max_urls:
-                self.report.problems.append(
-                    InputError(
-                        f"sitemap {url} lists more than {self.max_urls} URLs; the rest were ignored",
-                        expected=f"at most {self.max_urls} per file",
-                    )
-                )
+                self._too_many(url)
                 return
             yield "url", entry, None
+
+    def _too_many(self, url: str) -> None:
+        self.report.problems.append(
+            InputError(
+                f"sitemap {url} lists more than {self.max_urls} URLs; the rest were ignored",
+                expected=f"at most {self.max_urls} per file (split it with a sitemap index)",
+            )
+        )
 
     def _accept(self, sitemap_url: str, loc: str) -> str | None:
         if len(loc) >= MAX_LOC_CHARS:
