@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -22,9 +23,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "lib") not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT / "lib"))
 
-from edgecron.config import Settings, load_settings  # noqa: E402
-from edgecron.errors import EdgecronError, ExitCode  # noqa: E402
-from edgecron.runner import JobRun  # noqa: E402
+from edgecron.config import Settings, load_monitoring, load_settings  # noqa: E402
+from edgecron.errors import ConfigError, EdgecronError, ExitCode, LockHeld  # noqa: E402
+from edgecron.runner import STATUS_BY_EXIT, JobRun  # noqa: E402
+from edgecron.runs import TRIGGER_ENV, TRIGGERS  # noqa: E402
+
+# Lines written to stderr: a non-zero exit that has said nothing yet gets one line saying why.
+_said = [0]
 
 
 def utcnow() -> datetime:
@@ -53,11 +58,28 @@ def examples(*lines: str) -> str:
     return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
+def say(text: str) -> None:
+    """One line for the operator on stderr: under cron, stderr is what reaches the mail."""
+    _said[0] += 1
+    typer.echo(text, err=True)
+
+
+def interactive() -> bool:
+    """A person is watching (a terminal on stdout or stderr), as opposed to cron or the scheduler."""
+    return sys.stdout.isatty() or sys.stderr.isatty()
+
+
+def trigger() -> str:
+    """How this run was started: the crontab and the scheduler say so; a terminal or nothing is manual."""
+    marker = os.environ.get(TRIGGER_ENV, "")
+    return marker if marker in TRIGGERS and marker != "manual" and not interactive() else "manual"
+
+
 def fail(err: EdgecronError) -> NoReturn:
     """Print `Error: <what failed>: got …, expected ….` and the hint; exit with the error's code."""
-    typer.echo(f"Error: {err.message}", err=True)
+    say(f"Error: {err.message}")
     if err.hint:
-        typer.echo(err.hint, err=True)
+        say(err.hint)
     raise typer.Exit(int(err.exit_code))
 
 
@@ -69,9 +91,26 @@ def user_errors() -> Iterator[None]:
         fail(err)
 
 
-def settings() -> Settings:
-    with user_errors():
+def settings(job: str | None = None) -> Settings:
+    """The parsed settings; a config error of a scheduled `job` run is also pinged as its failure."""
+    try:
         return load_settings(env_file=env_file())
+    except ConfigError as err:
+        if job is not None and trigger() != "manual":
+            _ping_config_failure(job, err)
+        fail(err)
+
+
+def _ping_config_failure(job: str, err: ConfigError) -> None:
+    """runitor's rule: a job that cannot even start still tells the monitor, when the monitor can be read."""
+    monitoring = load_monitoring(env_file=env_file())
+    if monitoring is None:
+        return
+    from edgecron.monitor import pinger_for  # requests only when pings are configured
+
+    pinger = pinger_for(monitoring, job)
+    if pinger is not None:
+        pinger.finish(uuid.uuid4().hex, int(err.exit_code), body=f"Error: {err.message}\n{err.hint or ''}")
 
 
 @contextmanager
@@ -82,22 +121,39 @@ def job(
     dry_run: bool = False,
     lock_wait: float = 0.0,
 ) -> Iterator[JobRun]:
-    """Run a job inside the lock/run-record frame; map errors and signals to exit codes."""
-    run = JobRun(settings=cfg, job=name, dry_run=dry_run, lock_wait=lock_wait, now=utcnow)
+    """Run a job inside the lock/run-record frame; map errors and signals to exit codes.
+
+    cronic's rule: a non-zero exit always says why on stderr, except a scheduled run skipped because
+    another holds the lock: the next slot retries, cron mail would cry wolf at every overlap, and
+    persistent skipping is caught by the job-health checks. A manual run (a terminal, a deploy
+    script) names the holder: what it was asked to do did not happen.
+    """
+    started_by = trigger()
+    run = JobRun(settings=cfg, job=name, dry_run=dry_run, lock_wait=lock_wait, trigger=started_by, now=utcnow)
+    said_before = _said[0]
     try:
         with run:
             yield run
+    except LockHeld as err:
+        if started_by != "manual":
+            raise typer.Exit(int(err.exit_code)) from None
+        fail(err)
     except EdgecronError as err:
         fail(err)
     except KeyboardInterrupt:
-        typer.echo("Interrupted: finished items are kept; a rerun continues.", err=True)
+        say("Interrupted: finished items are kept; a rerun continues.")
         raise typer.Exit(int(ExitCode.SIGINT)) from None
     if run.signal_received is not None:
-        typer.echo(
-            f"Interrupted by signal {run.signal_received}: finished items are kept; a rerun continues.",
-            err=True,
-        )
+        say(f"Interrupted by signal {run.signal_received}: finished items are kept; a rerun continues.")
     if run.exit_code != ExitCode.OK:
+        if _said[0] == said_before:
+            status = STATUS_BY_EXIT.get(run.exit_code, "failed")
+            counts = ", ".join(f"{k} {v}" for k, v in run.counts.items() if v not in (0, None, "", [], {}))
+            say(
+                f"{name}: exit {int(run.exit_code)} ({status})"
+                + (f": {counts}" if counts else "")
+                + f"; events in {cfg.state_dir / 'logs' / (name + '.jsonl')}."
+            )
         raise typer.Exit(int(run.exit_code))
 
 

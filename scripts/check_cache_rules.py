@@ -42,7 +42,7 @@ def check(
     Exit codes: 0 every answer agrees with its rule, 1 mismatches (or requests that failed),
     2 bad rules file or config, 75 the site could not be reached at all.
     """
-    cfg = _cli.settings()
+    cfg = _cli.settings("cache-rules")
     with _cli.job("cache-rules", cfg, dry_run=dry_run) as run:
         ruleset = load_rules(rules)
         site_url = _site(site, cfg.get("SITE_URL") or "")
@@ -94,7 +94,7 @@ def render(
     current = output.read_text(encoding="utf-8") if output.exists() else ""
     if check_only:
         if current != text:
-            typer.echo(f"{output} is out of date: run check_cache_rules.py render", err=True)
+            _cli.say(f"{output} is out of date: run check_cache_rules.py render")
             raise typer.Exit(int(ExitCode.PROBLEMS))
         return
     if current != text:
@@ -115,7 +115,7 @@ def _site(option: str | None, configured: str) -> str:
 def _report(outcomes: list[Outcome], *, json_out: bool, table: bool) -> None:
     mismatches = [o for o in outcomes if o.mismatch or o.error]
     for o in mismatches:  # on stderr in every mode, so cron mail says what is wrong
-        typer.echo(f"rule {o.probe.rule}: {o.probe.url} as {o.probe.visitor}: {o.mismatch or o.error}", err=True)
+        _cli.say(f"rule {o.probe.rule}: {o.probe.url} as {o.probe.visitor}: {o.mismatch or o.error}")
     if json_out:
         _cli.print_json(
             {

@@ -61,7 +61,7 @@ def check(
     copytruncate rotation handled), then judges them against CHECK_* thresholds. Exit codes: 0 all
     checks pass, 1 a check breached, 2 bad config or LOG_FORMAT not matching the log, 75 lock held.
     """
-    cfg = _cli.settings()
+    cfg = _cli.settings("check-logs")
     now = _cli.utcnow()
     with _cli.user_errors():
         fmt = resolve_format(log_format or cfg["LOG_FORMAT"], map_vars=cfg["LOG_MAP_VARS"])
@@ -191,9 +191,9 @@ def _report(doc: dict[str, Any], findings: list[Finding], *, json_out: bool, tab
             f"{len(breaches)} breached" + (" (nothing saved)" if s["dry_run"] else "")
         )
     for finding in breaches:  # under cron only this reaches the mail, on stderr
-        typer.echo(f"BREACH [{finding.severity}] {finding.check}: {finding.summary}", err=True)
+        _cli.say(f"BREACH [{finding.severity}] {finding.check}: {finding.summary}")
         for example in finding.examples[:5]:
-            typer.echo(f"    {example}", err=True)
+            _cli.say(f"    {example}")
 
 
 def _short(value: object) -> str:

@@ -53,7 +53,7 @@ def run(
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another run's lock."),
 ) -> None:
     """Pull items, upsert what changed, checkpoint every batch, queue purges of changed URLs."""
-    cfg = _cli.settings()
+    cfg = _cli.settings("import")
     with _cli.user_errors():
         options = ImportOptions(
             batch_size=cfg["IMPORT_BATCH"],
@@ -178,12 +178,9 @@ def _print_report(doc: dict[str, Any], *, json_out: bool) -> None:
         if doc["backup"]:
             typer.echo(f"backup: {doc['backup']}")
     if counts["rejected"] and not json_out:
-        typer.echo(f"{counts['rejected']} item(s) rejected:", err=True)
+        _cli.say(f"{counts['rejected']} item(s) rejected:")
         for reject in doc["rejects"][:10]:
-            typer.echo(
-                f"  {reject['position']}: {reject['field']}: got {reject['got']}, expected {reject['expected']}",
-                err=True,
-            )
+            _cli.say(f"  {reject['position']}: {reject['field']}: got {reject['got']}, expected {reject['expected']}")
 
 
 @app.command(
@@ -296,7 +293,7 @@ def check_db(json_out: bool = typer.Option(False, "--json", help="Print one JSON
         for name, details in check.plans.items():
             typer.echo(f"{name}: {' / '.join(details)}")
     if check.full_scans:
-        typer.echo(f"Problem: full table scan for {', '.join(check.full_scans)}; the key index is missing.", err=True)
+        _cli.say(f"Problem: full table scan for {', '.join(check.full_scans)}; the key index is missing.")
         raise typer.Exit(int(ExitCode.PROBLEMS))
 
 

@@ -190,7 +190,7 @@ def everything(
             )
         )
     if _cli.is_tty() and not json_out:
-        typer.echo(f"Warning: {risk}.", err=True)
+        _cli.say(f"Warning: {risk}.")
     plan = PurgePlan(source="manual", items={"everything": ["everything"]}, notes={"risk": risk})
     _run(cfg, lambda conn: plan, Opts(dry_run, json_out, False, max_wait, wait))
 
@@ -279,7 +279,7 @@ def outbox_cmd(
       purge_cache.py outbox --retry
       purge_cache.py outbox --retry --dry-run
     """
-    cfg = _cli.settings()
+    cfg = _cli.settings("purge")
     if retry:
         _run(cfg, lambda conn: PurgePlan(source="retry"), Opts(dry_run, json_out, warm, max_wait, wait, True))
         return
@@ -429,7 +429,7 @@ def _print_result(plan: PurgePlan, report: SendReport, run: JobRun, warmed: dict
         return
     _report_rejected(plan)
     for kind, value, error in report.failed:
-        typer.echo(f"failed: {kind} {value}: {error}", err=True)
+        _cli.say(f"failed: {kind} {value}: {error}")
     if _cli.is_tty():
         rows = [(k, v) for k, v in run.counts.items()] + [(k, v) for k, v in plan.notes.items() if v not in ([], None)]
         if warmed:
@@ -439,7 +439,7 @@ def _print_result(plan: PurgePlan, report: SendReport, run: JobRun, warmed: dict
 
 def _report_rejected(plan: PurgePlan) -> None:
     for item in plan.rejected:
-        typer.echo(f"rejected: {item.value}: {item.reason}", err=True)
+        _cli.say(f"rejected: {item.value}: {item.reason}")
 
 
 if __name__ == "__main__":

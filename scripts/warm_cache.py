@@ -64,7 +64,7 @@ def warm(
     outside ALLOWED_HOSTS are skipped. Exit codes: 0 ok, 1 too many failures or sitemap problems,
     2 bad input or config, 75 lock held or site unreachable, 130/143 interrupted.
     """
-    cfg = _cli.settings()
+    cfg = _cli.settings("warm")
     overrides = {"concurrency": concurrency, "rate": rate, "timeout": timeout, "max_retry_wait": max_retry_wait}
     options = options_from_settings(cfg, **overrides)
     threshold = cfg["WARM_MAX_FAILURE_RATE"] if max_failure_rate is None else max_failure_rate
@@ -116,7 +116,7 @@ def _dry_run(
     skipped.update(reader.report.skipped)
     run.counts = {"would_request": listed, **skipped}
     for message in _finish_sources(reader, listed, run):  # a real run would exit 1 on these too
-        typer.echo(f"sitemap problem: {message}", err=True)
+        _cli.say(f"sitemap problem: {message}")
         run.exit_code = ExitCode.PROBLEMS
     _check_something_planned(listed, skipped, cfg.allowed_hosts)
 
@@ -181,7 +181,7 @@ def _print_dry_run(planned: Iterator[str], *, json_out: bool) -> int:
         count += 1
     sys.stdout.write(f'], "count": {count}}}\n' if json_out else "")
     if not json_out and _cli.is_tty():
-        typer.echo(f"[dry-run] {count} URLs would be requested; nothing was requested.", err=True)
+        _cli.say(f"[dry-run] {count} URLs would be requested; nothing was requested.")
     return count
 
 
@@ -257,14 +257,13 @@ def _report(
                 typer.echo(f"  {item['cache_status'] or '(no cf-cache-status)'}  {item['url']}")
     if not json_out and (failed or problems):
         for item in failed[:20]:
-            typer.echo(f"failed: {item['url']}: {item['error'] or item['outcome']}", err=True)
+            _cli.say(f"failed: {item['url']}: {item['error'] or item['outcome']}")
         for message in problems[:20]:
-            typer.echo(f"sitemap problem: {message}", err=True)
+            _cli.say(f"sitemap problem: {message}")
         if summary.failure_rate > threshold:
-            typer.echo(
+            _cli.say(
                 f"{summary.outcomes['failed'] + summary.outcomes['challenge']} of {summary.requested} URLs failed "
-                f"({summary.failure_rate:.1%} > {threshold:.1%}). Safe to rerun.",
-                err=True,
+                f"({summary.failure_rate:.1%} > {threshold:.1%}). Safe to rerun."
             )
 
 

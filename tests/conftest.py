@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pty
 import subprocess
 import sys
 from collections.abc import Callable
@@ -61,5 +62,40 @@ def run_script(base_env: dict[str, str]) -> RunScript:
             text=True,
             timeout=timeout,
         )
+
+    return run
+
+
+@pytest.fixture
+def run_in_terminal(base_env: dict[str, str]) -> Callable[..., tuple[int, str]]:
+    """Run `scripts/<name>` with stdout and stderr on a pseudo-terminal (a person over SSH).
+
+    Returns the exit code and everything the terminal showed (stdout and stderr interleaved).
+    """
+
+    def run(name: str, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, str]:
+        master, slave = pty.openpty()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, str(ROOT / "scripts" / name), *args],
+                env={**base_env, "TERM": "dumb", **(env or {})},
+                stdin=subprocess.DEVNULL,
+                stdout=slave,
+                stderr=slave,
+            )
+            os.close(slave)
+            chunks = []
+            while True:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            code = proc.wait(timeout=timeout)
+        finally:
+            os.close(master)
+        return code, b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
 
     return run

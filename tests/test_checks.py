@@ -6,6 +6,7 @@ import json
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -216,11 +217,69 @@ def state(tmp_path: Path) -> StateDB:
     db.close()
 
 
-def add_run(state: StateDB, job: str, status: str, *, finished: datetime, error: str | None = None) -> None:
+def add_run(
+    state: StateDB,
+    job: str,
+    status: str,
+    *,
+    finished: datetime,
+    error: str | None = None,
+    trigger: str | None = None,
+) -> None:
     state.execute(
-        "INSERT INTO runs(run_id, job, started_at, finished_at, status, error) VALUES (?,?,?,?,?,?)",
-        (f"{job}-{finished.timestamp()}", job, iso(finished - timedelta(minutes=1)), iso(finished), status, error),
+        "INSERT INTO runs(run_id, job, started_at, finished_at, status, error, trigger) VALUES (?,?,?,?,?,?,?)",
+        (
+            f"{job}-{finished.timestamp()}",
+            job,
+            iso(finished - timedelta(minutes=1)),
+            iso(finished),
+            status,
+            error,
+            trigger,
+        ),
     )
+
+
+def health(state: StateDB, tmp_path: Path, **max_ages: timedelta) -> dict[str, Any]:
+    found = job_findings(
+        state,
+        lock_dir=tmp_path / "locks",
+        now=NOW,
+        limits=Thresholds(),
+        max_ages={job.rstrip("_").replace("_", "-"): age for job, age in max_ages.items()},
+    )
+    return {f.check: f for f in found if f.status == "breach"}
+
+
+def test_a_log_check_that_found_a_breach_did_its_work_so_it_is_not_stale(state: StateDB, tmp_path: Path) -> None:
+    """check_logs.py exits 1 when it finds a problem; that run completed, it did not fail."""
+    for minutes in (45, 30, 15):
+        add_run(state, "check-logs", "problems", finished=NOW - timedelta(minutes=minutes), trigger="cron")
+    assert health(state, tmp_path, check_logs=timedelta(minutes=35)) == {}
+    add_run(state, "check-logs", "failed", finished=NOW - timedelta(minutes=1), trigger="cron", error="Boom")
+    assert set(health(state, tmp_path, check_logs=timedelta(minutes=35))) == {"job_last_run:check-logs"}
+
+
+def test_a_manual_runs_typo_is_not_a_breach_of_the_schedule(state: StateDB, tmp_path: Path) -> None:
+    add_run(state, "import", "ok", finished=NOW - timedelta(minutes=30), trigger="cron")
+    add_run(state, "import", "usage-error", finished=NOW - timedelta(minutes=2), trigger="manual", error="no run 3310")
+    add_run(state, "warm", "failed", finished=NOW - timedelta(hours=3), trigger="scheduler", error="site down")
+    add_run(state, "warm", "ok", finished=NOW - timedelta(minutes=5), trigger="manual")
+    found = health(state, tmp_path, import_=timedelta(hours=1), warm=timedelta(hours=1))
+    # the scheduled warm still failed last and has not completed since: a manual success does not hide it
+    assert set(found) == {"job_last_run:warm", "job_stale:warm"}
+    assert found["job_last_run:warm"].examples == ["site down"]
+
+
+def test_runs_recorded_before_triggers_existed_count_as_scheduled(state: StateDB, tmp_path: Path) -> None:
+    add_run(state, "purge", "failed", finished=NOW - timedelta(minutes=3), error="API down")
+    assert set(health(state, tmp_path)) == {"job_last_run:purge"}
+
+
+def test_a_skipped_overlap_is_not_the_last_run(state: StateDB, tmp_path: Path) -> None:
+    add_run(state, "warm", "failed", finished=NOW - timedelta(minutes=20), trigger="cron", error="site down")
+    add_run(state, "warm", "skipped", finished=NOW - timedelta(minutes=1), trigger="cron")
+    assert set(health(state, tmp_path, warm=timedelta(hours=1))) == {"job_last_run:warm", "job_stale:warm"}
 
 
 def test_job_health(state: StateDB, tmp_path: Path) -> None:

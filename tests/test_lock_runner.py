@@ -104,37 +104,58 @@ def start_warm(base_env: dict[str, str]):  # type: ignore[no-untyped-def]
 # --- locks -------------------------------------------------------------------------------------
 
 
-def test_second_run_exits_75_and_names_the_holder(run_script, workdir: Path) -> None:  # type: ignore[no-untyped-def]
-    lock_dir = workdir / "state" / "locks"
+@pytest.fixture
+def held_warm_lock(workdir: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the warm lock (started 2026-11-28T12:00:00+00:00)."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(ROOT / "lib"), str(lock_dir)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD_LOCK, str(ROOT / "lib"), str(workdir / "state" / "locks")],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        proc = run_script("warm_cache.py", "--urls-file", "-", input="http://localhost/x\n")
-        assert proc.returncode == 75
-        assert "Traceback" not in proc.stderr
-        [line] = [x for x in proc.stderr.splitlines() if x.startswith("Error: ")]
-        assert f"pid {holder.pid} on {socket.gethostname()}, started 2026-11-28T12:00:00+00:00" in line
-        assert "warm.lock" in line and "expected no other run of this job" in line
-        assert "safe to retry" in proc.stderr
-        assert not (workdir / "state" / "state.db").exists() or runs(workdir / "state") == []
-        found = current_holder(lock_dir, "warm")
-        assert found is not None and found.pid == holder.pid
+        yield holder
     finally:
         holder.kill()
         holder.wait()
-    assert current_holder(lock_dir, "warm") is None  # the kernel freed it
+    assert current_holder(workdir / "state" / "locks", "warm") is None  # the kernel freed it
+
+
+def test_second_run_on_a_terminal_exits_75_and_names_the_holder(
+    run_in_terminal, workdir: Path, held_warm_lock: subprocess.Popen[str]
+) -> None:  # type: ignore[no-untyped-def]
+    code, shown = run_in_terminal("warm_cache.py", "--urls-file", "/dev/null")
+    assert code == 75
+    assert "Traceback" not in shown
+    [line] = [x for x in shown.splitlines() if x.startswith("Error: ")]
+    assert f"pid {held_warm_lock.pid} on {socket.gethostname()}, started 2026-11-28T12:00:00+00:00" in line
+    assert "warm.lock" in line and "expected no other run of this job" in line
+    assert "safe to retry" in shown
+    [skipped] = runs(workdir / "state")
+    assert (skipped["status"], skipped["exit_code"], skipped["trigger"]) == ("skipped", 75, "manual")
+    found = current_holder(workdir / "state" / "locks", "warm")
+    assert found is not None and found.pid == held_warm_lock.pid
+
+
+def test_overlap_under_cron_exits_75_silently_and_is_recorded_as_skipped(
+    run_script, workdir: Path, held_warm_lock: subprocess.Popen[str]
+) -> None:  # type: ignore[no-untyped-def]
+    proc = run_script("warm_cache.py", "--urls-file", "/dev/null", env={"EDGECRON_TRIGGER": "cron"})
+    assert (proc.returncode, proc.stdout, proc.stderr) == (75, "", "")
+    [skipped] = runs(workdir / "state")
+    assert (skipped["status"], skipped["exit_code"], skipped["trigger"]) == ("skipped", 75, "cron")
+    assert f"pid {held_warm_lock.pid}" in skipped["error"]
+    assert skipped["finished_at"] == skipped["started_at"]
 
 
 def test_lock_of_a_running_warm_then_kill_9_frees_it(
-    run_script, start_warm, workdir: Path, slow_site: DemoSite
+    run_script, run_in_terminal, start_warm, workdir: Path, slow_site: DemoSite
 ) -> None:  # type: ignore[no-untyped-def]
     first = start_warm("--concurrency", "1", env={"SITE_URL": slow_site.url})
     wait_for(lambda: slow_site.state.stats["requests"] >= 4)  # it holds the lock and is warming
-    second = run_script("warm_cache.py", env={"SITE_URL": slow_site.url, "WARM_RATE": "0"})
-    assert second.returncode == 75, second.stderr
-    assert f"pid {first.pid} on {socket.gethostname()}" in second.stderr
+    code, shown = run_in_terminal("warm_cache.py", env={"SITE_URL": slow_site.url, "WARM_RATE": "0"})
+    assert code == 75, shown
+    assert f"pid {first.pid} on {socket.gethostname()}" in shown
     lock_file = workdir / "state" / "locks" / "warm.lock"
     assert json.loads(lock_file.read_text())["pid"] == first.pid
 
@@ -145,7 +166,8 @@ def test_lock_of_a_running_warm_then_kill_9_frees_it(
     assert json.loads(third.stdout)["summary"]["requested"] > 0
     assert lock_file.exists()  # never deleted, only unlocked
     statuses = [row["status"] for row in runs(workdir / "state")]
-    assert statuses == ["abandoned", "ok"]  # the killed run recorded nothing; the next one marks it abandoned
+    # the killed run recorded nothing; the next one marks it abandoned (the overlap was a skip)
+    assert statuses == ["abandoned", "skipped", "ok"]
 
 
 @pytest.mark.parametrize("signum,exit_code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

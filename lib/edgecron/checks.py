@@ -33,6 +33,7 @@ from .accesslog import LogEvent
 from .errors import ConfigError, InputError
 from .lock import current_holder
 from .logformat import LogFormat, display, time_parser
+from .runs import last_completed_at, last_run
 from .schedule import Cron, longest_gap
 from .state import StateDB, iso
 
@@ -768,11 +769,8 @@ def job_findings(
     """Last run failed; no success within the expected interval; a lock held too long; outbox stuck."""
     findings: list[Finding] = []
     for job in JOBS:
-        last = state.execute(
-            "SELECT run_id, status, finished_at, error FROM runs WHERE job=? AND finished_at IS NOT NULL"
-            " AND run_id != ? ORDER BY started_at DESC LIMIT 1",
-            (job, exclude_run or ""),
-        ).fetchone()
+        # Health judges scheduled runs (runs.py): a manual typo is shown by `jobs.py status` only.
+        last = last_run(state, job, scheduled_only=True, finished_only=True, exclude_run=exclude_run)
         # "problems" (URLs failed, a check breached) was reported by that run itself.
         if last is not None and last["status"] in ("failed", "usage-error"):
             severity = "critical"
@@ -783,8 +781,9 @@ def job_findings(
             )  # fmt: skip
         max_age = max_ages.get(job)
         if max_age is not None and last is not None:
-            ok = state.execute("SELECT max(finished_at) FROM runs WHERE job=? AND status='ok'", (job,)).fetchone()[0]
-            age = now - datetime.fromisoformat(ok) if ok else None
+            # Completed = ok or problems: a check that found a breach still did its work.
+            completed = last_completed_at(state, job, scheduled_only=True)
+            age = now - datetime.fromisoformat(completed) if completed else None
             if age is None or age > max_age:
                 findings.append(
                     Finding(f"job_stale:{job}", "breach", "critical",
@@ -793,10 +792,7 @@ def job_findings(
                             _human(age) if age else "never", _human(max_age))
                 )  # fmt: skip
         holder = current_holder(lock_dir, job)
-        newest = state.execute(
-            "SELECT status, started_at FROM runs WHERE job=? AND run_id != ? ORDER BY started_at DESC LIMIT 1",
-            (job, exclude_run or ""),
-        ).fetchone()
+        newest = last_run(state, job, exclude_run=exclude_run)
         # A run that never recorded its end and holds no lock died (kill -9, OOM, reboot).
         if newest is not None and (
             newest["status"] == "abandoned" or (newest["status"] == "running" and holder is None)

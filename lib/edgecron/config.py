@@ -316,6 +316,9 @@ KEYS: tuple[Key, ...] = (
 )
 
 KEY_NAMES = frozenset(k.name for k in KEYS)
+# EDGECRON_* variables that are not settings: the crontab and the scheduler set them.
+ENV_MARKERS = frozenset({"EDGECRON_ENV_FILE", "EDGECRON_HOME", "EDGECRON_TRIGGER"})
+MONITORING_KEYS = ("HEALTHCHECKS_URL", "HEALTHCHECKS_CHECKS")
 SCHEDULE_PREFIX = "SCHEDULE_"
 
 
@@ -428,7 +431,7 @@ def load_settings(
             _check_known(name, source=str(env_file))
             file_values[name] = value or ""
     for name in environ:
-        if name.startswith("EDGECRON_") and name not in ("EDGECRON_ENV_FILE",):
+        if name.startswith("EDGECRON_") and name not in ENV_MARKERS:
             _check_known(name, source="the environment")
 
     merged: dict[str, str] = {k.name: k.default for k in KEYS}
@@ -459,6 +462,26 @@ def load_settings(
     return Settings(parsed=values, env_file=env_file, base_dir=base_dir)
 
 
+def load_monitoring(*, environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings | None:
+    """Only the monitoring keys, read leniently, or None: a config error elsewhere can still be pinged."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, str] = {}
+    try:
+        if env_file is not None and env_file.exists():
+            raw.update({k: v or "" for k, v in dotenv_values(env_file).items() if k in MONITORING_KEYS})
+    except (OSError, UnicodeDecodeError):
+        pass
+    raw.update({k: v for k, v in environ.items() if k in MONITORING_KEYS})
+    keys = {k.name: k for k in KEYS if k.name in MONITORING_KEYS}
+    try:
+        parsed = {
+            name: keys[name].parse(raw.get(name, "").strip()) if raw.get(name, "").strip() else "" for name in keys
+        }
+    except ValueError:
+        return None
+    return Settings(parsed=parsed, env_file=env_file) if parsed["HEALTHCHECKS_URL"] else None
+
+
 def _is_schedule_key(name: str) -> bool:
     return name.startswith(SCHEDULE_PREFIX) and name != "SCHEDULE_TIMEZONE" and len(name) > len(SCHEDULE_PREFIX)
 
@@ -480,7 +503,7 @@ def _parse_one(key: Key, text: str) -> Any:
 
 
 def _check_known(name: str, *, source: str) -> None:
-    if name in KEY_NAMES or _is_schedule_key(name) or name == "EDGECRON_ENV_FILE":
+    if name in KEY_NAMES or _is_schedule_key(name) or name in ENV_MARKERS:
         return
     close = difflib.get_close_matches(name, sorted(KEY_NAMES), n=1)
     raise ConfigError(

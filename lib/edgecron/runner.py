@@ -7,9 +7,7 @@ run is recorded as interrupted with exit code 143/130. A second SIGINT aborts at
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -22,8 +20,9 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
-from .errors import EdgecronError, ExitCode
+from .errors import EdgecronError, ExitCode, LockHeld
 from .lock import JobLock
+from .runs import finish_run, last_completed_at, record_skipped, start_run
 from .state import StateDB, iso, open_state
 
 if TYPE_CHECKING:
@@ -70,7 +69,11 @@ class EventLog:
 
 
 class JobRun:
-    """Context manager around one run of one job. Dry runs take no lock and record nothing."""
+    """Context manager around one run of one job. Dry runs take no lock and record nothing.
+
+    `trigger` says how the run was started (cron, scheduler, manual; see runs.py). A run that
+    finds the lock held is recorded as skipped (exit 75) and raises LockHeld.
+    """
 
     def __init__(
         self,
@@ -79,11 +82,13 @@ class JobRun:
         job: str,
         dry_run: bool = False,
         lock_wait: float = 0.0,
+        trigger: str = "manual",
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
         self.job = job
         self.dry_run = dry_run
+        self.trigger = trigger
         self.lock_wait = lock_wait
         self.now = now
         self.run_id = uuid.uuid4().hex
@@ -108,25 +113,23 @@ class JobRun:
         started = self.now()
         self._started_wall = started.timestamp()
         self._started_mono = time.monotonic()
+        command = " ".join(sys.argv)
         if not self.dry_run:
-            self._lock.acquire(now=started, wait_seconds=self.lock_wait)
+            try:
+                self._lock.acquire(now=started, wait_seconds=self.lock_wait)
+            except LockHeld as held:
+                self._record_skipped(started, command=command, reason=held.message)
+                raise
             try:
                 self.state = open_state(self.settings.state_dir)
-                # We hold the lock, so a 'running' row of this job belongs to a run that died (kill -9,
-                # power loss) before it could record its end: say so instead of leaving it running.
-                self.state.execute(
-                    "UPDATE runs SET status='abandoned', error=? WHERE job=? AND status='running'",
-                    ("the process ended without recording a result (killed?)", self.job),
-                )
-                self.state.execute(
-                    "INSERT INTO runs(run_id, job, started_at, host, pid, command) VALUES (?,?,?,?,?,?)",
-                    (self.run_id, self.job, iso(started), socket.gethostname(), os.getpid(), " ".join(sys.argv)),
+                start_run(
+                    self.state, run_id=self.run_id, job=self.job, started=started, trigger=self.trigger, command=command
                 )
             except BaseException:
                 self._lock.release()
                 raise
         self._install_signal_handlers()
-        self.log("start", command=" ".join(sys.argv))
+        self.log("start", command=command, trigger=self.trigger)
         self._ping("start")
         return self
 
@@ -168,26 +171,22 @@ class JobRun:
         )
         if self.state is None:
             return
-        self.state.execute(
-            "UPDATE runs SET finished_at=?, status=?, exit_code=?, duration_s=?, counts=?, error=? WHERE run_id=?",
-            (
-                iso(finished),
-                status,
-                int(self.exit_code),
-                duration,
-                json.dumps(self.counts, default=str),
-                error_text,
-                self.run_id,
-            ),
+        finish_run(
+            self.state,
+            run_id=self.run_id,
+            finished=finished,
+            status=status,
+            exit_code=int(self.exit_code),
+            duration_s=duration,
+            counts=self.counts,
+            error=error_text,
         )
         metrics_dir = self.settings.metrics_dir
         if metrics_dir is not None:
             from .metrics import write_job_metrics  # prometheus_client only when METRICS_DIR is set
 
-            row = self.state.execute(
-                "SELECT max(finished_at) FROM runs WHERE job=? AND status='ok'", (self.job,)
-            ).fetchone()
-            last_ok = datetime.fromisoformat(row[0]).timestamp() if row and row[0] else None
+            completed = last_completed_at(self.state, self.job)
+            last_ok = datetime.fromisoformat(completed).timestamp() if completed else None
             try:
                 write_job_metrics(
                     metrics_dir,
@@ -200,6 +199,23 @@ class JobRun:
                 )
             except OSError as exc:
                 self.log("metrics-failed", error=str(exc))  # metrics must never change the result
+
+    def _record_skipped(self, started: datetime, *, command: str, reason: str) -> None:
+        """Another run holds the lock: one 'skipped' row and event, so persistent skipping is visible."""
+        self.log("skipped", reason=reason, trigger=self.trigger)
+        try:
+            with open_state(self.settings.state_dir) as state:
+                record_skipped(
+                    state,
+                    run_id=self.run_id,
+                    job=self.job,
+                    started=started,
+                    trigger=self.trigger,
+                    command=command,
+                    reason=reason,
+                )
+        except EdgecronError:
+            pass  # the lock message is what the operator needs; an unusable state shows on the next run
 
     def _ping(self, stage: str) -> None:
         """Healthchecks ping; a failure is a warning event and never changes the exit code."""

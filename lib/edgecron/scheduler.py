@@ -14,6 +14,7 @@ whatever is still alive at the deadline is killed. Exit code 143/130.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import threading
@@ -36,6 +37,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from .errors import ExitCode
+from .runs import TRIGGER_ENV
 from .schedule import Scheduled, to_trigger
 
 logger = logging.getLogger("edgecron.scheduler")
@@ -69,7 +71,8 @@ class JobProcesses:
     """Starts job subprocesses and keeps track of the running ones, so a stop can wait for them."""
 
     def __init__(self, *, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
-        self.env = dict(env) if env is not None else None
+        # The children record trigger 'scheduler' (runs.py), so health judges them as scheduled.
+        self.env = {**(os.environ if env is None else env), TRIGGER_ENV: "scheduler"}
         self.cwd = cwd
         self.stopping = threading.Event()
         self._running: dict[str, subprocess.Popen[str]] = {}

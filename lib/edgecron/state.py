@@ -142,6 +142,14 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        # How a run was started (cron, scheduler, manual): health judges scheduled runs only.
+        # Rows from before this column are NULL and count as scheduled, as they always did.
+        "401_runs_trigger",
+        """
+        ALTER TABLE runs ADD COLUMN trigger TEXT
+        """,
+    ),
 ]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from .config import Settings
 from .lock import current_holder
 from .outbox import PurgeOutbox
+from .runs import last_completed_at, last_run
 from .schedule import Scheduled, next_fire, schedule_timezone
 from .state import StateDB
 
@@ -28,6 +29,7 @@ class JobStatus:
     last_started: str | None = None
     last_finished: str | None = None
     last_status: str | None = None  # ok, problems, failed, usage-error, tempfail, interrupted, running
+    last_trigger: str | None = None  # cron, scheduler, manual (None: recorded before triggers were)
     last_exit_code: int | None = None
     last_duration_s: float | None = None
     last_error: str | None = None
@@ -49,12 +51,8 @@ def collect_status(
     tz = schedule_timezone(settings)
     jobs = []
     for item in schedule:
-        last = state.execute(
-            "SELECT * FROM runs WHERE job=? ORDER BY started_at DESC, id DESC LIMIT 1", (item.name,)
-        ).fetchone()
-        last_ok = state.execute(
-            "SELECT max(finished_at) FROM runs WHERE job=? AND status='ok'", (item.name,)
-        ).fetchone()[0]
+        last = last_run(state, item.name)
+        last_ok = last_completed_at(state, item.name)
         holder = current_holder(settings.lock_dir, item.name)
         due = next_fire(item.cron, now, tz).isoformat() if item.cron else None
         running = last is not None and last["status"] == "running"
@@ -67,6 +65,7 @@ def collect_status(
                 last_started=last["started_at"] if last else None,
                 last_finished=last["finished_at"] if last else None,
                 last_status=last["status"] if last else None,
+                last_trigger=last["trigger"] if last else None,
                 last_exit_code=last["exit_code"] if last else None,
                 last_duration_s=round(last["duration_s"], 1) if last and last["duration_s"] is not None else None,
                 last_error=last["error"] if last else None,

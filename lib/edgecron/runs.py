@@ -1,0 +1,110 @@
+"""The `runs` table: one row per run of a job, and the questions health and status ask of it.
+
+One vocabulary for `jobs.py status`, the job-health checks of `check_logs.py` and the metrics:
+
+- **trigger**: how the run was started: `cron` or `scheduler` (scheduled) or `manual` (a person
+  over SSH, a deploy script). Health judges scheduled runs: a typo in a manual run is shown in
+  `jobs.py status` but never breaches the schedule. Rows from before triggers were recorded
+  (NULL) count as scheduled, as every run did then.
+- **completed**: the run did its work: `ok` (nothing wrong) or `problems` (it found problems and
+  reported them itself: URLs failed, a check breached, items rejected). Exit 1 is a completed run,
+  so a log check that finds a breach does not make its own job look stale.
+- **skipped**: another run held the lock (exit 75); nothing was done, so a skipped row is never
+  "the last run". Persistent skipping shows as a lock held too long or a stale job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from .state import StateDB, iso
+
+TRIGGER_ENV = "EDGECRON_TRIGGER"  # set to cron by the crontab, to scheduler by `jobs.py schedule`
+TRIGGERS = ("cron", "scheduler", "manual")
+SCHEDULED = ("cron", "scheduler")
+COMPLETED = ("ok", "problems")
+_SCHEDULED_SQL = "(trigger IS NULL OR trigger IN ('cron', 'scheduler'))"
+_COMPLETED_SQL = "status IN ('ok', 'problems')"
+
+
+def start_run(state: StateDB, *, run_id: str, job: str, started: datetime, trigger: str, command: str) -> None:
+    """Record a run as running; a 'running' row of this job left by a run that died is marked first.
+
+    The caller holds the job's lock, so any other 'running' row of this job belongs to a run that
+    ended (kill -9, power loss) before it could record its end.
+    """
+    with state.transaction():
+        state.execute(
+            "UPDATE runs SET status='abandoned', error=? WHERE job=? AND status='running'",
+            ("the process ended without recording a result (killed?)", job),
+        )
+        state.execute(
+            "INSERT INTO runs(run_id, job, started_at, host, pid, command, trigger) VALUES (?,?,?,?,?,?,?)",
+            (run_id, job, iso(started), socket.gethostname(), os.getpid(), command, trigger),
+        )
+
+
+def record_skipped(
+    state: StateDB, *, run_id: str, job: str, started: datetime, trigger: str, command: str, reason: str
+) -> None:
+    """A run that found the lock held: recorded as done at once, exit 75, with the holder named."""
+    state.execute(
+        "INSERT INTO runs(run_id, job, started_at, finished_at, status, exit_code, duration_s, error,"
+        " host, pid, command, trigger) VALUES (?,?,?,?, 'skipped', 75, 0, ?, ?,?,?,?)",
+        (run_id, job, iso(started), iso(started), reason, socket.gethostname(), os.getpid(), command, trigger),
+    )
+
+
+def finish_run(
+    state: StateDB,
+    *,
+    run_id: str,
+    finished: datetime,
+    status: str,
+    exit_code: int,
+    duration_s: float,
+    counts: Mapping[str, Any],
+    error: str | None,
+) -> None:
+    state.execute(
+        "UPDATE runs SET finished_at=?, status=?, exit_code=?, duration_s=?, counts=?, error=? WHERE run_id=?",
+        (iso(finished), status, exit_code, duration_s, json.dumps(dict(counts), default=str), error, run_id),
+    )
+
+
+def last_run(
+    state: StateDB,
+    job: str,
+    *,
+    scheduled_only: bool = False,
+    finished_only: bool = False,
+    exclude_run: str | None = None,
+) -> sqlite3.Row | None:
+    """The newest run of `job` that tried to do its work (skipped runs are not runs of the work)."""
+    where = ["job = ?", "status != 'skipped'", "run_id != ?"]
+    if scheduled_only:
+        where.append(_SCHEDULED_SQL)
+    if finished_only:
+        where.append("finished_at IS NOT NULL")
+    row: sqlite3.Row | None = state.execute(
+        f"SELECT * FROM runs WHERE {' AND '.join(where)} ORDER BY started_at DESC, id DESC LIMIT 1",
+        (job, exclude_run or ""),
+    ).fetchone()
+    return row
+
+
+def last_completed_at(state: StateDB, job: str, *, scheduled_only: bool = False) -> str | None:
+    """When the newest completed run (ok or problems) of `job` finished, or None."""
+    where = f"job = ? AND {_COMPLETED_SQL}" + (f" AND {_SCHEDULED_SQL}" if scheduled_only else "")
+    value: str | None = state.execute(f"SELECT max(finished_at) FROM runs WHERE {where}", (job,)).fetchone()[0]
+    return value
+
+
+def is_scheduled(trigger: str | None) -> bool:
+    return trigger is None or trigger in SCHEDULED
