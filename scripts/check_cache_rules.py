@@ -36,6 +36,7 @@ def check(
     timeout: float = typer.Option(15.0, min=0.1, help="Seconds per request."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="List the requests; make none."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    summary: bool = typer.Option(False, "--summary", help="Print the summary table even when not on a terminal."),
 ) -> None:
     """Request every example anonymously and with the login cookie; report each mismatch.
 
@@ -74,7 +75,7 @@ def check(
             )
         if mismatches or errors:
             run.exit_code = ExitCode.PROBLEMS
-        _report(outcomes, json_out=json_out, table=_cli.is_tty())
+        _report(outcomes, json_out=json_out, table=summary or _cli.is_tty())
 
 
 @app.command(

@@ -107,7 +107,7 @@ def check(
         if breaches:
             run.exit_code = ExitCode.PROBLEMS
         doc = _document(summary, reader, findings, dry_run=dry_run or no_state)
-        _report(doc, findings, json_out=json_out, table=summary_table or _cli.is_tty())
+        _report(doc, findings, json_out=json_out, table=summary_table or dry_run or _cli.is_tty())
 
 
 def _existing_state(cfg: Settings) -> StateDB | None:

@@ -50,6 +50,7 @@ def run(
     purge: bool = typer.Option(False, "--purge", help="Send this run's purges to Cloudflare at the end."),
     warm: bool = typer.Option(False, "--warm", help="Re-warm the inserted and updated pages after."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    summary: bool = typer.Option(False, "--summary", help="Print the summary table even when not on a terminal."),
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another run's lock."),
 ) -> None:
     """Pull items, upsert what changed, checkpoint every batch, queue purges of changed URLs."""
@@ -99,7 +100,8 @@ def run(
             job.exit_code = ExitCode.PROBLEMS
         sent = _send_purges(cfg, job, outbox) if purge and outbox else None
         warmed = _warm(cfg, job, report.live_urls) if warm and not dry_run and not job.stop.is_set() else None
-        _print_report(report.as_dict() | {"dry_run": dry_run, "purge": sent, "warm": warmed}, json_out=json_out)
+        doc = report.as_dict() | {"dry_run": dry_run, "purge": sent, "warm": warmed}
+        _print_report(doc, json_out=json_out, table=summary or dry_run or _cli.is_tty())
 
 
 def _open_feed(cfg: Settings, spec: str, store: ContentStore, options: ImportOptions) -> Any:
@@ -162,11 +164,11 @@ def _warm(cfg: Settings, job: JobRun, urls: list[str]) -> dict[str, Any] | None:
     return {"requested": summary.requested, "outcomes": dict(summary.outcomes), "failed": failed}
 
 
-def _print_report(doc: dict[str, Any], *, json_out: bool) -> None:
+def _print_report(doc: dict[str, Any], *, json_out: bool, table: bool) -> None:
     counts = doc["counts"]
     if json_out:
         _cli.print_json(doc)
-    elif _cli.is_tty():
+    elif table:
         label = "would be " if doc["dry_run"] else ""
         rows = [
             (name, counts[name])
@@ -196,9 +198,10 @@ def rollback(
 ) -> None:
     """Restore the rows an import run changed to their previous versions; queue their purges."""
     cfg = _cli.settings()
+    with _cli.user_errors(), ContentStore(cfg.content_db, readonly=True) as lookup:
+        target = lookup.resolve_run_id(run_id)  # a typo is a usage error, not a run of the import job
     with _cli.job("import", cfg) as job, ContentStore(cfg.content_db) as store:
         assert job.state is not None
-        target = store.resolve_run_id(run_id)
         backups: list[str] = []
 
         def backup() -> None:  # after the checks, before the first write
@@ -212,7 +215,7 @@ def rollback(
         doc |= {"backup": backups[0], "purge_urls": result.urls}
         if json_out:
             _cli.print_json(doc)
-        elif _cli.is_tty():
+        else:  # only ever run by a person: confirm what happened, terminal or not
             typer.echo(
                 f"rolled back {target}: {result.restored} restored, {result.removed} removed, "
                 f"{len(result.urls)} URL(s) queued for purge; backup {backups[0]}"

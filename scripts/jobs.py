@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import _cli
 import typer
 from edgecron.errors import InputError, LockHeld
 from edgecron.lock import JobLock
+from edgecron.logformat import display
 from edgecron.schedule import (
     CronSyntaxError,
     find_job,
@@ -49,6 +51,7 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print one JSON d
     cfg = _cli.settings()
     with _cli.user_errors():
         schedule = load_schedule(cfg)
+        tz = schedule_timezone(cfg)
         with open_state(cfg.state_dir) as state:
             jobs, outbox = collect_status(cfg, state, schedule, now=_cli.utcnow())
     if json_out:
@@ -58,21 +61,25 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print one JSON d
         (
             j.job,
             j.schedule or "off",
-            _short(j.last_started),
+            _local(j.last_started, tz),
+            j.last_trigger or "",
             _result(j),
             "" if j.last_duration_s is None else f"{j.last_duration_s:.1f}s",
-            _short(j.next_due),
-            _holder(j.lock_holder),
+            _local(j.next_due, tz),
+            _holder(j.lock_holder, tz),
         )
         for j in jobs
     ]
-    typer.echo(_cli.table(rows, ["job", "schedule", "last run", "result", "took", "next due", "lock"]))
+    typer.echo(f"times in {tz.key} (SCHEDULE_TIMEZONE)")
+    typer.echo(_cli.table(rows, ["job", "schedule", "last run", "by", "result", "took", "next due", "lock"]))
     typer.echo(f"\npurge outbox: {outbox.pending} pending, {outbox.failing} failing")
     for item in outbox.failing_items:
         typer.echo(f"  #{item['id']} {item['kind']} {item['value']}: {item['attempts']} attempts, {item['last_error']}")
     for j in jobs:
         if j.last_error and j.last_status not in ("ok", "running"):
-            typer.echo(f"{j.job}: {j.last_error}")
+            # A manual run's failure is shown, but only scheduled runs are judged by the health checks.
+            aside = " (a manual run: not judged as a schedule breach)" if j.last_trigger == "manual" else ""
+            typer.echo(f"{j.job}: {j.last_error}{aside}")
         if j.stale_running:
             typer.echo(f"{j.job}: a run is recorded as running but nobody holds the lock (it died).")
 
@@ -179,8 +186,17 @@ def next_runs(
         typer.echo(f"{name}: " + (", ".join(fires) if fires else "off"))
 
 
-def _short(stamp: str | None) -> str:
-    return (stamp or "")[:19].replace("T", " ")
+def _local(stamp: str | None, tz: tzinfo) -> str:
+    """An ISO time in the schedule's zone, with the zone said (over SSH nobody knows the server's)."""
+    if not stamp:
+        return ""
+    try:
+        moment = datetime.fromisoformat(stamp)
+    except ValueError:
+        return display(stamp.encode())  # the lock file is anyone's to write: never raw to a terminal
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def _result(j: Any) -> str:
@@ -189,10 +205,10 @@ def _result(j: Any) -> str:
     return j.last_status if j.last_exit_code in (None, 0) else f"{j.last_status} ({j.last_exit_code})"
 
 
-def _holder(holder: dict[str, Any] | None) -> str:
+def _holder(holder: dict[str, Any] | None, tz: tzinfo) -> str:
     if not holder:
         return ""
-    return f"pid {holder['pid']} since {_short(holder['started'])}"
+    return f"pid {holder['pid']} since {_local(holder['started'], tz)}"
 
 
 if __name__ == "__main__":

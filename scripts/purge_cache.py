@@ -69,6 +69,7 @@ WARM = typer.Option(False, "--warm", help="After a successful purge, warm the pu
 MAX_WAIT = typer.Option(300.0, "--max-wait", min=0, help="Longest Retry-After/backoff wait per batch, in seconds.")
 LOCK_WAIT = typer.Option(0.0, "--wait", min=0, help="Wait up to SECONDS for another purge run's lock.")
 FILE = typer.Option(None, "--file", "-f", help="Read one value per line from PATH ('-' for stdin).")
+SUMMARY = typer.Option(False, "--summary", help="Print the summary table even when not on a terminal.")
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class Opts:
     max_wait: float = 300.0
     lock_wait: float = 0.0
     include_held: bool = False
+    summary: bool = False
 
 
 @command()
@@ -90,6 +92,7 @@ def urls(
     warm: bool = WARM,
     max_wait: float = MAX_WAIT,
     wait: float = LOCK_WAIT,
+    summary: bool = SUMMARY,
 ) -> None:
     """Purge URLs (absolute, or paths made absolute against SITE_URL); only ALLOWED_HOSTS.
 
@@ -99,7 +102,7 @@ def urls(
       purge_cache.py urls --file changed.txt --dry-run
       git diff --name-only | sed 's|^public||' | purge_cache.py urls - --json
     """
-    _selector("url", values, file, Opts(dry_run, json_out, warm, max_wait, wait))
+    _selector("url", values, file, Opts(dry_run, json_out, warm, max_wait, wait, summary=summary))
 
 
 @command()
@@ -110,6 +113,7 @@ def tags(
     json_out: bool = JSON_OUT,
     max_wait: float = MAX_WAIT,
     wait: float = LOCK_WAIT,
+    summary: bool = SUMMARY,
 ) -> None:
     """Purge everything the origin labelled with these Cache-Tag values.
 
@@ -118,7 +122,7 @@ def tags(
       purge_cache.py tags post-123 home
       purge_cache.py tags --file tags.txt --dry-run
     """
-    _selector("tag", values, file, Opts(dry_run, json_out, False, max_wait, wait))
+    _selector("tag", values, file, Opts(dry_run, json_out, False, max_wait, wait, summary=summary))
 
 
 @command()
@@ -129,6 +133,7 @@ def prefixes(
     json_out: bool = JSON_OUT,
     max_wait: float = MAX_WAIT,
     wait: float = LOCK_WAIT,
+    summary: bool = SUMMARY,
 ) -> None:
     """Purge every URL under a path prefix (host/path, or /path on SITE_URL's host).
 
@@ -137,7 +142,7 @@ def prefixes(
       purge_cache.py prefixes /blog/2026/ www.example.com/docs/
       purge_cache.py prefixes /assets/ --dry-run
     """
-    _selector("prefix", values, file, Opts(dry_run, json_out, False, max_wait, wait))
+    _selector("prefix", values, file, Opts(dry_run, json_out, False, max_wait, wait, summary=summary))
 
 
 @command()
@@ -148,6 +153,7 @@ def hosts(
     json_out: bool = JSON_OUT,
     max_wait: float = MAX_WAIT,
     wait: float = LOCK_WAIT,
+    summary: bool = SUMMARY,
 ) -> None:
     """Purge everything cached for whole host names (each must be in ALLOWED_HOSTS).
 
@@ -156,7 +162,7 @@ def hosts(
       purge_cache.py hosts static.example.com
       purge_cache.py hosts www.example.com --dry-run
     """
-    _selector("host", values, file, Opts(dry_run, json_out, False, max_wait, wait))
+    _selector("host", values, file, Opts(dry_run, json_out, False, max_wait, wait, summary=summary))
 
 
 @command()
@@ -166,6 +172,7 @@ def everything(
     json_out: bool = JSON_OUT,
     max_wait: float = MAX_WAIT,
     wait: float = LOCK_WAIT,
+    summary: bool = SUMMARY,
 ) -> None:
     """Purge the whole zone. Every visitor's next request goes to the origin: prefer precise purges.
 
@@ -192,7 +199,7 @@ def everything(
     if _cli.is_tty() and not json_out:
         _cli.say(f"Warning: {risk}.")
     plan = PurgePlan(source="manual", items={"everything": ["everything"]}, notes={"risk": risk})
-    _run(cfg, lambda conn: plan, Opts(dry_run, json_out, False, max_wait, wait))
+    _run(cfg, lambda conn: plan, Opts(dry_run, json_out, False, max_wait, wait, summary=summary))
 
 
 @command()
@@ -205,6 +212,7 @@ def deploy(
     warm: bool = WARM,
     max_wait: float = MAX_WAIT,
     wait: float = LOCK_WAIT,
+    summary: bool = SUMMARY,
 ) -> None:
     """Purge what a deploy changed: URLs whose hash changed, new URLs and removed URLs.
 
@@ -231,7 +239,7 @@ def deploy(
     def make_plan(conn: sqlite3.Connection | None) -> PurgePlan:
         return plan_deploy(parsed, last_manifest(conn), ref=deploy_ref, record_only=record_only)
 
-    _run(cfg, make_plan, Opts(dry_run, json_out, warm, max_wait, wait))
+    _run(cfg, make_plan, Opts(dry_run, json_out, warm, max_wait, wait, summary=summary))
 
 
 @command()
@@ -242,6 +250,7 @@ def changed(
     warm: bool = WARM,
     max_wait: float = MAX_WAIT,
     wait: float = LOCK_WAIT,
+    summary: bool = SUMMARY,
 ) -> None:
     """Purge URLs whose sitemap <lastmod> moved since the last run (the first run only remembers).
 
@@ -259,7 +268,7 @@ def changed(
         plan.notes["sitemap_problems"] = list(reader.report.problems)
         return plan
 
-    _run(cfg, make_plan, Opts(dry_run, json_out, warm, max_wait, wait))
+    _run(cfg, make_plan, Opts(dry_run, json_out, warm, max_wait, wait, summary=summary))
 
 
 @command("outbox")
@@ -270,6 +279,7 @@ def outbox_cmd(
     warm: bool = WARM,
     max_wait: float = MAX_WAIT,
     wait: float = LOCK_WAIT,
+    summary: bool = SUMMARY,
 ) -> None:
     """List pending and failed purges, or send them with --retry (what cron runs).
 
@@ -281,7 +291,11 @@ def outbox_cmd(
     """
     cfg = _cli.settings("purge")
     if retry:
-        _run(cfg, lambda conn: PurgePlan(source="retry"), Opts(dry_run, json_out, warm, max_wait, wait, True))
+        _run(
+            cfg,
+            lambda conn: PurgePlan(source="retry"),
+            Opts(dry_run, json_out, warm, max_wait, wait, True, summary=summary),
+        )
         return
     conn = read_only(cfg.state_dir)
     rows = [] if conn is None else conn.execute("SELECT * FROM outbox WHERE status != 'done' ORDER BY id").fetchall()
@@ -430,7 +444,12 @@ def _print_result(plan: PurgePlan, report: SendReport, run: JobRun, warmed: dict
     _report_rejected(plan)
     for kind, value, error in report.failed:
         _cli.say(f"failed: {kind} {value}: {error}")
-    if _cli.is_tty():
+    if warmed and warmed.get("failed"):
+        _cli.say(
+            f"re-warm: {warmed['failed']} of {warmed['requested']} purged URLs could not be fetched "
+            "(the purge itself succeeded; they fill on the next visit or warm run). Safe to rerun."
+        )
+    if opts.summary or _cli.is_tty():
         rows = [(k, v) for k, v in run.counts.items()] + [(k, v) for k, v in plan.notes.items() if v not in ([], None)]
         if warmed:
             rows += [("warmed", warmed["requested"]), ("warm outcomes", warmed["outcomes"])]

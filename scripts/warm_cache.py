@@ -7,6 +7,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 from urllib.parse import urljoin
 
 import _cli
@@ -68,10 +69,12 @@ def warm(
     overrides = {"concurrency": concurrency, "rate": rate, "timeout": timeout, "max_retry_wait": max_retry_wait}
     options = options_from_settings(cfg, **overrides)
     threshold = cfg["WARM_MAX_FAILURE_RATE"] if max_failure_rate is None else max_failure_rate
+    with _cli.user_errors():  # an unreadable --urls-file is a usage error, not a run of the warm job
+        urls_handle = _open_urls_file(urls_file) if urls_file else None
     with _cli.job("warm", cfg, dry_run=dry_run, lock_wait=wait) as run:
         reader = SitemapReader.from_settings(make_session(), cfg, on_sitemap=lambda url: run.log("sitemap", url=url))
         skipped: Counter[str] = Counter()
-        sources = _sources(cfg, reader, sitemap=sitemap, urls_file=urls_file)
+        sources = _sources(cfg, reader, sitemap=sitemap, urls_handle=urls_handle)
         planned = plan_urls(
             sources, allowed_hosts=cfg.allowed_hosts, bypass_paths=cfg["BYPASS_PATHS"], skipped=skipped, limit=limit
         )
@@ -135,10 +138,10 @@ def _verify(run: JobRun, options: WarmOptions) -> list[dict[str, object]]:
     return still_cold
 
 
-def _sources(cfg: Settings, reader: SitemapReader, *, sitemap: list[str], urls_file: str | None) -> Iterator[str]:
+def _sources(cfg: Settings, reader: SitemapReader, *, sitemap: list[str], urls_handle: TextIO | None) -> Iterator[str]:
     """URLs from --urls-file, else --sitemap, else SITEMAP_URLS, else robots.txt discovery."""
-    if urls_file:
-        yield from _read_urls_file(urls_file, site_url=cfg.get("SITE_URL") or "")
+    if urls_handle is not None:
+        yield from _read_urls_file(urls_handle, site_url=cfg.get("SITE_URL") or "")
         return
     sitemaps = list(sitemap) or list(cfg["SITEMAP_URLS"])
     if not sitemaps:
@@ -147,13 +150,16 @@ def _sources(cfg: Settings, reader: SitemapReader, *, sitemap: list[str], urls_f
         yield entry.url
 
 
-def _read_urls_file(path: str, *, site_url: str) -> Iterator[str]:
+def _open_urls_file(path: str) -> TextIO:
     try:
-        handle = sys.stdin if path == "-" else Path(path).open(encoding="utf-8-sig")  # noqa: SIM115 (closed below)
+        return sys.stdin if path == "-" else Path(path).open(encoding="utf-8-sig")
     except OSError as exc:
         raise InputError(
             f"--urls-file {path} cannot be read", got=exc.strerror, expected="a readable text file"
         ) from None
+
+
+def _read_urls_file(handle: TextIO, *, site_url: str) -> Iterator[str]:
     with handle:
         for line in handle:
             item = line.strip()
@@ -180,7 +186,7 @@ def _print_dry_run(planned: Iterator[str], *, json_out: bool) -> int:
             sys.stdout.write(f"[dry-run] GET {url}\n")
         count += 1
     sys.stdout.write(f'], "count": {count}}}\n' if json_out else "")
-    if not json_out and _cli.is_tty():
+    if not json_out:  # asked for explicitly, so shown under cron too
         _cli.say(f"[dry-run] {count} URLs would be requested; nothing was requested.")
     return count
 
@@ -251,10 +257,10 @@ def _report(
                 ["elapsed", "status", "slowest URLs"],
             )
         )
-        if still_cold is not None:
-            typer.echo(f"\n--verify: {len(still_cold)} URLs still not served from cache")
-            for item in still_cold[:20]:
-                typer.echo(f"  {item['cache_status'] or '(no cf-cache-status)'}  {item['url']}")
+    if still_cold is not None and not json_out:  # asked for explicitly, so shown under cron too
+        typer.echo(("\n" if table else "") + f"--verify: {len(still_cold)} URLs still not served from cache")
+        for item in still_cold[:20]:
+            typer.echo(f"  {item['cache_status'] or '(no cf-cache-status)'}  {item['url']}")
     if not json_out and (failed or problems):
         for item in failed[:20]:
             _cli.say(f"failed: {item['url']}: {item['error'] or item['outcome']}")
