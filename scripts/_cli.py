@@ -30,6 +30,9 @@ from edgecron.runs import TRIGGER_ENV, TRIGGERS  # noqa: E402
 
 # Lines written to stderr: a non-zero exit that has said nothing yet gets one line saying why.
 _said = [0]
+# The run in progress: what is said on stderr also goes to its event log, hence to the ping body,
+# so the reason reaches the operator on a machine where cron's mail goes nowhere.
+_current: list[JobRun] = []
 
 
 def utcnow() -> datetime:
@@ -62,6 +65,8 @@ def say(text: str) -> None:
     """One line for the operator on stderr: under cron, stderr is what reaches the mail."""
     _said[0] += 1
     typer.echo(text, err=True)
+    if _current:
+        _current[-1].log("said", text=text)
 
 
 def interactive() -> bool:
@@ -133,7 +138,11 @@ def job(
     said_before = _said[0]
     try:
         with run:
-            yield run
+            _current.append(run)
+            try:
+                yield run
+            finally:
+                _current.remove(run)
     except LockHeld as err:
         if started_by != "manual":
             raise typer.Exit(int(err.exit_code)) from None

@@ -155,7 +155,7 @@ def test_check_reports_the_planted_mismatch_and_pings(
         "--site",
         httpserver.url_for("/"),
         "--json",
-        env={"HEALTHCHECKS_URL": httpserver.url_for("/hc")},
+        env={"HEALTHCHECKS_URL": httpserver.url_for("/hc"), "EDGECRON_TRIGGER": "cron"},
     )
     assert result.returncode == 1, result.stderr
     doc = json.loads(result.stdout)

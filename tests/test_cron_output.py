@@ -66,12 +66,16 @@ def test_an_unreadable_urls_file_is_a_usage_error_and_not_a_run_of_the_warm_job(
 # --- a non-zero exit always says why ------------------------------------------------------------
 
 
-def test_purge_with_warm_says_on_stderr_when_the_rewarm_fails(run_script, env_file: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_purge_with_warm_says_on_stderr_when_the_rewarm_fails(
+    run_script, env_file: Path, workdir: Path, httpserver: HTTPServer
+) -> None:  # type: ignore[no-untyped-def]
+    httpserver.expect_request("/hc/purge/start").respond_with_data("OK")
+    httpserver.expect_request("/hc/purge/1").respond_with_data("OK")
     down = f"http://127.0.0.1:{closed_port()}"
     with CloudflareEmulator(token=TOKEN, zone=ZONE, plan="free") as api:
         with env_file.open("a") as fh:
             fh.write(f"SITE_URL={down}\nCF_API_TOKEN={TOKEN}\nCF_ZONE_ID={ZONE}\nCF_API_URL={api.base_url}\n")
-            fh.write("WARM_TIMEOUT=2\n")
+            fh.write(f"WARM_TIMEOUT=2\nHEALTHCHECKS_URL={httpserver.url_for('/hc')}\n")
         result = run_script("purge_cache.py", "urls", "/a", "/b", "--warm", env=CRON)
         assert api.snapshot()["calls"] == 1  # the purge itself went through
     assert result.returncode == 1
@@ -82,6 +86,10 @@ def test_purge_with_warm_says_on_stderr_when_the_rewarm_fails(run_script, env_fi
     ]
     [run] = runs(workdir)
     assert (run["status"], run["trigger"]) == ("problems", "cron")
+    # without a mail transfer agent cron's mail goes nowhere: the failure ping carries the same line
+    [finish] = [req for req, _ in httpserver.log if req.path == "/hc/purge/1"]
+    said = [json.loads(line) for line in finish.get_data(as_text=True).splitlines()]
+    assert [e["text"] for e in said if e["event"] == "said"] == result.stderr.splitlines()
 
 
 # --- what was asked for is printed, terminal or not ---------------------------------------------

@@ -129,7 +129,7 @@ def job_settings(tmp_path: Path, ping_url: str):  # type: ignore[no-untyped-def]
 def test_job_run_pings_start_then_exit_code(tmp_path: Path, httpserver: HTTPServer) -> None:
     httpserver.expect_request(f"{BASE}/cache-rules/start").respond_with_data("OK")
     httpserver.expect_request(f"{BASE}/cache-rules/1").respond_with_data("OK")
-    with JobRun(settings=job_settings(tmp_path, httpserver.url_for(BASE)), job="cache-rules") as run:
+    with JobRun(settings=job_settings(tmp_path, httpserver.url_for(BASE)), job="cache-rules", trigger="cron") as run:
         assert [p[0] for p in pings(httpserver)] == [f"{BASE}/cache-rules/start"]  # after the lock
         run.log("mismatch", url="/pricing")
         run.exit_code = ExitCode.PROBLEMS
@@ -141,8 +141,15 @@ def test_job_run_pings_start_then_exit_code(tmp_path: Path, httpserver: HTTPServ
 
 
 def test_dry_run_sends_no_ping(tmp_path: Path, httpserver: HTTPServer) -> None:
-    with JobRun(settings=job_settings(tmp_path, httpserver.url_for(BASE)), job="warm", dry_run=True):
+    with JobRun(settings=job_settings(tmp_path, httpserver.url_for(BASE)), job="warm", dry_run=True, trigger="cron"):
         pass
+    assert pings(httpserver) == []
+
+
+def test_a_manual_run_sends_no_ping(tmp_path: Path, httpserver: HTTPServer) -> None:
+    """The check watches the schedule: a failed run over SSH must not page anyone."""
+    with JobRun(settings=job_settings(tmp_path, httpserver.url_for(BASE)), job="warm") as run:
+        run.exit_code = ExitCode.USAGE
     assert pings(httpserver) == []
 
 
@@ -150,7 +157,7 @@ def test_ping_failure_is_a_warning_and_keeps_the_exit_code(tmp_path: Path, https
     httpserver.expect_request(f"{BASE}/warm/start").respond_with_data("gone", status=410)
     httpserver.expect_request(f"{BASE}/warm/0").respond_with_data("gone", status=410)
     cfg = job_settings(tmp_path, httpserver.url_for(BASE))
-    with JobRun(settings=cfg, job="warm") as run:
+    with JobRun(settings=cfg, job="warm", trigger="scheduler") as run:
         pass
     assert run.exit_code == ExitCode.OK
     log = [json.loads(line) for line in (cfg.state_dir / "logs" / "warm.jsonl").read_text().splitlines()]

@@ -104,7 +104,8 @@ class JobRun:
         log_path = None if dry_run else settings.state_dir / "logs" / f"{job}.jsonl"
         self.log = EventLog(log_path, job=job, run_id=self.run_id, dry_run=dry_run, now=now)
         self._pinger: Pinger | None = None
-        if not dry_run and settings.get("HEALTHCHECKS_URL"):
+        # The monitor watches the schedule: a person's run (a typo over SSH) must not page anyone.
+        if not dry_run and trigger != "manual" and settings.get("HEALTHCHECKS_URL"):
             from .monitor import pinger_for  # requests is imported only when pings are configured
 
             self._pinger = pinger_for(settings, job)
