@@ -13,11 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from apscheduler.triggers.cron import CronTrigger
 from conftest import ROOT, RunScript
 from edgecron.config import load_settings
 from edgecron.errors import InputError
 from edgecron.outbox import PurgeOutbox
 from edgecron.runner import JobRun
+from edgecron.scheduler import Entry, JobProcesses
 from edgecron.state import open_state
 
 JOB_NAMES = ("warm", "purge", "import", "check-logs", "cache-rules")
@@ -288,3 +290,12 @@ def test_jobs_py_schedule_starts_every_minute_jobs_and_stops_on_sigterm(
     # Only one scheduler at a time: the second exits 75 naming the first.
     assert second.returncode == 75 and f"pid {proc.pid}" in second.stderr, second.stderr
     assert os.path.exists(Path(env["EDGECRON_ENV_FILE"]).parent / "state" / "locks" / "scheduler.lock")
+
+
+def test_scheduler_children_record_trigger_scheduler(tmp_path: Path) -> None:
+    """Job health judges scheduled runs: the scheduler marks its children so they count."""
+    seen = tmp_path / "trigger.txt"
+    child = "import os, sys; open(sys.argv[1], 'w').write(os.environ.get('EDGECRON_TRIGGER', 'unset'))"
+    entry = Entry("probe", (sys.executable, "-c", child, str(seen)), CronTrigger(minute="*"))
+    assert JobProcesses(env={"PATH": os.environ["PATH"]}, cwd=tmp_path).run(entry) == 0
+    assert seen.read_text() == "scheduler"
