@@ -24,7 +24,7 @@ if str(ROOT / "lib") not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT / "lib"))
 
 from edgecron.config import Settings, load_monitoring, load_settings  # noqa: E402
-from edgecron.errors import ConfigError, EdgecronError, ExitCode, LockHeld  # noqa: E402
+from edgecron.errors import ConfigError, EdgecronError, ExitCode, LockHeld, from_unexpected  # noqa: E402
 from edgecron.runner import STATUS_BY_EXIT, JobRun  # noqa: E402
 from edgecron.runs import TRIGGER_ENV, TRIGGERS  # noqa: E402
 
@@ -86,6 +86,23 @@ def fail(err: EdgecronError) -> NoReturn:
     if err.hint:
         say(err.hint)
     raise typer.Exit(int(err.exit_code))
+
+
+def main(app: typer.Typer) -> None:
+    """The one error edge of every script: a typed error, or a system failure that is not a bug
+    (disk full, read-only STATE_DIR, a garbage database, input nested too deep), becomes one
+    `Error:` line and its documented exit code wherever it was raised. A real bug keeps its traceback.
+    """
+    try:
+        app()
+    except Exception as exc:
+        err = from_unexpected(exc)
+        if err is None:
+            raise
+        say(f"Error: {err.message}")
+        if err.hint:
+            say(err.hint)
+        sys.exit(int(err.exit_code))
 
 
 @contextmanager

@@ -150,4 +150,4 @@ def _report(outcomes: list[Outcome], *, json_out: bool, table: bool) -> None:
 
 
 if __name__ == "__main__":
-    app()
+    _cli.main(app)

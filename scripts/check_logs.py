@@ -202,4 +202,4 @@ def _short(value: object) -> str:
 
 
 if __name__ == "__main__":
-    app()
+    _cli.main(app)

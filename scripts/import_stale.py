@@ -303,4 +303,4 @@ def check_db(json_out: bool = typer.Option(False, "--json", help="Print one JSON
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in (*COMMANDS, "-h", "--help"):
         sys.argv.insert(1, "run")  # `run` is the default command
-    app()
+    _cli.main(app)

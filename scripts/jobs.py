@@ -212,4 +212,4 @@ def _holder(holder: dict[str, Any] | None, tz: tzinfo) -> str:
 
 
 if __name__ == "__main__":
-    app()
+    _cli.main(app)

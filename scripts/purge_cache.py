@@ -462,4 +462,4 @@ def _report_rejected(plan: PurgePlan) -> None:
 
 
 if __name__ == "__main__":
-    app()
+    _cli.main(app)

@@ -274,4 +274,4 @@ def _report(
 
 
 if __name__ == "__main__":
-    app()
+    _cli.main(app)

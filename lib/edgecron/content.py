@@ -190,7 +190,7 @@ class ContentStore:
                 self.conn = sqlite3.connect(":memory:", isolation_level=None)  # an empty store
                 self.conn.executescript(SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
             elif readonly:
-                self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+                self.conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self.conn = sqlite3.connect(path, timeout=30, isolation_level=None)

@@ -5,6 +5,8 @@ The library raises these; only scripts turn them into text and exit codes.
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 from enum import IntEnum
 
 
@@ -107,3 +109,49 @@ class StateError(EdgecronError):
     """The state database is unusable (corrupt, newer schema, not writable)."""
 
     default_hint = "Nothing was changed; check STATE_DIR (permissions, disk space) and rerun."
+
+
+class ResourceError(EdgecronError):
+    """The machine refused: disk full, read-only filesystem, permission denied."""
+
+    default_hint = "Finished work is kept; fix the cause named above and rerun."
+
+
+def from_unexpected(exc: BaseException) -> EdgecronError | None:
+    """System and input failures that are not bugs, as typed errors (None: a bug, let it show).
+
+    Disk full is temporary (exit 75, retry once space is freed); a read-only or unwritable place
+    and input too deep or not UTF-8 need a person (exit 2).
+    """
+    if isinstance(exc, EdgecronError):
+        return exc
+    if isinstance(exc, sqlite3.Error):
+        text = str(exc)
+        if "full" in text:
+            return _disk_full(text)
+        if "readonly" in text or "read-only" in text:
+            return ResourceError("a database could not be written", got=text, expected="a writable STATE_DIR")
+        return StateError("a database is unusable", got=text, expected="a SQLite file written by edgecron")
+    if isinstance(exc, OSError) and exc.errno is not None:
+        where = f" ({exc.filename})" if exc.filename else ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return _disk_full(f"{exc.strerror}{where}")
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return ResourceError(
+                "a file could not be written", got=f"{exc.strerror}{where}", expected="a writable place for it"
+            )
+        return None
+    if isinstance(exc, RecursionError):
+        return InputError("input is nested too deeply", got="more levels than Python can follow", expected="flat data")
+    if isinstance(exc, UnicodeError):
+        return InputError("input is not valid UTF-8", got=str(exc)[:200], expected="UTF-8 text")
+    return None
+
+
+def _disk_full(text: str) -> EdgecronError:
+    error = ResourceError(
+        "the disk is full", got=text, expected="free space in STATE_DIR", retry_safe=True,
+        hint="Finished work is kept; free disk space and rerun (it continues where it stopped).",
+    )  # fmt: skip
+    error.exit_code = ExitCode.TEMPFAIL
+    return error

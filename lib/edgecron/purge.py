@@ -22,7 +22,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 from .cloudflare import CloudflareClient, PurgeRejected, WaitInterrupted
 from .errors import EdgecronError, InputError
 from .outbox import OutboxItem, PurgeOutbox
-from .state import StateDB, iso
+from .state import StateDB, iso, read_only_connection
 
 WILDCARD_HINT = "Cloudflare purges exact URLs; use `purge_cache.py prefixes` for a whole path."
 MAX_PREFIX_SEPARATORS = 31
@@ -349,12 +349,7 @@ def plan_changed(conn: sqlite3.Connection | None, entries: Iterable[Any]) -> Pur
 
 def read_only(state_dir: Path) -> sqlite3.Connection | None:
     """The state database opened read-only, or None when it does not exist yet."""
-    path = state_dir / "state.db"
-    if not path.exists():
-        return None
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    conn.row_factory = sqlite3.Row
-    return conn
+    return read_only_connection(state_dir / "state.db")
 
 
 def cached_pages_estimate(conn: sqlite3.Connection | None) -> int | None:

@@ -20,7 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
-from .errors import EdgecronError, ExitCode, LockHeld
+from .errors import EdgecronError, ExitCode, LockHeld, from_unexpected
 from .lock import JobLock
 from .runs import finish_run, last_completed_at, record_skipped, start_run
 from .state import StateDB, iso, open_state
@@ -143,6 +143,9 @@ class JobRun:
             elif isinstance(exc, KeyboardInterrupt):
                 self.exit_code = ExitCode.SIGINT
                 error_text = "aborted by a second SIGINT"
+            elif (mapped := from_unexpected(exc) if exc is not None else None) is not None:
+                self.exit_code = mapped.exit_code  # disk full, read-only: what the script's edge will say
+                error_text = mapped.message
             elif exc is not None:
                 self.exit_code = ExitCode.PROBLEMS
                 error_text = f"{type(exc).__name__}: {exc}"

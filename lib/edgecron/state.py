@@ -183,6 +183,7 @@ class StateDB:
             "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
         )
         done = {row[0] for row in self.conn.execute("SELECT name FROM schema_migrations")}
+        check_schema_known(done, self.path)
         for name, sql in MIGRATIONS:
             if name in done:
                 continue
@@ -222,6 +223,36 @@ def immediate_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connecti
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def check_schema_known(applied: set[str], path: Path) -> None:
+    """A database migrated by a newer edgecron is refused: this code would misread its tables."""
+    unknown = sorted(applied - {name for name, _ in MIGRATIONS})
+    if unknown:
+        raise StateError(
+            f"state database {path} was written by a newer edgecron",
+            got="migrations " + ", ".join(unknown),
+            expected="only migrations this version knows (update the checkout, or restore a backup)",
+        )
+
+
+def read_only_connection(path: Path) -> sqlite3.Connection | None:
+    """A SQLite file opened read-only (None when it does not exist yet); never creates or changes one.
+
+    The URI is built with `Path.as_uri()`, which percent-encodes `#`, `%`, `?` and spaces: pasted
+    into `file:` by hand they cut the path short and SQLite opened (or created) another file.
+    """
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        conn.row_factory = sqlite3.Row
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a garbage file fails here
+    except sqlite3.DatabaseError as exc:
+        raise StateError(
+            f"state database {path} is unusable", got=str(exc), expected="a SQLite file written by edgecron"
+        ) from None
+    return conn
 
 
 def _statements(sql: str) -> list[str]:

@@ -1,0 +1,91 @@
+"""One error edge (issue 10, part 6): system failures that are not bugs end in one `Error:` line.
+
+Real scripts as subprocesses against real files: a garbage state.db, one from a newer edgecron,
+`#` and `%` in STATE_DIR, and (as root, where mount works) a read-only and a full filesystem.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def assert_one_error(result: subprocess.CompletedProcess[str], code: int, starts: str) -> None:
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[0].startswith(starts), result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("purge_cache.py", "outbox"), ("purge_cache.py", "everything", "--dry-run"), ("jobs.py", "status")],
+)
+def test_a_garbage_state_db_is_one_clear_error(run_script, workdir: Path, args: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+    (workdir / "state" / "state.db").write_bytes(b"this is not a database, just 64 bytes of text padding......\n")
+    result = run_script(*args)
+    assert_one_error(result, 2, f"Error: state database {workdir / 'state' / 'state.db'} is unusable")
+
+
+def test_a_state_db_from_a_newer_edgecron_is_refused(run_script, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    assert run_script("jobs.py", "status").returncode == 0  # creates the database
+    with sqlite3.connect(workdir / "state" / "state.db") as db:
+        db.execute("INSERT INTO schema_migrations(name, applied_at) VALUES ('999_from_the_future', 'x')")
+    for args in (("jobs.py", "status"), ("warm_cache.py", "--urls-file", "/dev/null")):
+        result = run_script(*args)
+        assert_one_error(result, 2, "Error: state database")
+        assert "was written by a newer edgecron: got 'migrations 999_from_the_future'" in result.stderr
+
+
+def test_hash_and_percent_in_state_dir_open_the_right_file(run_script, env_file: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    odd = workdir / "st#ate%41 dir"
+    env_file.write_text(f"STATE_DIR={odd}\nSITE_URL=https://www.example.com\n")
+    assert run_script("purge_cache.py", "urls", "/a", "--dry-run").returncode == 0  # nothing yet: nothing created
+    assert not odd.exists()
+    assert run_script("jobs.py", "status").returncode == 0  # now state.db exists
+    before = sorted(p.name for p in workdir.iterdir())
+    result = run_script("purge_cache.py", "outbox")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "The outbox is empty: nothing pending.\n"
+    assert sorted(p.name for p in workdir.iterdir()) == before  # no stray file from a cut-short URI
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A tiny real filesystem of our own (needs root and mount, as on CI)."""
+    where = tmp_path / "fs"
+    where.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mount is not allowed here: {mounted.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_read_only_state_dir_is_one_clear_error(run_script, env_file: Path, tmpfs: Path) -> None:  # type: ignore[no-untyped-def]
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    env_file.write_text(f"STATE_DIR={tmpfs / 'state'}\n")
+    result = run_script("warm_cache.py", "--urls-file", "/dev/null")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Read-only file system" in result.stderr.splitlines()[0]
+
+
+def test_a_full_disk_is_temporary_and_says_so(run_script, env_file: Path, tmpfs: Path) -> None:  # type: ignore[no-untyped-def]
+    env_file.write_text(f"STATE_DIR={tmpfs / 'state'}\n")
+    assert run_script("jobs.py", "status").returncode == 0  # the database fits
+    filled = subprocess.run(["dd", "if=/dev/zero", f"of={tmpfs / 'filler'}", "bs=4k"], capture_output=True)
+    assert b"No space left on device" in filled.stderr  # really full now
+    result = run_script("warm_cache.py", "--urls-file", "/dev/null")
+    assert result.returncode == 75, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[0].startswith("Error: the disk is full")
+    assert "free disk space and rerun" in result.stderr
