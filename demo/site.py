@@ -197,7 +197,7 @@ class DemoHandler(BaseHTTPRequestHandler):
                 {"Content-Type": "text/plain"},
                 f"User-agent: *\nDisallow: /account\nSitemap: {base}/sitemap.xml\n".encode(),
             )
-        if path == "/sitemap.xml":
+        if path in ("/sitemap.xml", "/sitemap_index.xml"):  # the second is the name WordPress SEO plugins use
             return (
                 200,
                 {"Content-Type": "application/xml"},
