@@ -65,6 +65,11 @@ class Demo:
 
 def step_warm(demo: Demo) -> None:
     demo.run("Warm the cache from the sitemap index (first pass fills: MISS)", "warm_cache.py", "--summary")
+    print(
+        "(data centre: the cf-ray suffix, e.g. -FRA, names the Cloudflare data centre that answered. Warming from\n"
+        " one VPS fills the cache there, plus the upper tier when Tiered Cache is on; elsewhere the first visitor\n"
+        " still misses, but fills from the upper tier instead of the origin.)"
+    )
     demo.run("Warm again with --verify (now served from cache: HIT)", "warm_cache.py", "--summary", "--verify")
 
 

@@ -5,7 +5,9 @@ It answers with Cloudflare-like headers from an emulated edge cache:
   with an `Age`, until purged through `POST /__edgecron/purge`;
 - BYPASS when a login cookie is sent or the path is a bypass path; DYNAMIC for uncached HTML (/search);
 - one planted misconfiguration: /pricing is cached even for logged-in visitors (the bypass rule
-  forgot it), which `check_cache_rules.py` should report.
+  forgot it), which `check_cache_rules.py` should report;
+- a `cf-ray` on every response, `<16 hex>-<data centre>`, the data centre taken in turn from
+  `--data-centres` (default FRA: one VPS usually reaches one data centre).
 Only requests that miss the emulated edge reach the "origin", and only those are written to the
 nginx-style access log, exactly as an origin behind Cloudflare sees its traffic.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import os
 import random
@@ -61,6 +64,13 @@ class SiteState:
     slow_paths: dict[str, float] = field(default_factory=dict)
     versions: Counter[str] = field(default_factory=Counter)  # bumped by POST /__edgecron/edit
     error_paths: dict[str, int] = field(default_factory=dict)
+    data_centres: tuple[str, ...] = ("FRA",)  # IATA codes put in cf-ray, in turn
+    responses: itertools.count[int] = field(default_factory=itertools.count)
+
+    def next_ray(self) -> str:
+        """A Ray ID as Cloudflare sends it: 16 hex digits, then the answering data centre."""
+        turn = next(self.responses)
+        return f"{random.getrandbits(64):016x}-{self.data_centres[turn % len(self.data_centres)]}"
 
     def page_version(self, path: str) -> int:
         return self.versions[path] + 1
@@ -187,7 +197,7 @@ class DemoHandler(BaseHTTPRequestHandler):
                 {"Content-Type": "text/plain"},
                 f"User-agent: *\nDisallow: /account\nSitemap: {base}/sitemap.xml\n".encode(),
             )
-        if path == "/sitemap.xml":
+        if path in ("/sitemap.xml", "/sitemap_index.xml"):  # the second is the name WordPress SEO plugins use
             return (
                 200,
                 {"Content-Type": "application/xml"},
@@ -234,7 +244,7 @@ class DemoHandler(BaseHTTPRequestHandler):
         self, status: int, headers: dict[str, str], body: bytes, *, origin: bool = False, cache_status: str = "-"
     ) -> None:
         headers = dict(headers)
-        headers.setdefault("cf-ray", f"{random.getrandbits(64):016x}-DEMO")
+        headers.setdefault("cf-ray", self.site.next_ray())
         head = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}"]
         head += [f"{k}: {v}" for k, v in headers.items()]
         head += [f"Content-Length: {len(body)}", "Server: demo-origin", "", ""]
@@ -312,8 +322,16 @@ def sitemap_index(base: str, children: list[str]) -> bytes:
 class DemoSite:
     """The demo site in a background thread: `with DemoSite(access_log=p) as site: site.url`."""
 
-    def __init__(self, *, port: int = 0, access_log: Path | None = None, pages: int = 40, latency: float = 0.0) -> None:
-        self.state = SiteState(pages=pages, latency=latency, access_log=access_log)
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        access_log: Path | None = None,
+        pages: int = 40,
+        latency: float = 0.0,
+        data_centres: tuple[str, ...] = ("FRA",),
+    ) -> None:
+        self.state = SiteState(pages=pages, latency=latency, access_log=access_log, data_centres=data_centres)
         handler = type("BoundDemoHandler", (DemoHandler,), {"site": self.state})
         ThreadingHTTPServer.daemon_threads = True
         ThreadingHTTPServer.request_queue_size = 256
@@ -336,8 +354,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--access-log", type=Path, default=None)
     parser.add_argument("--pages", type=int, default=40, help="number of /blog/post-N pages")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each origin response")
+    parser.add_argument(
+        "--data-centres", default="FRA", help="IATA codes the cf-ray names, in turn, comma-separated (e.g. FRA,AMS)"
+    )
     args = parser.parse_args(argv)
-    site = DemoSite(port=args.port, access_log=args.access_log, pages=args.pages, latency=args.latency)
+    site = DemoSite(
+        port=args.port,
+        access_log=args.access_log,
+        pages=args.pages,
+        latency=args.latency,
+        data_centres=tuple(code.strip().upper() for code in args.data_centres.split(",") if code.strip()) or ("FRA",),
+    )
     print(f"listening on {site.url}", flush=True)
     try:
         site.server.serve_forever()

@@ -229,6 +229,7 @@ def _report(
                     "requested": summary.requested,
                     "outcomes": dict(summary.outcomes),
                     "cache_status": dict(summary.cache_statuses),
+                    "data_centres": dict(summary.data_centres),
                     "skipped": dict(skipped),
                     "failure_rate": round(summary.failure_rate, 4),
                     "interrupted": summary.interrupted,
@@ -242,6 +243,8 @@ def _report(
     elif table:
         rows = [(status, count) for status, count in summary.cache_statuses.most_common()]
         typer.echo(_cli.table(rows, ["cf-cache-status", "URLs"]))
+        typer.echo("")
+        typer.echo(_cli.table(summary.data_centres.most_common(), ["data centre (cf-ray)", "responses"]))
         typer.echo("")
         typer.echo(
             _cli.table(

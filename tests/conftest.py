@@ -99,3 +99,23 @@ def run_in_terminal(base_env: dict[str, str]) -> Callable[..., tuple[int, str]]:
         return code, b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
 
     return run
+
+
+def start_demo_serve(directory: Path) -> tuple[subprocess.Popen[str], str]:
+    """`demo/serve.py --dir DIRECTORY` running (it writes DIRECTORY/.env.demo): the process and the site URL.
+
+    The caller stops it with SIGTERM; its remaining output is on `proc.stdout`.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "demo" / "serve.py"), "--dir", str(directory)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    if not first.startswith("demo site:"):
+        proc.kill()
+        proc.communicate(timeout=10)
+        raise AssertionError(f"demo/serve.py did not start: {first}")
+    return proc, first.split()[-1]

@@ -27,3 +27,6 @@ def test_demo_runs_and_stops_everything() -> None:
             assert sock.connect_ex(("127.0.0.1", port)) != 0, f"a demo server still listens on {port}"
     # The warm step shows the edge filling then serving from cache.
     assert re.search(r"MISS\s+4\d", result.stdout) and re.search(r"HIT\s+4\d", result.stdout)
+    # ... and which Cloudflare data centre answered (the demo site's cf-ray suffix).
+    assert re.search(r"^data centre \(cf-ray\)\s+responses$", result.stdout, re.M)
+    assert re.search(r"^FRA\s+4\d$", result.stdout, re.M)

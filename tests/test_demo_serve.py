@@ -7,20 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import start_demo_serve
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_demo_serve_settings_drive_a_real_job_and_sigterm_stops_it(tmp_path: Path, base_env: dict[str, str]) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "demo" / "serve.py"), "--dir", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc, _ = start_demo_serve(tmp_path)
     try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-        assert first.startswith("demo site:"), first
         env_file = tmp_path / ".env.demo"
         assert env_file.exists()
         env = {**base_env, "EDGECRON_ENV_FILE": str(env_file)}

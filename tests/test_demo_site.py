@@ -53,7 +53,7 @@ def test_cacheable_routes_miss_then_hit(site: DemoSite) -> None:
         assert first.headers["cf-cache-status"] == "MISS" and "Age" not in first.headers
         assert second.headers["cf-cache-status"] == "HIT" and int(second.headers["Age"]) >= 0
         assert first.content == second.content
-        assert re.fullmatch(r"[0-9a-f]{16}-DEMO", second.headers["cf-ray"])
+        assert re.fullmatch(r"[0-9a-f]{16}-FRA", second.headers["cf-ray"])
 
 
 def test_bypass_for_login_cookie_and_bypass_paths(site: DemoSite) -> None:
@@ -105,7 +105,7 @@ def test_access_log_has_only_origin_requests(site: DemoSite, tmp_path: Path) -> 
     lines = read_log(tmp_path / "access.log", expect=2)
     pattern = (
         r'127\.0\.0\.1 - - \[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] "GET /about HTTP/1\.1" 200 \d+ "-" '
-        r'"probe/1" rt=\d+\.\d{3} urt="\d+\.\d{3}" cs=MISS ray=[0-9a-f]{16}-DEMO cip=127\.0\.0\.1 '
+        r'"probe/1" rt=\d+\.\d{3} urt="\d+\.\d{3}" cs=MISS ray=[0-9a-f]{16}-FRA cip=127\.0\.0\.1 '
         r'li=0 cc="public, max-age=300"'
     )
     assert re.fullmatch(pattern, lines[0]), lines[0]
@@ -144,3 +144,11 @@ def test_demo_site_as_a_process(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_cf_ray_names_the_data_centres_in_turn(tmp_path: Path) -> None:
+    with DemoSite(pages=1, data_centres=("FRA", "AMS")) as demo:
+        rays = [get(demo, "/about").headers["cf-ray"] for _ in range(4)]
+    assert [ray.rsplit("-", 1)[1] for ray in rays] == ["FRA", "AMS", "FRA", "AMS"]
+    assert all(re.fullmatch(r"[0-9a-f]{16}-[A-Z]{3}", ray) for ray in rays)
+    assert len(set(rays)) == 4  # each response has its own Ray ID, a HIT too

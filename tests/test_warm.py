@@ -26,6 +26,7 @@ from edgecron.warm import (
     WarmOptions,
     WarmResultStore,
     classify,
+    data_centre,
     plan_urls,
     warm_urls,
     warmed_urls,
@@ -185,6 +186,52 @@ def test_rate_zero_is_unlimited() -> None:
     for _ in range(100):
         limiter.wait()
     assert fake.sleeps == []
+
+
+# --- cf-ray: which data centre answered -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ray,expected",
+    [
+        ("8c1f2a3b4c5d6e7f-FRA", "FRA"),
+        ("abc-AMS", "AMS"),
+        (None, "unknown"),
+        ("", "unknown"),
+        ("8c1f2a3b4c5d6e7f", "unknown"),  # no data centre
+        ("8c1f2a3b4c5d6e7f-fra", "unknown"),  # IATA codes are sent upper case
+        ("8c1f2a3b4c5d6e7f-FRANKFURT", "unknown"),
+        ("8c1f2a3b4c5d6e7f-\x1b[2J", "unknown"),
+        ("8c1f2a3b4c5d6e7f-FRA\nX", "unknown"),
+        ("-FRA", "unknown"),
+        ("zz1f2a3b4c5d6e7f-FRA", "unknown"),
+        ("f" * 33 + "-FRA", "unknown"),
+    ],
+)
+def test_data_centre_is_the_validated_cf_ray_suffix(ray: str | None, expected: str) -> None:
+    assert data_centre(ray) == expected
+
+
+def test_summary_counts_responses_per_data_centre_and_keeps_no_hostile_ray(httpserver: HTTPServer) -> None:
+    rays = {"/a": "8c1f2a3b4c5d6e7f-FRA", "/b": "9d2e3f4a5b6c7d8e-FRA", "/c": "0123456789abcdef-AMS"}
+    for path, ray in rays.items():
+        httpserver.expect_request(path).respond_with_data("x", headers={"cf-cache-status": "MISS", "cf-ray": ray})
+    httpserver.expect_request("/hostile").respond_with_data("x", headers={"cf-ray": "\x1b]0;owned\x07-FRA"})
+    httpserver.expect_request("/none").respond_with_data("x", headers={"cf-cache-status": "MISS"})
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    urls = [httpserver.url_for(p) for p in (*rays, "/hostile", "/none")] + [dead]
+    results: list[str | None] = []
+    summary = warm_urls(
+        urls,
+        options=WarmOptions(rate=0, retries=0),
+        stop=threading.Event(),
+        on_result=lambda r: results.append(r.cf_ray),
+    )
+    # the refused connection got no answer, so no data centre is counted for it
+    assert summary.data_centres == Counter({"FRA": 2, "AMS": 1, "unknown": 2})
+    assert sorted(r for r in results if r) == sorted(rays.values())  # the hostile value is not kept
 
 
 # --- fetch_one against a real server -----------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sqlite3
 from pathlib import Path
@@ -312,17 +313,47 @@ def test_json_document_shape(warm, site: DemoSite) -> None:
     doc = json.loads(proc.stdout)
     assert set(doc) == {"summary", "failures", "slowest", "sitemap_problems", "still_not_cached"}
     summary = doc["summary"]
-    assert set(summary) == {"requested", "outcomes", "cache_status", "skipped", "failure_rate", "interrupted"}
+    assert set(summary) == {
+        "requested",
+        "outcomes",
+        "cache_status",
+        "data_centres",
+        "skipped",
+        "failure_rate",
+        "interrupted",
+    }
     # 5 pages + 5 fixed pages + 4 assets, minus /account (a bypass path)
     assert summary["requested"] == 13
     assert summary["outcomes"] == {"filled": 12, "not-cacheable": 1}
     assert summary["cache_status"] == {"MISS": 12, "DYNAMIC": 1}
+    assert summary["data_centres"] == {"FRA": 13}  # the demo site's cf-ray suffix
     assert summary["skipped"] == {"bypass-path": 1}
     assert summary["failure_rate"] == 0 and summary["interrupted"] is False
     assert doc["failures"] == [] and doc["sitemap_problems"] == [] and doc["still_not_cached"] is None
     assert {"url", "outcome", "http_status", "cache_status", "age", "cf_ray", "elapsed_ms", "bytes"} <= set(
         doc["slowest"][0]
     )
+
+
+def test_summary_names_the_data_centres_that_answered(warm, tmp_path: Path) -> None:
+    with DemoSite(pages=5, data_centres=("FRA", "AMS")) as two:
+        proc = warm("--summary", env={"SITE_URL": two.url})
+    assert proc.returncode == 0, proc.stderr
+    rows = dict(re.findall(r"^(FRA|AMS)\s+(\d+)$", proc.stdout, re.M))
+    assert set(rows) == {"FRA", "AMS"} and sum(map(int, rows.values())) == 13, proc.stdout
+
+
+def test_a_hostile_cf_ray_is_counted_as_unknown_and_never_printed(warm, httpserver: HTTPServer) -> None:
+    hostile = "\x1b]0;owned\x07-FRA"
+    httpserver.expect_request("/a").respond_with_data("x", headers={"cf-cache-status": "HIT", "cf-ray": hostile})
+    httpserver.expect_request("/b").respond_with_data("x", headers={"cf-cache-status": "HIT"})
+    table = warm("--urls-file", "-", "--summary", input="/a\n/b\n")
+    document = warm("--urls-file", "-", "--json", input="/a\n/b\n")
+    assert (table.returncode, document.returncode) == (0, 0), table.stderr + document.stderr
+    assert re.search(r"^unknown\s+2$", table.stdout, re.M), table.stdout
+    assert json.loads(document.stdout)["summary"]["data_centres"] == {"unknown": 2}
+    for output in (table.stdout, table.stderr, document.stdout, document.stderr):
+        assert "\x1b" not in output and "owned" not in output
 
 
 def test_silent_under_cron_on_success(warm, site: DemoSite) -> None:

@@ -9,6 +9,7 @@ Requests carry only User-Agent, Accept and Accept-Encoding: never Cookie, Author
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 from array import array
@@ -30,6 +31,9 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 SERVED_FROM_CACHE = frozenset({"HIT", "REVALIDATED", "UPDATING", "STALE"})
 FILLED = frozenset({"MISS", "EXPIRED"})
 OUTCOMES = ("warm", "filled", "not-cacheable", "challenge", "failed")
+# A Ray ID is hex, then "-" and the IATA code of the data centre that answered (8c1f2a3b4c5d6e7f-FRA).
+CF_RAY = re.compile(r"[0-9a-f]{1,32}-([A-Z]{3})")
+UNKNOWN_DATA_CENTRE = "unknown"
 
 
 @dataclass
@@ -47,6 +51,17 @@ class WarmResult:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+def valid_cf_ray(value: str | None) -> str | None:
+    """The `cf-ray` header when it is well formed, else None: a remote string is never kept raw."""
+    return value if value is not None and CF_RAY.fullmatch(value) else None
+
+
+def data_centre(cf_ray: str | None) -> str:
+    """The IATA code of the Cloudflare data centre that answered, or "unknown" (no or malformed cf-ray)."""
+    match = CF_RAY.fullmatch(cf_ray or "")
+    return match.group(1) if match else UNKNOWN_DATA_CENTRE
 
 
 def classify(status: int, headers: urllib3.HTTPHeaderDict) -> tuple[str, str | None]:
@@ -180,6 +195,7 @@ class WarmSummary:
     requested: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     cache_statuses: Counter[str] = field(default_factory=Counter)
+    data_centres: Counter[str] = field(default_factory=Counter)  # responses per cf-ray data centre
     slowest: list[WarmResult] = field(default_factory=list)
     failures: list[WarmResult] = field(default_factory=list)
     interrupted: bool = False
@@ -190,6 +206,8 @@ class WarmSummary:
         self.requested += 1
         self.outcomes[result.outcome] += 1
         self.cache_statuses[result.cache_status or "(none)"] += 1
+        if result.http_status is not None:  # no response (refused, timed out): no data centre answered
+            self.data_centres[data_centre(result.cf_ray)] += 1
         if result.outcome in ("failed", "challenge") and len(self.failures) < 100:
             self.failures.append(result)
         if len(self.slowest) < self.KEEP or result.elapsed_ms > self.slowest[-1].elapsed_ms:
@@ -266,7 +284,7 @@ class Warmer:
                 http_status=status,
                 cache_status=cache_status,
                 age=_int_or_none(headers.get("age")),
-                cf_ray=headers.get("cf-ray"),
+                cf_ray=valid_cf_ray(headers.get("cf-ray")),
                 elapsed_ms=round(elapsed, 2),
                 bytes=size,
                 attempts=attempts,
