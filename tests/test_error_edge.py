@@ -10,9 +10,11 @@ import os
 import sqlite3
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from edgecron.content import ContentStore
 
 
 def assert_one_error(result: subprocess.CompletedProcess[str], code: int, starts: str) -> None:
@@ -89,3 +91,34 @@ def test_a_full_disk_is_temporary_and_says_so(run_script, env_file: Path, tmpfs:
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[0].startswith("Error: the disk is full")
     assert "free disk space and rerun" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env_line", "token_file_bytes", "message"),
+    [
+        ("CF_API_TOKEN='abc def'", None, "Error: CF_API_TOKEN with whitespace inside"),
+        ('CF_API_TOKEN="abc\\ndef"', None, "Error: CF_API_TOKEN with whitespace inside"),
+        ("", b"abc\ndef\n", "Error: CF_API_TOKEN_FILE holds a token with whitespace inside"),
+        ("", b"\xff\xfe\x00token", "Error: CF_API_TOKEN_FILE is not text"),
+    ],
+)
+def test_a_malformed_token_is_a_config_error_at_load_time(  # type: ignore[no-untyped-def]
+    run_script, env_file: Path, workdir: Path, env_line: str, token_file_bytes: bytes | None, message: str
+) -> None:
+    with env_file.open("a") as fh:
+        fh.write(env_line + "\n")
+        if token_file_bytes is not None:
+            (workdir / "token").write_bytes(token_file_bytes)
+            fh.write(f"CF_API_TOKEN_FILE={workdir / 'token'}\n")
+    result = run_script("purge_cache.py", "outbox", "--retry")
+    assert_one_error(result, 2, message)
+    assert "abc" not in result.stderr and "def" not in result.stderr  # no piece of the token is shown
+
+
+def test_a_backup_taken_after_the_clock_went_back_is_kept(tmp_path: Path) -> None:
+    with ContentStore(tmp_path / "content.db") as store:
+        for day in (10, 11, 12):
+            store.backup(tmp_path / "backups", keep=2, now=datetime(2026, 11, day, tzinfo=UTC), label=f"d{day}")
+        taken = store.backup(tmp_path / "backups", keep=2, now=datetime(2026, 11, 1, tzinfo=UTC), label="back")
+    assert taken.exists()
+    assert sorted(p.name.split("-")[-1] for p in (tmp_path / "backups").glob("content-*.db")) == ["back.db", "d12.db"]

@@ -457,6 +457,11 @@ def load_settings(
                 expected="only one of them",
             )
         token = _read_token_file(Path(token_file).expanduser())
+    if re.search(r"\s", token):  # a pasted line break would be sent, refused and retried as "API down"
+        raise ConfigError(
+            "CF_API_TOKEN" + ("_FILE holds a token" if token_file else "") + " with whitespace inside",
+            expected="the token as one word (Cloudflare tokens have no spaces or line breaks)",
+        )
     values["CF_API_TOKEN"] = Secret(token)
     base_dir = env_file.parent.resolve() if env_file is not None else Path.cwd()
     return Settings(parsed=values, env_file=env_file, base_dir=base_dir)
@@ -515,6 +520,10 @@ def _check_known(name: str, *, source: str) -> None:
 def _read_token_file(path: Path) -> str:
     try:
         token = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(
+            "CF_API_TOKEN_FILE is not text", got=str(path), expected="a UTF-8 file holding the API token"
+        ) from None
     except OSError as exc:
         raise ConfigError(
             "CF_API_TOKEN_FILE cannot be read",

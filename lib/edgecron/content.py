@@ -524,7 +524,9 @@ class ContentStore:
         finally:
             target.close()
         os.replace(partial, final)
-        for old in sorted(dest_dir.glob("content-*.db"))[:-keep]:
+        # The copy just taken is always kept: with a clock that went back, it would sort as the oldest.
+        others = sorted(p for p in dest_dir.glob("content-*.db") if p != final)
+        for old in others[: max(0, len(others) - (keep - 1))]:
             old.unlink(missing_ok=True)
         for leftover in dest_dir.glob("content-*.partial"):  # from a run killed mid-backup
             if leftover != partial:

@@ -93,7 +93,8 @@ def last_run(
     if finished_only:
         where.append("finished_at IS NOT NULL")
     row: sqlite3.Row | None = state.execute(
-        f"SELECT * FROM runs WHERE {' AND '.join(where)} ORDER BY started_at DESC, id DESC LIMIT 1",
+        # Newest by insertion (id), not by clock: a clock set back must not resurrect an old run.
+        f"SELECT * FROM runs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT 1",
         (job, exclude_run or ""),
     ).fetchone()
     return row
