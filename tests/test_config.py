@@ -104,6 +104,19 @@ def test_unknown_edgecron_variable_in_the_environment(tmp_path: Path) -> None:
     assert load(tmp_path / ".env", HOME="/root", EDITOR="vi")  # unrelated variables are ignored
 
 
+def test_the_crontabs_own_variables_are_accepted_from_the_environment(tmp_path: Path) -> None:
+    """The crontab sets EDGECRON_HOME and EDGECRON_TRIGGER on every line; refusing them made every job
+    fail under cron."""
+    assert load(tmp_path / ".env", EDGECRON_HOME="/opt/edgecron", EDGECRON_TRIGGER="cron")
+
+
+def test_process_variables_are_refused_in_env_file_and_typos_suggest_them(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"EDGECRON_TRIGGER in .+ is read from the environment only"):
+        load(tmp_path / ".env", "EDGECRON_TRIGGER=cron\n")
+    with pytest.raises(ConfigError, match=r"did you mean EDGECRON_HOME\?"):
+        load(tmp_path / ".env", EDGECRON_HOM="/opt/edgecron")
+
+
 def test_schedule_overrides_are_accepted(tmp_path: Path) -> None:
     cfg = load(tmp_path / ".env", "SCHEDULE_WARM=*/30 * * * *\n", SCHEDULE_CHECK_LOGS="5 * * * *")
     assert cfg.schedules() == {"warm": "*/30 * * * *", "check-logs": "5 * * * *"}

@@ -277,3 +277,11 @@ def test_longest_gap_sees_the_weekend() -> None:
     assert module.longest_gap(module.parse_cron("*/15 * * * *"), now=SATURDAY, tz=ZoneInfo("UTC")) == timedelta(
         minutes=15
     )
+
+
+def test_crontab_refuses_a_path_that_would_break_into_a_second_crontab_line() -> None:
+    schedule = module.load_schedule(settings())
+    with pytest.raises(module.InputError, match="--home holds a line break"):
+        module.render_crontab(schedule, home="/opt/edgecron\n* * * * * rm -rf ~", timezone="UTC")
+    text = module.render_crontab(schedule, home="/opt/edge cron", timezone="UTC")
+    assert "EDGECRON_HOME=/opt/edge cron\nEDGECRON_TRIGGER=cron\n" in text

@@ -508,9 +508,14 @@ def _parse_one(key: Key, text: str) -> Any:
 
 
 def _check_known(name: str, *, source: str) -> None:
-    if name in KEY_NAMES or _is_schedule_key(name) or name in ENV_MARKERS:
+    if name in KEY_NAMES or _is_schedule_key(name):
         return
-    close = difflib.get_close_matches(name, sorted(KEY_NAMES), n=1)
+    if name in ENV_MARKERS:  # they say how a process was started; .env cannot
+        raise ConfigError(
+            f"{name} in {source} is read from the environment only",
+            expected="it in the crontab or the environment, not in the settings file",
+        )
+    close = difflib.get_close_matches(name, sorted(KEY_NAMES | ENV_MARKERS), n=1)
     raise ConfigError(
         f"{name} in {source} is not a known setting" + (f" (did you mean {close[0]}?)" if close else ""),
         expected="one of the keys listed in .env.example",
