@@ -13,7 +13,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from edgecron.accesslog import LogReader, expand_paths, load_cursors, rotated_candidates, save_cursors
+from edgecron.accesslog import (
+    LogReader,
+    expand_paths,
+    is_rotated_name,
+    load_cursors,
+    rotated_candidates,
+    save_cursors,
+)
 from edgecron.state import StateDB, open_state
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -261,6 +268,61 @@ def test_rotated_candidates_order(tmp_path: Path) -> None:
     names = [p.name for p in rotated_candidates(base)]
     assert names[:2] == ["access.log-20261128.gz", "access.log-20261127"]
     assert names[2:] == ["access.log.1", "access.log.2.gz", "access.log.10.gz"]
+
+
+@pytest.mark.parametrize(
+    "newest_first",
+    [
+        # dateformat -%Y%m%d-%s: several a day, ordered by the epoch too (not by the date only)
+        ["access.log-20261201-1796140000", "access.log-20261201-1796136309.gz", "access.log-20261130-1796050000.gz"],
+        # dateformat -%Y%m%d%H%M%S: 14 digits are a rotated name
+        ["access.log-20261201143005", "access.log-20261201143004.gz", "access.log-20261130235959.gz"],
+        ["access.log.2026-12-01", "access.log.2026-11-30.gz"],
+    ],
+)
+def test_dated_names_are_ordered_by_their_whole_stamp(tmp_path: Path, newest_first: list[str]) -> None:
+    for name in reversed(newest_first):
+        (tmp_path / name).write_text("")
+    assert [p.name for p in rotated_candidates(tmp_path / "access.log")] == newest_first
+    assert all(is_rotated_name(tmp_path / name) for name in newest_first)
+    assert not is_rotated_name(tmp_path / "access.log")
+
+
+def test_cursor_on_an_empty_log_survives_copytruncate(state: StateDB, log: Log) -> None:
+    log.write(4)
+    copytruncate(log)
+    run_once(state, [log.path])  # the log is empty now: no head to recognise it by
+    log.write(5)
+    log.path.with_name("access.log.1").rename(log.path.with_name("access.log.2"))
+    copytruncate(log)  # access.log.1 now holds the 5 new lines; the log is empty again
+    got, reader = run_once(state, [log.path])
+    assert got == log.written[4:]
+    assert not any(e.problem for e in reader.events)
+
+
+def test_file_deleted_before_it_was_read_is_reported_once(state: StateDB, log: Log) -> None:
+    log.write(5)
+    run_once(state, [log.path])
+    log.write(3)  # never read: the file is deleted below
+    rotate_rename(log)
+    log.write(2)
+    rotate_rename(log)  # the first file is access.log.2.gz now
+    log.path.with_name("access.log.2.gz").unlink()  # rotate 1
+    got, reader = run_once(state, [log.path])
+    assert got == log.written[8:]
+    assert [(e.kind, e.problem) for e in reader.events] == [("gap", True)]
+    assert "lines may be missing" in reader.events[0].message
+    assert "up to byte" in reader.events[0].message
+
+
+def test_cursor_saved_before_anchors_reads_on(state: StateDB, log: Log) -> None:
+    log.write(3)
+    run_once(state, [log.path])
+    state.execute("UPDATE log_cursors SET anchor_len=0, anchor_sha256='', anchor_offset=0, rotated_sig=''")
+    log.write(2)
+    got, _ = run_once(state, [log.path])
+    assert got == log.written[3:]
+    assert load_cursors(state)[str(log.path)].rotated_sig != ""  # upgraded on the way
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
