@@ -15,6 +15,7 @@ counted) for change notes.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import re
 import shutil
@@ -33,6 +34,7 @@ from edgecron.state import open_state
 
 LOGROTATE = shutil.which("logrotate", path="/usr/sbin:/usr/bin:/sbin:/bin")
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+STAMP = datetime.now(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")  # recent: the script's checks look at recent traffic
 
 pytestmark = pytest.mark.skipif(
     LOGROTATE is None, reason="the logrotate binary is not installed (Debian: apt-get install -y logrotate)"
@@ -307,6 +309,49 @@ def test_totals_equal_lines_written(tmp_path: Path, config: Config, sequence: st
     assert row.counted == row.written - row.lost
     if sequence.startswith(("deleted", "aged")):
         assert row.lost > 0 and len(row.reported) == 1  # the sequence really lost lines, and said so once
+
+
+@pytest.mark.slow
+def test_check_logs_script_reads_after_an_empty_check_and_reports_a_deleted_file_in_one_line(
+    run_script, workdir: Path, env_file: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """scripts/check_logs.py as cron runs it, between real logrotate runs (copytruncate, rotate 1)."""
+    logs = workdir / "logs"
+    logs.mkdir(mode=0o700)
+    log = logs / "access.log"
+    log.touch()
+    conf = workdir / "logrotate.conf"
+    conf.write_text(f"{log} {{\ncopytruncate\ncompress\nrotate 1\nifempty\n}}\n")
+    conf.chmod(0o600)
+    with env_file.open("a") as fh:
+        fh.write(f"ACCESS_LOGS={log}\nLOG_FORMAT=combined\n")
+
+    def write(count: int) -> None:
+        with log.open("a") as fh:
+            fh.writelines(f'203.0.113.9 - - [{STAMP}] "GET /p{k} HTTP/1.1" 200 5 "-" "t"\n' for k in range(count))
+
+    def rotate() -> None:
+        done = subprocess.run([LOGROTATE, "-f", "-s", str(workdir / "lr.state"), str(conf)], capture_output=True)
+        assert done.returncode == 0, done.stderr
+
+    def lines_counted() -> int:
+        done = run_script("check_logs.py", "--json")
+        assert done.returncode == 0, done.stderr
+        return int(json.loads(done.stdout)["summary"]["lines"])
+
+    assert lines_counted() == 0  # the log is empty: its cursor has no head yet
+    write(6)
+    rotate()  # the 6 lines are in access.log.1.gz, the log is empty again
+    assert lines_counted() == 6
+    write(3)
+    rotate()
+    write(2)
+    rotate()  # rotate 1: the copy holding the 3 lines was deleted unread
+    write(1)
+    done = run_script("check_logs.py")
+    assert done.returncode == 1
+    said = [line for line in done.stderr.splitlines() if "may be missing" in line]
+    assert len(said) == 1 and "access.log" in said[0], done.stderr
 
 
 def main() -> None:

@@ -419,7 +419,10 @@ class LogReader:
                 segments.append(_Segment(file, start, False, base, tuple(stream[:position]), signature))
             elif position > index or start < _length(file):
                 segments.append(_Segment(file, start, True))
-        if event is not None and event.kind == "rotated" and len(segments) > 2:
+        rotated = [segment for segment in segments if segment.path != live]
+        if event is None and rotated:  # the log was empty last time: what came after it is read
+            event = LogEvent(key, "rotated", f"{path} was rotated; read {_names(rotated)}", False)
+        elif event is not None and event.kind == "rotated" and len(segments) > 2:
             event = replace(event, message=f"{event.message}; read {_names(segments[1:-1])} whole")
         return segments, event
 
@@ -437,8 +440,8 @@ class LogReader:
             at = self._find_head(rotated, cursor.anchor_len, cursor.anchor_sha256)
             index, offset = (at, cursor.anchor_offset) if at is not None else (0, 0)
             if at is None and cursor.head_len == 0:
-                return index, offset, _gap(key, "the last rotated file it had read is gone as well, so rotated "
-                                                "files after it may have been deleted unread", stream)  # fmt: skip
+                return index, offset, _gap(key, "the newest rotated file it had read is gone as well (rotate/maxage), so "
+                                                "files rotated after it may have been deleted unread", stream)  # fmt: skip
         if cursor.head_len == 0:
             return index, offset, None  # the file was empty: nothing of it can be missing
         if live is not None and _same_inode(live, cursor) and cursor.rotated_sig in ("", signature):
