@@ -311,6 +311,10 @@ class LogReader:
             except PermissionError as exc:
                 self.events.append(_unreadable(path, exc))
                 continue
+            except (OSError, EOFError, zlib.error) as exc:  # e.g. logrotate at work: its cursor stays as it was
+                message = f"{path}: its rotated files could not be looked at ({exc}); the next run tries again"
+                self.events.append(LogEvent(str(path), "unreadable", message, True))
+                continue
             before = self.stats.lines
             yield from segments
             after = self._after.get(str(path))
