@@ -336,3 +336,16 @@ def test_unreadable_file_names_the_group(state: StateDB, log: Log) -> None:
     assert got == []
     assert reader.events[0].kind == "unreadable"
     assert "group" in reader.events[0].message
+
+
+def test_log_replaced_by_a_copy_of_itself_reads_on_from_the_offset(state: StateDB, log: Log) -> None:
+    log.write(5)
+    run_once(state, [log.path])
+    log.write(2)
+    copy = log.path.with_name("access.log.tmp")
+    shutil.copyfile(log.path, copy)
+    copy.replace(log.path)  # a new inode with the same lines: recognised by its head, not read twice
+    log.write(1)
+    got, reader = run_once(state, [log.path])
+    assert got == log.written[5:]
+    assert not any(e.problem for e in reader.events)

@@ -400,7 +400,7 @@ class LogReader:
         anchor; then every newer file whole; the live log becomes the new cursor's file."""
         key = str(path)
         live = stream[-1] if stream and stream[-1] == path else None
-        found = self._locate(stream, cursor, live=live)
+        found = self._locate(stream, cursor)
         event = None
         if found is not None:
             index, offset = found, cursor.offset
@@ -464,30 +464,20 @@ class LogReader:
                "rotated files any more: deleted by rotate/maxage before the rest of it was read"  # fmt: skip
         return index, offset, _gap(key, what, stream[index:])
 
-    def _locate(self, stream: list[Path], cursor: Cursor, *, live: Path | None) -> int | None:
-        """Index of the cursor's file in `stream`: same (dev, inode) and head first, then the head
-        alone (gzipped, or the copy of copytruncate). An empty file has no head: it is never
+    def _locate(self, stream: list[Path], cursor: Cursor) -> int | None:
+        """Index of the cursor's file in `stream`, newest first: same (dev, inode) and head, else the
+        head alone (gzipped, or copytruncate's copy). An empty file has no head: it is never
         trusted by its inode alone (the filesystem reuses inodes)."""
         if cursor.head_len == 0:
             return None
+        by_head = None
         for index in reversed(range(len(stream))):
             file = stream[index]
-            plain_same = not file.name.endswith(".gz") and _same_inode(file, cursor)
-            if (
-                plain_same
-                and self._long_enough(file, cursor)
-                and self._head_is(file, cursor.head_len, cursor.head_sha256)
-            ):
-                return index
-        for index in reversed(range(len(stream))):
-            file = stream[index]
-            if (
-                file != live
-                and self._long_enough(file, cursor)
-                and self._head_is(file, cursor.head_len, cursor.head_sha256)
-            ):
-                return index
-        return None
+            if self._long_enough(file, cursor) and self._head_is(file, cursor.head_len, cursor.head_sha256):
+                if not file.name.endswith(".gz") and _same_inode(file, cursor):
+                    return index
+                by_head = index if by_head is None else by_head
+        return by_head
 
     def _long_enough(self, file: Path, cursor: Cursor) -> bool:
         return file.name.endswith(".gz") or _length(file) >= cursor.offset
