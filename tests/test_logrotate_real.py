@@ -78,7 +78,7 @@ CONFIGS = [
     Config("create+delaycompress+compress", "create\ncompress\ndelaycompress\nrotate 5", plain_renamed=True),
     Config(
         "debian-nginx (notifempty)",
-        "daily\nrotate 14\ncompress\ndelaycompress\nnotifempty\ncreate 0640 root root",
+        "daily\nrotate 14\ncompress\ndelaycompress\nnotifempty\ncreate 0640",
         plain_renamed=True,
     ),
     Config("copytruncate", "copytruncate\nrotate 5", rename=False),
