@@ -349,3 +349,16 @@ def test_log_replaced_by_a_copy_of_itself_reads_on_from_the_offset(state: StateD
     got, reader = run_once(state, [log.path])
     assert got == log.written[5:]
     assert not any(e.problem for e in reader.events)
+
+
+def test_old_cursor_on_an_empty_log_says_a_rotation_may_have_lost_lines(state: StateDB, log: Log) -> None:
+    log.path.touch()
+    run_once(state, [log.path])  # empty log
+    state.execute("UPDATE log_cursors SET rotated_sig=''")  # as saved before rotated files were tracked
+    log.write(3)
+    rotate_rename(log)
+    log.write(1)
+    got, reader = run_once(state, [log.path])
+    assert got == log.written[3:]  # what an old cursor cannot place is not guessed at…
+    assert [(e.kind, e.problem) for e in reader.events] == [("gap", True)]  # …it is said
+    assert "may be missing" in reader.events[0].message

@@ -438,6 +438,9 @@ class LogReader:
         rotated = stream[:-1] if live is not None else stream
         if not cursor.rotated_sig:  # saved before anchors were kept: what is new cannot be told
             index, offset = len(stream) - 1 if live is not None else len(stream), 0
+            if cursor.head_len == 0:
+                what = "it was empty at the last check (a cursor from before rotated files were tracked) and was rotated since"
+                return index, offset, _gap(key, what, stream[index:])
         elif cursor.anchor_len == 0:  # no non-empty rotated file back then: all of them are new
             index, offset = 0, 0
         else:
