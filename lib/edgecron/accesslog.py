@@ -439,7 +439,9 @@ class LogReader:
         if not cursor.rotated_sig:  # saved before anchors were kept: what is new cannot be told
             index, offset = len(stream) - 1 if live is not None else len(stream), 0
             if cursor.head_len == 0:
-                what = "it was empty at the last check (a cursor from before rotated files were tracked) and was rotated since"
+                what = (
+                    "it was empty at the last check (a cursor saved before rotated files were tracked) and was rotated"
+                )
                 return index, offset, _gap(key, what, stream[index:])
         elif cursor.anchor_len == 0:  # no non-empty rotated file back then: all of them are new
             index, offset = 0, 0
@@ -447,8 +449,11 @@ class LogReader:
             at = self._find_head(rotated, cursor.anchor_len, cursor.anchor_sha256)
             index, offset = (at, cursor.anchor_offset) if at is not None else (0, 0)
             if at is None and cursor.head_len == 0:
-                return index, offset, _gap(key, "the newest rotated file it had read is gone as well (rotate/maxage), so "
-                                                "files rotated after it may have been deleted unread", stream)  # fmt: skip
+                what = (
+                    "the newest rotated file it had read is gone as well (rotate/maxage), "
+                    "so files rotated after it may have been deleted unread"
+                )
+                return index, offset, _gap(key, what, stream)
         if cursor.head_len == 0:
             return index, offset, None  # the file was empty: nothing of it can be missing
         if live is not None and _same_inode(live, cursor) and cursor.rotated_sig in ("", signature):
@@ -463,8 +468,10 @@ class LogReader:
                     True,
                 ),
             )
-        what = f"the file it was read from (inode {cursor.inode}, up to byte {cursor.offset}) is not among its " \
-               "rotated files any more: deleted by rotate/maxage before the rest of it was read"  # fmt: skip
+        what = (
+            f"the file it was read from (inode {cursor.inode}, up to byte {cursor.offset}) is not among its rotated "
+            "files any more: deleted by rotate/maxage before the rest of it was read"
+        )
         return index, offset, _gap(key, what, stream[index:])
 
     def _locate(self, stream: list[Path], cursor: Cursor) -> int | None:
@@ -515,8 +522,10 @@ class LogReader:
                 continue
             self.stats.probe_bytes += len(head)
             if head:
-                return replace(cursor, anchor_len=len(head), anchor_sha256=_sha(head), anchor_offset=length or 0,
-                               rotated_sig=signature)  # fmt: skip
+                sha, offset = _sha(head), length or 0
+                return replace(
+                    cursor, anchor_len=len(head), anchor_sha256=sha, anchor_offset=offset, rotated_sig=signature
+                )
         return replace(cursor, anchor_len=0, anchor_sha256="", anchor_offset=0, rotated_sig=signature)
 
     # -- reading lines -----------------------------------------------------------------------------
@@ -714,8 +723,9 @@ def save_cursors(conn: object, cursors: Iterable[Cursor], *, now: datetime, run_
     """Inside the caller's transaction, after the results those lines produced."""
     columns = _CURSOR_COLUMNS.split(", ")
     updates = ", ".join(f"{name}=excluded.{name}" for name in [*columns[1:], "updated_at", "run_id"])
+    marks = ", ".join("?" * (len(columns) + 2))
     sql = (
-        f"INSERT INTO log_cursors({_CURSOR_COLUMNS}, updated_at, run_id) VALUES ({', '.join('?' * (len(columns) + 2))}) "
+        f"INSERT INTO log_cursors({_CURSOR_COLUMNS}, updated_at, run_id) VALUES ({marks}) "
         f"ON CONFLICT(path) DO UPDATE SET {updates}"
     )
     for c in cursors:
