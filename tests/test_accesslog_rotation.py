@@ -13,7 +13,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from edgecron.accesslog import LogReader, expand_paths, load_cursors, rotated_candidates, save_cursors
+from edgecron.accesslog import (
+    LogReader,
+    expand_paths,
+    is_rotated_name,
+    load_cursors,
+    rotated_candidates,
+    save_cursors,
+)
 from edgecron.state import StateDB, open_state
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -263,6 +270,61 @@ def test_rotated_candidates_order(tmp_path: Path) -> None:
     assert names[2:] == ["access.log.1", "access.log.2.gz", "access.log.10.gz"]
 
 
+@pytest.mark.parametrize(
+    "newest_first",
+    [
+        # dateformat -%Y%m%d-%s: several a day, ordered by the epoch too (not by the date only)
+        ["access.log-20261201-1796140000", "access.log-20261201-1796136309.gz", "access.log-20261130-1796050000.gz"],
+        # dateformat -%Y%m%d%H%M%S: 14 digits are a rotated name
+        ["access.log-20261201143005", "access.log-20261201143004.gz", "access.log-20261130235959.gz"],
+        ["access.log.2026-12-01", "access.log.2026-11-30.gz"],
+    ],
+)
+def test_dated_names_are_ordered_by_their_whole_stamp(tmp_path: Path, newest_first: list[str]) -> None:
+    for name in reversed(newest_first):
+        (tmp_path / name).write_text("")
+    assert [p.name for p in rotated_candidates(tmp_path / "access.log")] == newest_first
+    assert all(is_rotated_name(tmp_path / name) for name in newest_first)
+    assert not is_rotated_name(tmp_path / "access.log")
+
+
+def test_cursor_on_an_empty_log_survives_copytruncate(state: StateDB, log: Log) -> None:
+    log.write(4)
+    copytruncate(log)
+    run_once(state, [log.path])  # the log is empty now: no head to recognise it by
+    log.write(5)
+    log.path.with_name("access.log.1").rename(log.path.with_name("access.log.2"))
+    copytruncate(log)  # access.log.1 now holds the 5 new lines; the log is empty again
+    got, reader = run_once(state, [log.path])
+    assert got == log.written[4:]
+    assert not any(e.problem for e in reader.events)
+
+
+def test_file_deleted_before_it_was_read_is_reported_once(state: StateDB, log: Log) -> None:
+    log.write(5)
+    run_once(state, [log.path])
+    log.write(3)  # never read: the file is deleted below
+    rotate_rename(log)
+    log.write(2)
+    rotate_rename(log)  # the first file is access.log.2.gz now
+    log.path.with_name("access.log.2.gz").unlink()  # rotate 1
+    got, reader = run_once(state, [log.path])
+    assert got == log.written[8:]
+    assert [(e.kind, e.problem) for e in reader.events] == [("gap", True)]
+    assert "lines may be missing" in reader.events[0].message
+    assert "up to byte" in reader.events[0].message
+
+
+def test_cursor_saved_before_anchors_reads_on(state: StateDB, log: Log) -> None:
+    log.write(3)
+    run_once(state, [log.path])
+    state.execute("UPDATE log_cursors SET anchor_len=0, anchor_sha256='', anchor_offset=0, rotated_sig=''")
+    log.write(2)
+    got, _ = run_once(state, [log.path])
+    assert got == log.written[3:]
+    assert load_cursors(state)[str(log.path)].rotated_sig != ""  # upgraded on the way
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
 def test_unreadable_file_names_the_group(state: StateDB, log: Log) -> None:
     log.write(1)
@@ -274,3 +336,29 @@ def test_unreadable_file_names_the_group(state: StateDB, log: Log) -> None:
     assert got == []
     assert reader.events[0].kind == "unreadable"
     assert "group" in reader.events[0].message
+
+
+def test_log_replaced_by_a_copy_of_itself_reads_on_from_the_offset(state: StateDB, log: Log) -> None:
+    log.write(5)
+    run_once(state, [log.path])
+    log.write(2)
+    copy = log.path.with_name("access.log.tmp")
+    shutil.copyfile(log.path, copy)
+    copy.replace(log.path)  # a new inode with the same lines: recognised by its head, not read twice
+    log.write(1)
+    got, reader = run_once(state, [log.path])
+    assert got == log.written[5:]
+    assert not any(e.problem for e in reader.events)
+
+
+def test_old_cursor_on_an_empty_log_says_a_rotation_may_have_lost_lines(state: StateDB, log: Log) -> None:
+    log.path.touch()
+    run_once(state, [log.path])  # empty log
+    state.execute("UPDATE log_cursors SET rotated_sig=''")  # as saved before rotated files were tracked
+    log.write(3)
+    rotate_rename(log)
+    log.write(1)
+    got, reader = run_once(state, [log.path])
+    assert got == log.written[3:]  # what an old cursor cannot place is not guessed at…
+    assert [(e.kind, e.problem) for e in reader.events] == [("gap", True)]  # …it is said
+    assert "may be missing" in reader.events[0].message

@@ -1,17 +1,23 @@
 """Incremental, rotation-safe reading of access logs, with a cursor per log in `log_cursors`.
 
-A cursor is (device, inode, offset, sha256 of the first bytes). At the start of a run, per log
-(logtail2's rules plus a fingerprint, see reference logs-cron §1.3):
+A cursor is the file being read (device, inode, sha256 of its first bytes), the offset reached,
+an anchor (the newest non-empty file before it, by head and length) and the rotated files as
+stat saw them. At the start of a run, per log (logtail2's rules, see reference logs-cron §1.3,
+plus fingerprints, because inodes are reused and gzip makes new ones):
 
-- same inode, size == offset: nothing new; nothing is read (not even the head).
-- same inode, size > offset, head unchanged: read from the offset.
-- same inode but smaller, or head changed (truncation, copytruncate): find the copy among the
-  rotated files by its head hash (plain or .gz), finish it from the offset, then read the log
-  from 0. No copy found: warn and read from 0.
-- inode changed (rename rotation): find the old file by inode (`.1`, delaycompress) or by head
-  hash (it was gzipped later), finish it from the offset, read any newer rotated file whole,
-  then the new log from 0. Not found: report a possible gap and read the new log from 0.
-- the log is gone: finish the old file if it can be found, keep the cursor, report it missing.
+- same inode, no rotated file changed, size == offset: nothing new; nothing is read.
+- same inode, no rotated file changed, size > offset, head unchanged: read from the offset.
+- otherwise something was rotated (or the file changed under us): the stream is the rotated
+  files oldest first, then the log. The cursor's file is found by (dev, inode) and head, else
+  by head alone (its .gz, or copytruncate's copy): it is finished from the offset, every newer
+  file is read whole, the log from 0. A file that was still empty has no head and is never
+  trusted by its inode: what came after its anchor is new (the anchor is finished from its
+  length first: nginx appends to a renamed log until it reopens).
+- the cursor's file (or, for an empty one, its anchor) is not there any more: rotate/maxage
+  deleted it before it was read to the end. What is left is read, and ONE problem event says
+  that lines may be missing and from which file; a log truncated in place without a copy says
+  the same.
+- the log is gone: the rotated files are read the same way and the newest holds the cursor.
 
 Only complete lines are consumed: a last line without its newline stays for the next run. The
 caller saves the new cursors (`cursors()`) in the same transaction as the results they produced.
@@ -36,7 +42,7 @@ import stat
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import astuple, dataclass, field, replace
 from datetime import datetime
 from multiprocessing.pool import Pool
 from pathlib import Path
@@ -49,12 +55,24 @@ CHUNK_BYTES = 2 << 20
 MAX_LINE_BYTES = 64 * 1024
 PARALLEL_BYTES = 32 << 20  # from this many bytes to read in one file, parts are read in parallel
 STOP_POLL_SECONDS = 0.2  # while the parts are read, how often `stop()` is asked
-# access.log.1, access.log.2.gz, access.log-20261128[.gz], access.log-20261128-1764300000, .2026-11-28
-_ROTATED_SUFFIX = re.compile(r"^(?:\.(\d+)|-(\d{8})(?:-\d+)?|\.(\d{4}-\d{2}-\d{2})|-(\d{10}))(\.gz)?$")
+# logrotate's names: access.log.1, access.log.2.gz (numbered); with dateext, a date or epoch of
+# 8+ digits, maybe with more digit groups: -20261128, -20261128-1764300000, -20261128143000,
+# .2026-11-28, -1764300000 (each optionally .gz)
+_NUMBERED = re.compile(r"\.(\d{1,7})")
+_DATED = re.compile(r"[-.]\d{4}[-.]?\d{2}[-.]?\d{2}(?:[-_.]?\d+)*")
 
 
 @dataclass(frozen=True)
 class Cursor:
+    """Where a log was read to, and what is needed to find that place again after rotations.
+
+    (dev, inode, head) name the file being read and `offset` the end of its last complete line.
+    The anchor is the newest non-empty file older than it (by head, read or there before us, up to
+    `anchor_offset`): when the file was still empty there is no head to find it by, and what came
+    after the anchor is what is new. `rotated_sig` is the rotated files as stat saw them: while it
+    is unchanged nothing was rotated, and the (dev, inode) shortcut is safe.
+    """
+
     path: str
     dev: int
     inode: int
@@ -62,6 +80,10 @@ class Cursor:
     head_len: int = 0
     head_sha256: str = ""
     lines: int = 0
+    anchor_len: int = 0
+    anchor_sha256: str = ""
+    anchor_offset: int = 0
+    rotated_sig: str = ""  # "" for a cursor saved before these were kept: nothing is known
 
 
 @dataclass(frozen=True)
@@ -97,12 +119,24 @@ class ReadStats:
 # --- which files ----------------------------------------------------------------------------------
 
 
+def _rotation_key(suffix: str) -> tuple[int, ...] | None:
+    """Sort key of a rotated file's suffix (after the log's name), older files sorting higher:
+    numbered ones by their number, dated ones newest first by all their digits (the epoch or time
+    after the date counts: several rotations a day); None when it is no rotated name."""
+    stamp = suffix.removesuffix(".gz")
+    if numbered := _NUMBERED.fullmatch(stamp):
+        return (1, int(numbered.group(1)))
+    if _DATED.fullmatch(stamp):
+        return (0, *(-int(digits) for digits in re.findall(r"\d+", stamp)))
+    return None
+
+
 def is_rotated_name(path: Path) -> bool:
     """True for `x.log.1`, `x.log.2.gz`, `x.log-20261128`…: a glob must not pick those as live logs."""
     name = path.name
     if name.endswith(".gz"):
         return True
-    return bool(re.search(r"(\.\d+|-\d{8}(-\d+)?|\.\d{4}-\d{2}-\d{2}|-\d{10})$", name))
+    return any(_rotation_key(name[cut:]) is not None for cut in range(1, len(name)) if name[cut] in ".-")
 
 
 def expand_paths(patterns: Iterable[str]) -> tuple[list[Path], list[str]]:
@@ -125,8 +159,8 @@ def expand_paths(patterns: Iterable[str]) -> tuple[list[Path], list[str]]:
 
 
 def rotated_candidates(path: Path) -> list[Path]:
-    """Rotated siblings of `path`, newest first (`.1` before `.2.gz`; later dates first)."""
-    ranked: list[tuple[tuple[int, str], Path]] = []
+    """Rotated siblings of `path`, newest first (`.1` before `.2.gz`; later stamps first)."""
+    ranked: list[tuple[tuple[int, ...], Path]] = []
     try:
         entries = list(path.parent.iterdir())
     except OSError:
@@ -134,19 +168,23 @@ def rotated_candidates(path: Path) -> list[Path]:
     for entry in entries:
         if not entry.name.startswith(path.name) or entry == path:
             continue
-        match = _ROTATED_SUFFIX.match(entry.name[len(path.name) :])
-        if not match:
-            continue
-        number, day, iso_day, epoch = match.group(1), match.group(2), match.group(3), match.group(4)
-        if number is not None:
-            key = (int(number), "")
-        else:
-            stamp = day or (iso_day or "").replace("-", "") or epoch or ""
-            # later stamps first: invert the digits so that an ascending sort puts them first
-            key = (0, "".join(str(9 - int(c)) for c in stamp))
-        ranked.append((key, entry))
-    ranked.sort(key=lambda item: item[0])
+        key = _rotation_key(entry.name[len(path.name) :])
+        if key is not None:
+            ranked.append((key, entry))
+    ranked.sort(key=lambda item: (item[0], item[1].name))
     return [entry for _, entry in ranked]
+
+
+def _signature(rotated: Sequence[Path]) -> str:
+    """The rotated files as stat sees them (names, inodes, sizes, times): any rotation changes it."""
+    parts = []
+    for path in rotated:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        parts.append(f"{path.name}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}")
+    return _sha("\n".join(parts).encode())[:32]
 
 
 # --- reading ----------------------------------------------------------------------------------------
@@ -158,11 +196,6 @@ def _open(path: Path) -> BinaryIO:
     return open(path, "rb")
 
 
-def _head(fh: BinaryIO, length: int) -> bytes:
-    fh.seek(0)
-    return fh.read(length)
-
-
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -172,7 +205,9 @@ class _Segment:
     path: Path
     start: int
     final: bool  # a rotated file: nothing more will be appended, so its last partial line counts
-    live_cursor: Cursor | None = None  # set for the live file: where its new cursor starts from
+    cursor_base: Cursor | None = None  # set for the file the new cursor will be on (the live log)
+    older: tuple[Path, ...] = ()  # with cursor_base: the files before it, oldest first (the anchor)
+    rotated_sig: str = ""  # with cursor_base: the rotated files' signature seen when planning
     end: int | None = None  # a part of a file: stop here (just after a newline); None: read to EOF
     consumed: int | None = None  # once read: the offset just after the last line handed out
 
@@ -189,6 +224,7 @@ class LogReader:
     stats: ReadStats = field(default_factory=ReadStats)
     events: list[LogEvent] = field(default_factory=list)
     _after: dict[str, Cursor] = field(default_factory=dict)
+    _consumed: dict[Path, int] = field(default_factory=dict)  # rotated files read in this run: to where
 
     def chunks(self) -> Iterator[list[bytes]]:
         """Lists of complete lines (without newlines), file by file, oldest data first."""
@@ -275,6 +311,10 @@ class LogReader:
             except PermissionError as exc:
                 self.events.append(_unreadable(path, exc))
                 continue
+            except (OSError, EOFError, zlib.error) as exc:  # e.g. logrotate at work: its cursor stays as it was
+                message = f"{path}: its rotated files could not be looked at ({exc}); the next run tries again"
+                self.events.append(LogEvent(str(path), "unreadable", message, True))
+                continue
             before = self.stats.lines
             yield from segments
             after = self._after.get(str(path))
@@ -292,8 +332,12 @@ class LogReader:
             self.events.append(LogEvent(str(segment.path), "unreadable", f"{segment.path}: {exc}", True))
 
     def _done(self, segment: _Segment) -> None:
-        if segment.live_cursor is not None and segment.consumed is not None:
-            self._save_live(segment, segment.consumed)
+        if segment.consumed is None:
+            return
+        if segment.cursor_base is not None:
+            self._save_cursor(segment, segment.consumed)
+        else:
+            self._consumed[segment.path] = segment.consumed
 
     def cursors(self) -> list[Cursor]:
         """The cursors to save once the results of `chunks()` are recorded."""
@@ -303,123 +347,186 @@ class LogReader:
 
     def _plan(self, path: Path, cursor: Cursor | None) -> list[_Segment]:
         key = str(path)
+        rotated = rotated_candidates(path)
+        signature = _signature(rotated)
+        older = tuple(reversed(rotated))  # oldest first
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            return self._plan_missing(path, cursor)
-        if not stat.S_ISREG(st.st_mode):
+            st = None
+        if st is not None and not stat.S_ISREG(st.st_mode):
             self.events.append(LogEvent(key, "unreadable", f"{path} is not a regular file", True))
             return []
-        fresh = Cursor(key, st.st_dev, st.st_ino, 0)
         if cursor is None:
-            return [_Segment(path, 0, False, fresh)]
-        same_file = (st.st_dev, st.st_ino) == (cursor.dev, cursor.inode)
-        if same_file and st.st_size == cursor.offset:
-            self._after[key] = cursor  # logtail2's shortcut: nothing new, nothing read
-            return []
-        if same_file and st.st_size > cursor.offset and self._head_matches(path, cursor):
-            return [_Segment(path, cursor.offset, False, cursor)]
-        older = self._find_old(path, cursor, exclude_inode=st.st_ino)
-        if older is None:
-            if same_file:
-                self.events.append(
-                    LogEvent(
-                        key,
-                        "truncated",
-                        f"{path} is smaller than last time and no rotated "
-                        "copy matches it: reading it from the start; lines may be missing",
-                        True,
-                    )
-                )
-            else:
-                self.events.append(
-                    LogEvent(
-                        key,
-                        "gap",
-                        f"{path} was replaced and its old file was not found among "
-                        "the rotated files: lines written before the rotation may be missing",
-                        True,
-                    )
-                )
-            return [_Segment(path, 0, False, fresh)]
-        kind = "truncated" if same_file else "rotated"
-        self.events.append(
-            LogEvent(
-                key,
-                kind,
-                f"{path} was rotated ({'copytruncate' if same_file else 'rename'}); "
-                f"finished {older[0].path.name} from byte {cursor.offset}",
-                False,
-            )
-        )
-        return [*older, _Segment(path, 0, False, fresh)]
-
-    def _plan_missing(self, path: Path, cursor: Cursor | None) -> list[_Segment]:
-        key = str(path)
-        if cursor is not None:
-            older = self._find_old(path, cursor, exclude_inode=None)
-            if older:
-                self.events.append(
-                    LogEvent(
-                        key,
-                        "missing",
-                        f"{path} is gone (rotated, not yet recreated); finished "
-                        f"{older[0].path.name} from byte {cursor.offset}",
-                        True,
-                    )
-                )
-                # Remember the end of the newest rotated file read, so the next run goes on from it.
-                newest = older[-1].path
-                with _open(newest) as fh:
-                    st = os.stat(newest)
-                    head = _head(fh, HEAD_BYTES)
-                    self.stats.probe_bytes += len(head)
-                    end = len(head) + _drain_len(fh) if newest.name.endswith(".gz") else st.st_size
-                self._after[key] = Cursor(key, st.st_dev, st.st_ino, end, len(head), _sha(head), cursor.lines)
-                return older
+            if st is None:
+                self.events.append(LogEvent(key, "missing", f"{path} does not exist", True))
+                return []
+            return [_Segment(path, 0, False, Cursor(key, st.st_dev, st.st_ino, 0), older, signature)]
+        if (
+            st is not None
+            and (st.st_dev, st.st_ino) == (cursor.dev, cursor.inode)
+            and cursor.rotated_sig in ("", signature)  # nothing rotated since (or not known: as before)
+        ):
+            if st.st_size == cursor.offset:  # logtail2's shortcut: nothing new, nothing read
+                self._after[key] = cursor if cursor.rotated_sig else self._anchored(cursor, older, signature)
+                return []
+            if st.st_size > cursor.offset and self._head_is(path, cursor.head_len, cursor.head_sha256):
+                return [_Segment(path, cursor.offset, False, cursor, older, signature)]
+        stream = [*older, path] if st is not None else list(older)
+        segments, event = self._after_rotation(path, cursor, stream, signature)
+        if st is not None:
+            self.events += [event] if event is not None else []
+            return segments
+        if event is not None and event.problem:
+            self.events.append(event)
+        if not segments:  # nothing new in the rotated files either
             self._after[key] = cursor
-        self.events.append(LogEvent(key, "missing", f"{path} does not exist", True))
-        return []
+            self.events.append(LogEvent(key, "missing", f"{path} does not exist", True))
+            return []
+        # The newest rotated file holds the cursor until the log is back; nginx may still be
+        # writing to it (no reopen yet), so its last partial line waits.
+        *rest, newest = segments
+        base = Cursor(key, *_dev_inode(newest.path), newest.start)
+        newest = replace(newest, final=False, cursor_base=base, older=older[:-1], rotated_sig=signature)
+        message = f"{path} is gone (rotated, not yet recreated); read {_names(segments)}"
+        self.events.append(LogEvent(key, "missing", message, True))
+        return [*rest, newest]
 
-    def _head_matches(self, path: Path, cursor: Cursor) -> bool:
-        if cursor.head_len == 0:
-            return True
-        with open(path, "rb") as fh:
-            head = fh.read(cursor.head_len)
-        self.stats.probe_bytes += len(head)
-        return len(head) == cursor.head_len and _sha(head) == cursor.head_sha256
-
-    def _find_old(self, path: Path, cursor: Cursor, *, exclude_inode: int | None) -> list[_Segment] | None:
-        """The old file (from the offset) then any newer rotated files (whole), or None."""
-        candidates = rotated_candidates(path)
-        found = None
-        for index, candidate in enumerate(candidates):
-            try:
-                st = os.stat(candidate)
-            except OSError:
+    def _after_rotation(
+        self, path: Path, cursor: Cursor, stream: list[Path], signature: str
+    ) -> tuple[list[_Segment], LogEvent | None]:
+        """What to read when something was rotated (or the file changed under the cursor): the
+        file the cursor is on from its offset, or, when it cannot be found, what came after the
+        anchor; then every newer file whole; the live log becomes the new cursor's file."""
+        key = str(path)
+        live = stream[-1] if stream and stream[-1] == path else None
+        found = self._locate(stream, cursor)
+        event = None
+        if found is not None:
+            index, offset = found, cursor.offset
+            if stream[index] != live:
+                how = "copytruncate" if live is not None and _same_inode(live, cursor) else "rename"
+                kind = "truncated" if how == "copytruncate" else "rotated"
+                event = LogEvent(
+                    key, kind, f"{path} was rotated ({how}); finished {stream[index].name} from byte {offset}", False
+                )
+        else:
+            index, offset, event = self._after_anchor(path, cursor, stream, live, signature)
+        segments: list[_Segment] = []
+        for position, file in enumerate(stream):
+            if position < index:
                 continue
-            if (st.st_dev, st.st_ino) == (cursor.dev, cursor.inode) and not candidate.name.endswith(".gz"):
-                found = index
-                break
-        if found is None:
-            for index, candidate in enumerate(candidates):
-                try:
-                    st = os.stat(candidate)
-                    if st.st_ino == exclude_inode or cursor.head_len == 0:
-                        continue
-                    with _open(candidate) as fh:
-                        head = fh.read(cursor.head_len)
-                except (OSError, EOFError, zlib.error):
-                    continue
-                self.stats.probe_bytes += len(head)
-                if len(head) == cursor.head_len and _sha(head) == cursor.head_sha256:
-                    found = index
-                    break
-        if found is None:
+            start = offset if position == index else 0
+            if file == live:
+                st = os.stat(file)
+                base = cursor if position == index else Cursor(key, st.st_dev, st.st_ino, 0)
+                segments.append(_Segment(file, start, False, base, tuple(stream[:position]), signature))
+            elif position > index or start < _length(file):
+                segments.append(_Segment(file, start, True))
+        rotated = [segment for segment in segments if segment.path != live]
+        if event is None and rotated:  # the log was empty last time: what came after it is read
+            event = LogEvent(key, "rotated", f"{path} was rotated; read {_names(rotated)}", False)
+        elif event is not None and event.kind == "rotated" and len(segments) > 2:
+            event = replace(event, message=f"{event.message}; read {_names(segments[1:-1])} whole")
+        return segments, event
+
+    def _after_anchor(
+        self, path: Path, cursor: Cursor, stream: list[Path], live: Path | None, signature: str
+    ) -> tuple[int, int, LogEvent | None]:
+        """Where to start when the cursor's file cannot be found: (index, offset, event)."""
+        key = str(path)
+        rotated = stream[:-1] if live is not None else stream
+        if not cursor.rotated_sig:  # saved before anchors were kept: what is new cannot be told
+            index, offset = len(stream) - 1 if live is not None else len(stream), 0
+            if cursor.head_len == 0:
+                what = (
+                    "it was empty at the last check (a cursor saved before rotated files were tracked) and was rotated"
+                )
+                return index, offset, _gap(key, what, stream[index:])
+        elif cursor.anchor_len == 0:  # no non-empty rotated file back then: all of them are new
+            index, offset = 0, 0
+        else:
+            at = self._find_head(rotated, cursor.anchor_len, cursor.anchor_sha256)
+            index, offset = (at, cursor.anchor_offset) if at is not None else (0, 0)
+            if at is None and cursor.head_len == 0:
+                what = (
+                    "the newest rotated file it had read is gone as well (rotate/maxage), "
+                    "so files rotated after it may have been deleted unread"
+                )
+                return index, offset, _gap(key, what, stream)
+        if cursor.head_len == 0:
+            return index, offset, None  # the file was empty: nothing of it can be missing
+        if live is not None and _same_inode(live, cursor) and cursor.rotated_sig in ("", signature):
+            return (
+                index,
+                offset,
+                LogEvent(
+                    key,
+                    "truncated",
+                    f"{path} is smaller than last time and no rotated copy matches it: reading it "
+                    "from the start; lines may be missing",
+                    True,
+                ),
+            )
+        what = (
+            f"the file it was read from (inode {cursor.inode}, up to byte {cursor.offset}) is not among its rotated "
+            "files any more: deleted by rotate/maxage before the rest of it was read"
+        )
+        return index, offset, _gap(key, what, stream[index:])
+
+    def _locate(self, stream: list[Path], cursor: Cursor) -> int | None:
+        """Index of the cursor's file in `stream`, newest first: same (dev, inode) and head, else the
+        head alone (gzipped, or copytruncate's copy). An empty file has no head: it is never
+        trusted by its inode alone (the filesystem reuses inodes)."""
+        if cursor.head_len == 0:
             return None
-        old = _Segment(candidates[found], cursor.offset, True)
-        newer = [_Segment(c, 0, True) for c in reversed(candidates[:found])]
-        return [old, *newer]
+        by_head = None
+        for index in reversed(range(len(stream))):
+            file = stream[index]
+            if self._long_enough(file, cursor) and self._head_is(file, cursor.head_len, cursor.head_sha256):
+                if not file.name.endswith(".gz") and _same_inode(file, cursor):
+                    return index
+                by_head = index if by_head is None else by_head
+        return by_head
+
+    def _long_enough(self, file: Path, cursor: Cursor) -> bool:
+        return file.name.endswith(".gz") or _length(file) >= cursor.offset
+
+    def _find_head(self, files: Sequence[Path], length: int, sha: str) -> int | None:
+        for index in reversed(range(len(files))):
+            if self._head_is(files[index], length, sha):
+                return index
+        return None
+
+    def _head_is(self, path: Path, length: int, sha: str) -> bool:
+        if length == 0:
+            return True
+        try:
+            with _open(path) as fh:
+                head = fh.read(length)
+        except (OSError, EOFError, zlib.error):
+            return False
+        self.stats.probe_bytes += len(head)
+        return len(head) == length and _sha(head) == sha
+
+    def _anchored(self, cursor: Cursor, older: Sequence[Path], signature: str) -> Cursor:
+        """`cursor` with the newest non-empty file of `older` as its anchor, and the signature."""
+        for file in reversed(older):
+            try:
+                with _open(file) as fh:
+                    head = fh.read(HEAD_BYTES)
+                length = self._consumed.get(file)
+                if head and length is None:
+                    length = _length(file)
+            except (OSError, EOFError, zlib.error):
+                continue
+            self.stats.probe_bytes += len(head)
+            if head:
+                sha, offset = _sha(head), length or 0
+                return replace(
+                    cursor, anchor_len=len(head), anchor_sha256=sha, anchor_offset=offset, rotated_sig=signature
+                )
+        return replace(cursor, anchor_len=0, anchor_sha256="", anchor_offset=0, rotated_sig=signature)
 
     # -- reading lines -----------------------------------------------------------------------------
 
@@ -508,16 +615,19 @@ class LogReader:
             return kept
         return lines
 
-    def _save_live(self, segment: _Segment, consumed: int) -> None:
-        base = segment.live_cursor
+    def _save_cursor(self, segment: _Segment, consumed: int) -> None:
+        base = segment.cursor_base
         assert base is not None
         head_len, head_sha = base.head_len, base.head_sha256
         if head_len < HEAD_BYTES:
-            with open(segment.path, "rb") as fh:
+            with _open(segment.path) as fh:
                 head = fh.read(min(HEAD_BYTES, consumed))
             self.stats.probe_bytes += len(head)
             head_len, head_sha = len(head), _sha(head)
-        self._after[base.path] = replace(base, offset=consumed, head_len=head_len, head_sha256=head_sha)
+        after = replace(base, offset=consumed, head_len=head_len, head_sha256=head_sha)
+        if after.rotated_sig != segment.rotated_sig:
+            after = self._anchored(after, segment.older, segment.rotated_sig)
+        self._after[base.path] = after
 
 
 def _read_part(
@@ -551,11 +661,35 @@ def _worker_signals() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
 
-def _drain_len(fh: BinaryIO) -> int:
-    total = 0
-    while chunk := fh.read(CHUNK_BYTES):
-        total += len(chunk)
-    return total
+def _dev_inode(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _same_inode(path: Path, cursor: Cursor) -> bool:
+    try:
+        return _dev_inode(path) == (cursor.dev, cursor.inode)
+    except OSError:
+        return False
+
+
+def _length(path: Path) -> int:
+    """Bytes of text in a file: its size, or for gzip the size stored in its trailer (modulo 4 GiB,
+    which is enough to tell whether a file that was read plain got more lines before its gzip)."""
+    if not path.name.endswith(".gz"):
+        return os.stat(path).st_size
+    with open(path, "rb") as fh:
+        fh.seek(-4, os.SEEK_END)
+        return int.from_bytes(fh.read(4), "little")
+
+
+def _names(segments: Sequence[_Segment]) -> str:
+    return ", ".join(segment.path.name for segment in segments)
+
+
+def _gap(key: str, what: str, rest: Sequence[Path]) -> LogEvent:
+    then = f"; read {', '.join(p.name for p in rest)} whole" if rest else ""
+    return LogEvent(key, "gap", f"lines may be missing from {key}: {what}{then}", True)
 
 
 def _unreadable(path: Path, exc: PermissionError) -> LogEvent:
@@ -575,19 +709,24 @@ def _unreadable(path: Path, exc: PermissionError) -> LogEvent:
 # --- cursors in the state database ---------------------------------------------------------------
 
 
+_CURSOR_COLUMNS = (
+    "path, dev, inode, offset, head_len, head_sha256, lines, anchor_len, anchor_sha256, anchor_offset, rotated_sig"
+)
+
+
 def load_cursors(state: StateDB) -> dict[str, Cursor]:
-    rows = state.execute("SELECT path, dev, inode, offset, head_len, head_sha256, lines FROM log_cursors").fetchall()
+    rows = state.execute(f"SELECT {_CURSOR_COLUMNS} FROM log_cursors").fetchall()
     return {row["path"]: Cursor(*tuple(row)) for row in rows}
 
 
 def save_cursors(conn: object, cursors: Iterable[Cursor], *, now: datetime, run_id: str | None) -> None:
     """Inside the caller's transaction, after the results those lines produced."""
+    columns = _CURSOR_COLUMNS.split(", ")
+    updates = ", ".join(f"{name}=excluded.{name}" for name in [*columns[1:], "updated_at", "run_id"])
+    marks = ", ".join("?" * (len(columns) + 2))
+    sql = (
+        f"INSERT INTO log_cursors({_CURSOR_COLUMNS}, updated_at, run_id) VALUES ({marks}) "
+        f"ON CONFLICT(path) DO UPDATE SET {updates}"
+    )
     for c in cursors:
-        conn.execute(  # type: ignore[attr-defined]
-            "INSERT INTO log_cursors(path, dev, inode, offset, head_len, head_sha256, lines, "
-            "updated_at, run_id) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET "
-            "dev=excluded.dev, inode=excluded.inode, offset=excluded.offset, "
-            "head_len=excluded.head_len, head_sha256=excluded.head_sha256, lines=excluded.lines, "
-            "updated_at=excluded.updated_at, run_id=excluded.run_id",
-            (c.path, c.dev, c.inode, c.offset, c.head_len, c.head_sha256, c.lines, iso(now), run_id),
-        )
+        conn.execute(sql, (*astuple(c), iso(now), run_id))  # type: ignore[attr-defined]

@@ -150,6 +150,17 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE runs ADD COLUMN trigger TEXT
         """,
     ),
+    (
+        # A log cursor also keeps the file before the one it is on (its anchor) and what the rotated
+        # files looked like, so a cursor saved on an empty log survives rotations (accesslog.Cursor).
+        "303_log_cursor_anchor",
+        """
+        ALTER TABLE log_cursors ADD COLUMN anchor_len INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE log_cursors ADD COLUMN anchor_sha256 TEXT NOT NULL DEFAULT '';
+        ALTER TABLE log_cursors ADD COLUMN anchor_offset INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE log_cursors ADD COLUMN rotated_sig TEXT NOT NULL DEFAULT ''
+        """,
+    ),
 ]
 
 
