@@ -93,6 +93,9 @@ def main(app: typer.Typer) -> None:
     (disk full, read-only STATE_DIR, a garbage database, input nested too deep), becomes one
     `Error:` line and its documented exit code wherever it was raised. A real bug keeps its traceback.
     """
+    # State, content, backups, logs, locks and metrics hold error texts and content: private,
+    # whatever the login shell's umask (the systemd unit sets UMask=0077 too).
+    os.umask(0o077)
     try:
         app()
     except Exception as exc:

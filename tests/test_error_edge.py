@@ -122,3 +122,33 @@ def test_a_backup_taken_after_the_clock_went_back_is_kept(tmp_path: Path) -> Non
         taken = store.backup(tmp_path / "backups", keep=2, now=datetime(2026, 11, 1, tzinfo=UTC), label="back")
     assert taken.exists()
     assert sorted(p.name.split("-")[-1] for p in (tmp_path / "backups").glob("content-*.db")) == ["back.db", "d12.db"]
+
+
+def test_a_symlinked_lock_file_is_refused_and_its_target_untouched(run_script, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    target = workdir / "precious.txt"
+    target.write_text("keep me\n")
+    (workdir / "state" / "locks").mkdir()
+    (workdir / "state" / "locks" / "warm.lock").symlink_to(target)
+    result = run_script("warm_cache.py", "--urls-file", "/dev/null")
+    assert_one_error(result, 2, f"Error: lock file {workdir / 'state' / 'locks' / 'warm.lock'} is a symbolic link")
+    assert target.read_text() == "keep me\n"
+
+
+def test_files_under_state_dir_are_private_whatever_the_umask(run_script, env_file: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    with env_file.open("a") as fh:
+        fh.write("SITE_URL=https://www.example.com\n")
+    old = os.umask(0o022)
+    try:
+        assert run_script("warm_cache.py", "--urls-file", "/dev/null").returncode == 0
+        assert run_script("purge_cache.py", "urls", "/a", "--dry-run").returncode == 0
+        assert run_script("jobs.py", "status").returncode == 0
+    finally:
+        os.umask(old)
+    state = workdir / "state"
+    leaks = [
+        f"{p} {oct(p.stat().st_mode & 0o777)}"
+        for p in [*state.rglob("*")]
+        if p.stat().st_mode & 0o077 and p != state  # the test made STATE_DIR itself
+    ]
+    assert leaks == []
+    assert {p.name for p in state.rglob("*")} >= {"state.db", "warm.lock", "warm.jsonl"}

@@ -8,10 +8,12 @@ so a `kill -9` leaves nothing to clean up.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -48,15 +50,7 @@ class JobLock:
         wait_seconds: float = 0.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StateError(
-                f"cannot open lock file {self.path}",
-                got=exc.strerror,
-                expected="a writable LOCK_DIR",
-            ) from None
+        fd = open_private_file(self.path, os.O_RDWR | os.O_CREAT, what="lock file", expected="a writable LOCK_DIR")
         deadline = time.monotonic() + wait_seconds
         while True:
             try:
@@ -97,6 +91,30 @@ class JobLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def open_private_file(path: Path, flags: int, *, what: str, expected: str) -> int:
+    """Open (creating 0600, in a 0700 directory) a file only we should write: never through a symlink.
+
+    In a shared or world-writable directory another user could plant a symlink (we would overwrite
+    its target) or create the file first (and hold our lock forever): both are refused, named.
+    """
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StateError(f"{what} {path} is a symbolic link", expected="a regular file (remove the link)") from None
+        raise StateError(f"cannot open {what} {path}", got=exc.strerror, expected=expected) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+        os.close(fd)
+        raise StateError(
+            f"{what} {path} is not a regular file owned by this user",
+            got=f"uid {info.st_uid}, mode {stat.filemode(info.st_mode)}",
+            expected=f"a file owned by uid {os.geteuid()} (remove it; the job recreates it)",
+        )
+    return fd
 
 
 def read_holder_fd(fd: int) -> LockHolder | None:
