@@ -15,6 +15,9 @@
   state.db outbox and deleted (a transactional outbox: a crash in between re-forwards them, and
   enqueueing an URL that is already open is a no-op).
 - `import_runs` / `rejects`: what each run changed or refused, committed with its batches.
+
+With a retention policy, a run's end drops the versions, rejects and record of runs older than the
+rollback window (retention.py), in the same transaction.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from typing import Any, NamedTuple
 
 from .errors import InputError, StateError
 from .feed import FeedItem, Position, Reject
-from .state import immediate_transaction, iso
+from .retention import RetentionPolicy, prune_content, reclaim_space
+from .state import immediate_transaction, incremental_vacuum_if_new, iso
 
 SCHEMA_VERSION = 2
 SCHEMA = """
@@ -180,11 +184,13 @@ class DbCheck:
 
 
 class ContentStore:
-    """A connection to the content store. `readonly=True` never creates or changes a file."""
+    """A connection to the content store. `readonly=True` never creates or changes a file;
+    `retention` (None: keep everything) bounds the history kept for rollback."""
 
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False, retention: RetentionPolicy | None = None) -> None:
         self.path = path
         self.readonly = readonly
+        self.retention = retention
         try:
             if readonly and not path.exists():
                 self.conn = sqlite3.connect(":memory:", isolation_level=None)  # an empty store
@@ -194,6 +200,7 @@ class ContentStore:
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self.conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+                incremental_vacuum_if_new(self.conn)
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA busy_timeout=30000")
@@ -311,7 +318,8 @@ class ContentStore:
         )
         if len(rows) != 1:
             raise InputError(
-                f"run {text} is not a run that changed the content store"
+                f"run {text} is not a run that changed the content store (or it left the rollback window,"
+                " RETAIN_VERSIONS_DAYS)"
                 if not rows
                 else f"run id {text} is ambiguous",
                 got=text,
@@ -412,6 +420,10 @@ class ContentStore:
             )
             if not same:
                 self._save_checkpoint(conn, checkpoint, run_id=run_id, now=now)
+            if self.retention is not None:
+                prune_content(conn, self.retention, now=now)
+        if self.retention is not None:
+            reclaim_space(self.conn)
         return True
 
     def rollback(
@@ -435,7 +447,10 @@ class ContentStore:
         versions = self.conn.execute("SELECT * FROM versions WHERE run_id = ? ORDER BY id", (target_run_id,)).fetchall()
         if not versions:
             raise InputError(
-                f"run {target_run_id} changed nothing in the content store",
+                f"run {target_run_id} changed nothing in the content store"
+                if record is not None
+                else f"run {target_run_id} is not known to the content store (or it left the rollback window,"
+                " RETAIN_VERSIONS_DAYS)",
                 got=target_run_id,
                 expected="a run id from `import_stale.py runs` with inserted, updated or removed items",
                 hint="Nothing was changed.",
