@@ -21,6 +21,7 @@ from edgecron.errors import InputError
 from edgecron.feed import JsonlSource, Validator
 from edgecron.importer import Importer, ImportOptions, forward_purges
 from edgecron.outbox import PurgeOutbox
+from edgecron.purge import cached_pages_estimate, read_only
 from edgecron.retention import MIB, RetentionPolicy, StateSize, prune_state, reclaim_space, state_size
 from edgecron.runner import EventLog, JobRun
 from edgecron.schedule import Cron, load_schedule
@@ -476,3 +477,19 @@ def test_an_event_log_whose_first_event_is_older_than_the_window_starts_a_new_fi
     current = [json.loads(line)["run_id"] for line in path.read_text().splitlines()]
     old = [json.loads(line)["run_id"] for line in path.with_name("purge.jsonl.1").read_text().splitlines()]
     assert old == [f"d{d}" for d in range(31)] and current == [f"d{d}" for d in range(31, 45)]
+
+
+def test_re_warms_by_other_jobs_never_prune_the_warm_jobs_last_run(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, RETAIN_WARM_RUNS="1")
+    clock = Clock()
+    warm_id = warm_run(settings, clock, [f"{SITE}/p{i}" for i in range(5)])
+    for _ in range(3):
+        clock.at += timedelta(minutes=5)
+        with JobRun(settings=settings, job="purge", now=clock) as purge:
+            assert purge.state is not None
+            store = WarmResultStore(purge.state, run_id=purge.run_id, now=purge.now)
+            store.add(WarmResult(f"{SITE}/p0", "filled"))
+            store.flush()
+    conn = read_only(settings.state_dir)
+    assert cached_pages_estimate(conn) == 5
+    assert {r[0] for r in conn.execute("SELECT DISTINCT run_id FROM warm_results")} == {warm_id, purge.run_id}

@@ -4,7 +4,8 @@ Before this, one warm of 10,000 URLs added ~2 MB to state.db and nothing ever le
 a year on the default schedule, until a full disk broke every job. The rules, each with its key:
 
 - `warm_results`: the per-URL rows of the last RETAIN_WARM_RUNS runs that wrote any (the warm job's,
-  and the re-warms of purge and import); a run still running is never touched. `warm_latest` keeps
+  and the re-warms of purge and import), and of the warm job's last run (purge's page estimate reads
+  it); a run still running is never touched. `warm_latest` keeps
   each URL's latest result until RETAIN_RUNS_DAYS after it was last warmed (a URL gone from the
   sitemap ages out).
 - `runs`: RETAIN_RUNS_DAYS, but the newest run of each job, status and trigger stays whatever its
@@ -104,6 +105,12 @@ def _prune_warm_results(conn: sqlite3.Connection, *, keep_runs: int) -> int:
         below = conn.execute(
             "SELECT id FROM warm_results WHERE run_id = ? AND pass = 1 ORDER BY id LIMIT 1", (row[0],)
         ).fetchone()[0]
+    # The warm job's own last run stays even after several re-warms: it is the site's page count.
+    last_warm = conn.execute(
+        "SELECT run_id FROM runs WHERE job = 'warm' AND status IN ('ok', 'problems') ORDER BY started_at DESC LIMIT 1"
+    ).fetchone()
+    if last_warm is not None:
+        kept.append(last_warm[0])
     marks = ",".join("?" * len(kept))
     # Rows of a run that interleaved with a kept one above `below` wait for a later prune: harmless.
     return conn.execute(
