@@ -24,6 +24,7 @@ from edgecron.outbox import PurgeOutbox
 from edgecron.purge import cached_pages_estimate, read_only
 from edgecron.retention import MIB, RetentionPolicy, StateSize, prune_state, reclaim_space, state_size
 from edgecron.runner import EventLog, JobRun
+from edgecron.runs import last_completed_at
 from edgecron.schedule import Cron, load_schedule
 from edgecron.state import open_state
 from edgecron.warm import WarmResult, WarmResultStore, warmed_urls
@@ -118,6 +119,24 @@ def test_old_runs_go_but_each_jobs_latest_run_of_each_status_stays(tmp_path: Pat
     # import: the old ok runs went, the new one stays; cache-rules: its only run stays whatever its age
     assert [job for job, _ in left] == ["cache-rules", "import"]
     assert left[1][0] == "import" and left[1][1].startswith(clock.at.date().isoformat())
+
+
+def test_a_newer_manual_run_does_not_prune_the_last_scheduled_success(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, RETAIN_RUNS_DAYS="30")
+    clock = Clock()
+    for _ in range(3):
+        with JobRun(settings=settings, job="warm", now=clock, trigger="cron"):
+            pass
+        clock.at += timedelta(days=1)
+    last_cron = clock.at - timedelta(days=1)
+    clock.at += timedelta(days=40)
+    for _ in range(2):
+        with JobRun(settings=settings, job="warm", now=clock, trigger="manual"):
+            pass
+    with open_state(settings.state_dir) as state:
+        assert last_completed_at(state, "warm", scheduled_only=True) == last_cron.isoformat(timespec="milliseconds")
+        triggers = [row[0] for row in state.execute("SELECT trigger FROM runs ORDER BY id")]
+        assert triggers == ["cron", "manual", "manual"]  # the two older cron runs went
 
 
 def test_sent_purges_age_out_but_pending_and_held_ones_never_do(tmp_path: Path) -> None:

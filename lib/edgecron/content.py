@@ -128,6 +128,7 @@ KEEP_CREATED = (
     "INSERT INTO versions(run_id, key, action, new_hash, at) VALUES (?, ?, 'insert', ?, ?) "
     "ON CONFLICT(run_id, key) DO UPDATE SET new_hash = excluded.new_hash"
 )
+ROLLBACK_WINDOW_KEY = "RETAIN_VERSIONS_DAYS"  # older runs' versions are pruned (retention.py)
 # The lookups `check-db` verifies are index searches, not table scans.
 KEY_LOOKUPS = {
     "item by key": "SELECT content_hash FROM items WHERE key = ?",
@@ -318,12 +319,12 @@ class ContentStore:
         )
         if len(rows) != 1:
             raise InputError(
-                f"run {text} is not a run that changed the content store (or it left the rollback window,"
-                " RETAIN_VERSIONS_DAYS)"
+                f"run {text} is not a run that changed the content store"
                 if not rows
                 else f"run id {text} is ambiguous",
                 got=text,
-                expected="a run id (or a unique prefix of 6+ characters) from `import_stale.py runs`",
+                expected="a run id (or a unique prefix of 6+ characters) from `import_stale.py runs`"
+                + (f" inside the rollback window ({ROLLBACK_WINDOW_KEY})" if not rows else ""),
                 hint="Nothing was changed.",
             )
         return str(rows[0][0])
@@ -447,12 +448,10 @@ class ContentStore:
         versions = self.conn.execute("SELECT * FROM versions WHERE run_id = ? ORDER BY id", (target_run_id,)).fetchall()
         if not versions:
             raise InputError(
-                f"run {target_run_id} changed nothing in the content store"
-                if record is not None
-                else f"run {target_run_id} is not known to the content store (or it left the rollback window,"
-                " RETAIN_VERSIONS_DAYS)",
+                f"run {target_run_id} changed nothing in the content store",
                 got=target_run_id,
-                expected="a run id from `import_stale.py runs` with inserted, updated or removed items",
+                expected="a run id from `import_stale.py runs` with inserted, updated or removed items"
+                + ("" if record is not None else f", inside the rollback window ({ROLLBACK_WINDOW_KEY})"),
                 hint="Nothing was changed.",
             )
         current = self.lookup([v["key"] for v in versions])
