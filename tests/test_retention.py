@@ -311,6 +311,7 @@ class YearOfCron:
         self.changes = changes_per_import
         self.edits = 0
         self.fired = dict.fromkeys(("warm", "purge", "import", "check-logs", "cache-rules"), 0)
+        self.ran = dict.fromkeys(self.fired, 0)
         self.crons = {item.name: item.cron for item in load_schedule(self.settings) if item.cron}
 
     def run_until(self, end: datetime) -> None:
@@ -321,6 +322,7 @@ class YearOfCron:
                     self.fired[job] += 1
                     if self.fired[job] % self.one_in.get(job, 1) == 0 or (job == "import" and self.fired[job] == 1):
                         self.clock.at = moment
+                        self.ran[job] += 1
                         getattr(self, "run_" + job.replace("-", "_"))()
             day += timedelta(days=1)
         self.clock.at = end
@@ -441,7 +443,7 @@ def simulate_year(root: Path, *, one_in: Mapping[str, int], report: Callable[[st
         report(
             f"{months:>2} months: state.db {size.state_db / MIB:.1f} MiB + logs {size.logs / MIB:.1f} MiB"
             f" = {(size.state_db + size.logs) / MIB:.1f} MiB; content.db {size.content_db / MIB:.1f} MiB"
-            f" (runs {sim.fired})"
+            f" (runs: {sim.ran})"
         )
     return sizes
 
