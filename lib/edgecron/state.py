@@ -231,6 +231,9 @@ class StateDB:
                 self.conn.execute(
                     "INSERT INTO schema_migrations(name, applied_at) VALUES (?, datetime('now'))", (name,)
                 )
+            # Each migration rewrites the schema pages: copied back at once, the WAL holds one
+            # migration instead of all of them, so a new database fits where its tables fit.
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error): data and checkpoints commit together."""
