@@ -20,6 +20,7 @@ from edgecron.importer import Importer, ImportOptions, forward_purges, parse_dur
 from edgecron.lock import JobLock
 from edgecron.outbox import PurgeOutbox
 from edgecron.purge import send_outbox
+from edgecron.retention import RetentionPolicy
 from edgecron.runner import JobRun
 from edgecron.state import open_state
 from edgecron.warm import rewarm
@@ -70,7 +71,7 @@ def run(
             raise ConfigError("SITE_URL and ALLOWED_HOSTS are both empty", expected="the hosts item URLs may use")
     with (
         _cli.job("import", cfg, dry_run=dry_run, lock_wait=wait) as job,
-        ContentStore(cfg.content_db, readonly=dry_run) as store,
+        ContentStore(cfg.content_db, readonly=dry_run, retention=RetentionPolicy.from_settings(cfg)) as store,
     ):
         outbox = PurgeOutbox(job.state) if job.state is not None else None
         relay = (lambda: forward_purges(store, outbox, now=job.now())) if outbox else (lambda: 0)

@@ -15,6 +15,7 @@ import typer
 from edgecron.errors import InputError, LockHeld
 from edgecron.lock import JobLock
 from edgecron.logformat import display
+from edgecron.retention import state_size
 from edgecron.schedule import (
     CronSyntaxError,
     find_job,
@@ -54,8 +55,15 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print one JSON d
         tz = schedule_timezone(cfg)
         with open_state(cfg.state_dir) as state:
             jobs, outbox = collect_status(cfg, state, schedule, now=_cli.utcnow())
+    size = state_size(state_dir=cfg.state_dir, content_db=cfg.content_db)
     if json_out:
-        _cli.print_json({"jobs": [vars(j) for j in jobs], "outbox": vars(outbox)})
+        _cli.print_json(
+            {
+                "jobs": [vars(j) for j in jobs],
+                "outbox": vars(outbox),
+                "state_bytes": {**vars(size), "total": size.total},
+            }
+        )
         return
     rows = [
         (
@@ -73,6 +81,10 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print one JSON d
     typer.echo(f"times in {tz.key} (SCHEDULE_TIMEZONE)")
     typer.echo(_cli.table(rows, ["job", "schedule", "last run", "by", "result", "took", "next due", "lock"]))
     typer.echo(f"\npurge outbox: {outbox.pending} pending, {outbox.failing} failing")
+    typer.echo(
+        f"state on disk: {_mib(size.total)} (state.db {_mib(size.state_db)}, content.db {_mib(size.content_db)},"
+        f" logs {_mib(size.logs)})"
+    )
     for item in outbox.failing_items:
         typer.echo(f"  #{item['id']} {item['kind']} {item['value']}: {item['attempts']} attempts, {item['last_error']}")
     for j in jobs:
@@ -197,6 +209,10 @@ def _local(stamp: str | None, tz: tzinfo) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1048576:.1f} MiB"
 
 
 def _result(j: Any) -> str:

@@ -313,6 +313,36 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("BACKUP_KEEP", "7", _int(1, 1000), "Content-store backups kept in STATE_DIR/backups.", "import"),
     Key("SCHEDULE_TIMEZONE", "UTC", _text, "Time zone for schedules.", "schedule"),
+    Key(
+        "RETAIN_WARM_RUNS",
+        "3",
+        _int(1, 1000),
+        "Warm runs whose per-URL results are kept (each URL's latest status is kept apart).",
+        "retention",
+    ),
+    Key(
+        "RETAIN_RUNS_DAYS",
+        "30",
+        _int(1),
+        "Days of run records, log-check slots and deploy records kept (each job's latest run always); an"
+        " event log older than this starts a new file.",
+        "retention",
+    ),
+    Key("RETAIN_OUTBOX_DAYS", "7", _int(1), "Days sent purges are kept; pending ones are never dropped.", "retention"),
+    Key(
+        "RETAIN_VERSIONS_DAYS",
+        "30",
+        _int(1),
+        "Days an import run stays rollback-able: older content versions and rejects are dropped.",
+        "retention",
+    ),
+    Key(
+        "EVENT_LOG_MAX_MB",
+        "8",
+        _int(1, 10000),
+        "Size of STATE_DIR/logs/<job>.jsonl before it moves to <job>.jsonl.1 (one old copy is kept).",
+        "retention",
+    ),
 )
 
 KEY_NAMES = frozenset(k.name for k in KEYS)

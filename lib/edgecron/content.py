@@ -15,6 +15,9 @@
   state.db outbox and deleted (a transactional outbox: a crash in between re-forwards them, and
   enqueueing an URL that is already open is a no-op).
 - `import_runs` / `rejects`: what each run changed or refused, committed with its batches.
+
+With a retention policy, a run's end drops the versions, rejects and record of runs older than the
+rollback window (retention.py), in the same transaction.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from typing import Any, NamedTuple
 
 from .errors import InputError, StateError
 from .feed import FeedItem, Position, Reject
-from .state import immediate_transaction, iso
+from .retention import RetentionPolicy, prune_content, reclaim_space
+from .state import immediate_transaction, incremental_vacuum_if_new, iso
 
 SCHEMA_VERSION = 2
 SCHEMA = """
@@ -124,6 +128,7 @@ KEEP_CREATED = (
     "INSERT INTO versions(run_id, key, action, new_hash, at) VALUES (?, ?, 'insert', ?, ?) "
     "ON CONFLICT(run_id, key) DO UPDATE SET new_hash = excluded.new_hash"
 )
+ROLLBACK_WINDOW_KEY = "RETAIN_VERSIONS_DAYS"  # older runs' versions are pruned (retention.py)
 # The lookups `check-db` verifies are index searches, not table scans.
 KEY_LOOKUPS = {
     "item by key": "SELECT content_hash FROM items WHERE key = ?",
@@ -180,11 +185,13 @@ class DbCheck:
 
 
 class ContentStore:
-    """A connection to the content store. `readonly=True` never creates or changes a file."""
+    """A connection to the content store. `readonly=True` never creates or changes a file;
+    `retention` (None: keep everything) bounds the history kept for rollback."""
 
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False, retention: RetentionPolicy | None = None) -> None:
         self.path = path
         self.readonly = readonly
+        self.retention = retention
         try:
             if readonly and not path.exists():
                 self.conn = sqlite3.connect(":memory:", isolation_level=None)  # an empty store
@@ -194,6 +201,7 @@ class ContentStore:
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self.conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+                incremental_vacuum_if_new(self.conn)
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA busy_timeout=30000")
@@ -315,7 +323,8 @@ class ContentStore:
                 if not rows
                 else f"run id {text} is ambiguous",
                 got=text,
-                expected="a run id (or a unique prefix of 6+ characters) from `import_stale.py runs`",
+                expected="a run id (or a unique prefix of 6+ characters) from `import_stale.py runs`"
+                + (f" inside the rollback window ({ROLLBACK_WINDOW_KEY})" if not rows else ""),
                 hint="Nothing was changed.",
             )
         return str(rows[0][0])
@@ -412,6 +421,10 @@ class ContentStore:
             )
             if not same:
                 self._save_checkpoint(conn, checkpoint, run_id=run_id, now=now)
+            if self.retention is not None:
+                prune_content(conn, self.retention, now=now)
+        if self.retention is not None:
+            reclaim_space(self.conn)
         return True
 
     def rollback(
@@ -437,7 +450,8 @@ class ContentStore:
             raise InputError(
                 f"run {target_run_id} changed nothing in the content store",
                 got=target_run_id,
-                expected="a run id from `import_stale.py runs` with inserted, updated or removed items",
+                expected="a run id from `import_stale.py runs` with inserted, updated or removed items"
+                + ("" if record is not None else f", inside the rollback window ({ROLLBACK_WINDOW_KEY})"),
                 hint="Nothing was changed.",
             )
         current = self.lookup([v["key"] for v in versions])

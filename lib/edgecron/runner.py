@@ -7,14 +7,16 @@ run is recorded as interrupted with exit code 143/130. A second SIGINT aborts at
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .config import Settings
 from .errors import EdgecronError, ExitCode, LockHeld, from_unexpected
 from .lock import JobLock
+from .retention import RetentionPolicy, prune_state, reclaim_space
 from .runs import finish_run, last_completed_at, record_skipped, start_run
 from .state import StateDB, iso, open_state
 
@@ -39,14 +42,30 @@ STATUS_BY_EXIT = {
 
 
 class EventLog:
-    """One JSON line per event in `STATE_DIR/logs/<job>.jsonl`; dry runs are labelled on each line."""
+    """One JSON line per event in `STATE_DIR/logs/<job>.jsonl`; dry runs are labelled on each line.
 
-    def __init__(self, path: Path | None, *, job: str, run_id: str, dry_run: bool, now: Callable[[], datetime]) -> None:
+    The file moves to `<job>.jsonl.1` (replacing the older copy) past `max_bytes`, or at a run's first
+    event once its first event is older than `max_age`: a log holds a bounded size and span of time."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        job: str,
+        run_id: str,
+        dry_run: bool,
+        now: Callable[[], datetime],
+        max_bytes: int | None = None,
+        max_age: timedelta | None = None,
+    ) -> None:
         self.path = path
         self.job = job
         self.run_id = run_id
         self.dry_run = dry_run
         self.now = now
+        self.max_bytes = max_bytes
+        self.max_age = max_age
+        self._size: int | None = None  # bytes in the file, read once then counted
         self._lock = threading.Lock()
         self.tail: deque[str] = deque(maxlen=200)  # this run's last events, for the ping body
 
@@ -62,10 +81,39 @@ class EventLog:
         with self._lock:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                with self.path.open("a", encoding="utf-8") as fh:
-                    fh.write(line)
+                data = line.encode("utf-8")
+                self._rotate_before(len(data))
+                with self.path.open("ab") as fh:
+                    fh.write(data)
+                self._size = (self._size or 0) + len(data)
             except OSError:
                 pass  # the event log must never break the job
+
+    def _rotate_before(self, adding: int) -> None:
+        if self.path is None:
+            return
+        if self._size is None:  # this run's first event: look at the file once
+            self._size = self.path.stat().st_size if self.path.exists() else 0
+            if self._size and self.max_age is not None:
+                first = _first_event_time(self.path)
+                if first is not None and first < self.now() - self.max_age:
+                    self._move_aside()
+        if self._size and self.max_bytes is not None and self._size + adding > self.max_bytes:
+            self._move_aside()
+
+    def _move_aside(self) -> None:
+        assert self.path is not None
+        os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+        self._size = 0
+
+
+def _first_event_time(path: Path) -> datetime | None:
+    """The time of a log's first event (None when unreadable: then only the size cap applies)."""
+    try:
+        with path.open("rb") as fh:
+            return datetime.fromisoformat(json.loads(fh.readline(65536))["ts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 class JobRun:
@@ -102,7 +150,16 @@ class JobRun:
         self._started_wall = 0.0
         self._started_mono = 0.0
         log_path = None if dry_run else settings.state_dir / "logs" / f"{job}.jsonl"
-        self.log = EventLog(log_path, job=job, run_id=self.run_id, dry_run=dry_run, now=now)
+        self.retention = RetentionPolicy.from_settings(settings)
+        self.log = EventLog(
+            log_path,
+            job=job,
+            run_id=self.run_id,
+            dry_run=dry_run,
+            now=now,
+            max_bytes=self.retention.event_log_bytes,
+            max_age=self.retention.runs,
+        )
         self._pinger: Pinger | None = None
         # The monitor watches the schedule: a person's run (a typo over SSH) must not page anyone.
         if not dry_run and trigger != "manual" and settings.get("HEALTHCHECKS_URL"):
@@ -153,6 +210,7 @@ class JobRun:
                 self.exit_code = ExitCode.SIGINT if self.signal_received == signal.SIGINT else ExitCode.SIGTERM
             self._record(error_text)
             self._ping("finish")
+            self._prune()
         finally:
             self._restore_signal_handlers()
             if self.state is not None:
@@ -220,6 +278,21 @@ class JobRun:
                 )
         except EdgecronError:
             pass  # the lock message is what the operator needs; an unusable state shows on the next run
+
+    def _prune(self) -> None:
+        """Every real run drops what the retention policy no longer keeps, so no job is needed for it.
+        A failure is a warning event and never changes the exit code."""
+        if self.state is None:
+            return
+        try:
+            with self.state.transaction() as conn:
+                dropped = prune_state(conn, self.retention, now=self.now())
+            reclaimed = reclaim_space(self.state.conn)
+        except sqlite3.Error as exc:
+            self.log("prune-failed", level="warning", error=str(exc))
+            return
+        if any(dropped.values()) or reclaimed:
+            self.log("pruned", dropped={k: v for k, v in dropped.items() if v}, reclaimed=reclaimed)
 
     def _ping(self, stage: str) -> None:
         """Healthchecks ping; a failure is a warning event and never changes the exit code."""

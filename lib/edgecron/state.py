@@ -14,6 +14,8 @@ from pathlib import Path
 
 from .errors import StateError
 
+WAL_SIZE_LIMIT = 16 * 1024 * 1024
+
 MIGRATIONS: list[tuple[str, str]] = [
     (
         "001_runs",
@@ -161,6 +163,27 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE log_cursors ADD COLUMN rotated_sig TEXT NOT NULL DEFAULT ''
         """,
     ),
+    (
+        # Bounded state (retention.py): each URL's latest warm result outlives the pruned runs, and
+        # the pruning deletes find their rows by index instead of scanning.
+        "402_retention",
+        """
+        CREATE TABLE warm_latest (
+            url TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            http_status INTEGER,
+            cache_status TEXT,
+            cf_ray TEXT,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX warm_latest_at ON warm_latest(at);
+        CREATE INDEX runs_started ON runs(started_at);
+        CREATE INDEX runs_job_status ON runs(job, status, trigger);
+        CREATE INDEX outbox_sent ON outbox(sent_at) WHERE status = 'done';
+        CREATE INDEX deploys_at ON deploys(deployed_at);
+        """,
+    ),
 ]
 
 
@@ -173,7 +196,9 @@ class StateDB:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             self.conn.row_factory = sqlite3.Row
+            incremental_vacuum_if_new(self.conn)
             self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")  # the WAL shrinks back after a big run
             self.conn.execute("PRAGMA busy_timeout=30000")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA foreign_keys=ON")
@@ -206,6 +231,9 @@ class StateDB:
                 self.conn.execute(
                     "INSERT INTO schema_migrations(name, applied_at) VALUES (?, datetime('now'))", (name,)
                 )
+            # Each migration rewrites the schema pages: copied back at once, the WAL holds one
+            # migration instead of all of them, so a new database fits where its tables fit.
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error): data and checkpoints commit together."""
@@ -264,6 +292,13 @@ def read_only_connection(path: Path) -> sqlite3.Connection | None:
             f"state database {path} is unusable", got=str(exc), expected="a SQLite file written by edgecron"
         ) from None
     return conn
+
+
+def incremental_vacuum_if_new(conn: sqlite3.Connection) -> None:
+    """auto_vacuum=INCREMENTAL on a new, empty file. Set on an existing file it would write to it (and
+    change nothing until a VACUUM): retention.reclaim_space switches those once, after a prune."""
+    if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
 
 
 def _statements(sql: str) -> list[str]:

@@ -398,7 +398,8 @@ def _describe(exc: BaseException) -> str:
 
 
 class WarmResultStore:
-    """Writes results to `warm_results` in batches (one transaction per batch)."""
+    """Writes results to `warm_results` in batches (one transaction per batch), and each URL's latest
+    result to `warm_latest`, which outlives the runs retention.py prunes."""
 
     BATCH = 200
 
@@ -438,6 +439,13 @@ class WarmResultStore:
                 "INSERT INTO warm_results(run_id, pass, url, outcome, http_status, cache_status, age, cf_ray,"
                 " elapsed_ms, bytes, attempts, error, at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 self._pending,
+            )
+            conn.executemany(
+                "INSERT INTO warm_latest(run_id, url, outcome, http_status, cache_status, cf_ray, at)"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT(url) DO UPDATE SET run_id=excluded.run_id,"
+                " outcome=excluded.outcome, http_status=excluded.http_status, cache_status=excluded.cache_status,"
+                " cf_ray=excluded.cf_ray, at=excluded.at",
+                [(row[0], *row[2:6], row[7], row[12]) for row in self._pending],
             )
         self._pending.clear()
 
