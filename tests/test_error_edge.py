@@ -152,3 +152,12 @@ def test_files_under_state_dir_are_private_whatever_the_umask(run_script, env_fi
     ]
     assert leaks == []
     assert {p.name for p in state.rglob("*")} >= {"state.db", "warm.lock", "warm.jsonl"}
+
+
+def test_a_symlinked_event_log_is_not_followed(run_script, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    target = workdir / "precious.txt"
+    target.write_text("keep me\n")
+    (workdir / "state" / "logs").mkdir()
+    (workdir / "state" / "logs" / "warm.jsonl").symlink_to(target)
+    assert run_script("warm_cache.py", "--urls-file", "/dev/null").returncode == 0  # the log never breaks a job
+    assert target.read_text() == "keep me\n"

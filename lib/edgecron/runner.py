@@ -83,8 +83,12 @@ class EventLog:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 data = line.encode("utf-8")
                 self._rotate_before(len(data))
-                with self.path.open("ab") as fh:
-                    fh.write(data)
+                # Never through a symlink: someone else's file must not receive our events.
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                try:
+                    os.write(fd, data)
+                finally:
+                    os.close(fd)
                 self._size = (self._size or 0) + len(data)
             except OSError:
                 pass  # the event log must never break the job
