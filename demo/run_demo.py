@@ -40,6 +40,7 @@ class Demo:
         return self.urls[name]
 
     def write_env(self, **values: str) -> None:
+        self.env_file.touch(mode=0o600)  # it holds the (demo) token: private, as a real .env must be
         with self.env_file.open("a", encoding="utf-8") as fh:
             for key, value in values.items():
                 fh.write(f"{key}={value}\n")

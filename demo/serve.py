@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     with DemoSite(access_log=state / "access.log") as site:
         api = CloudflareEmulator(token=TOKEN, zone=ZONE, site_purge_url=site.url + "/__edgecron/purge").start()
         env_file = where / ".env.demo"
+        env_file.touch(mode=0o600)  # it holds the (demo) token: private, as a real .env must be
+        env_file.chmod(0o600)
         env_file.write_text(
             "# Written by `make demo-serve`: the demo site and the Cloudflare emulator on loopback.\n"
             f"SITE_URL={site.url}\nSTATE_DIR={state}\n"

@@ -119,11 +119,14 @@ def user_errors() -> Iterator[None]:
 def settings(job: str | None = None) -> Settings:
     """The parsed settings; a config error of a scheduled `job` run is also pinged as its failure."""
     try:
-        return load_settings(env_file=env_file())
+        loaded = load_settings(env_file=env_file())
     except ConfigError as err:
         if job is not None and trigger() != "manual":
             _ping_config_failure(job, err)
         fail(err)
+    for warning in loaded.warnings:
+        say(warning)
+    return loaded
 
 
 def _ping_config_failure(job: str, err: ConfigError) -> None:

@@ -30,6 +30,7 @@ def env_file(workdir: Path) -> Path:
     """An empty `.env` for this test; tests append KEY=value lines to it."""
     path = workdir / ".env"
     path.write_text(f"STATE_DIR={workdir / 'state'}\n")
+    path.chmod(0o600)  # it may hold the token: a readable one is a warning on every run
     return path
 
 

@@ -161,3 +161,25 @@ def test_a_symlinked_event_log_is_not_followed(run_script, workdir: Path) -> Non
     (workdir / "state" / "logs" / "warm.jsonl").symlink_to(target)
     assert run_script("warm_cache.py", "--urls-file", "/dev/null").returncode == 0  # the log never breaks a job
     assert target.read_text() == "keep me\n"
+
+
+def test_a_readable_env_is_a_warning_naming_the_fix(run_script, env_file: Path) -> None:  # type: ignore[no-untyped-def]
+    env_file.chmod(0o644)
+    result = run_script("jobs.py", "next", "warm")
+    assert result.returncode == 0
+    assert result.stderr == (
+        f"Warning: {env_file} (settings with the API token) is readable or writable by others (mode 0644); "
+        f"fix: chmod 600 {env_file}\n"
+    )
+
+
+@pytest.mark.parametrize("which", ["env", "state"])
+def test_a_world_writable_env_or_state_dir_is_an_error(run_script, env_file: Path, workdir: Path, which: str) -> None:  # type: ignore[no-untyped-def]
+    """Anyone who can write .env can point CF_API_URL elsewhere and receive the token."""
+    path = env_file if which == "env" else workdir / "state"
+    path.chmod(0o666 if which == "env" else 0o777)
+    result = run_script("warm_cache.py", "--urls-file", "/dev/null")
+    assert_one_error(result, 2, f"Error: {path} (")
+    assert "is writable by every user" in result.stderr
+    assert f"chmod {'600' if which == 'env' else '700'} {path}" in result.stderr
+    assert not (workdir / "state" / "state.db").exists()  # refused before anything was written

@@ -359,6 +359,7 @@ class Settings(Mapping[str, Any]):
     parsed: Mapping[str, Any]
     env_file: Path | None = None
     base_dir: Path = field(default_factory=Path.cwd)
+    warnings: tuple[str, ...] = ()  # loose permissions on secrets or state: the scripts print them
 
     def __getitem__(self, name: str) -> Any:
         return self.parsed[name]
@@ -494,7 +495,37 @@ def load_settings(
         )
     values["CF_API_TOKEN"] = Secret(token)
     base_dir = env_file.parent.resolve() if env_file is not None else Path.cwd()
-    return Settings(parsed=values, env_file=env_file, base_dir=base_dir)
+    settings = Settings(parsed=values, env_file=env_file, base_dir=base_dir)
+    # Anyone who can write .env can point CF_API_URL elsewhere and receive the token; anyone who can
+    # write STATE_DIR or LOCK_DIR can plant links or hold a job's lock forever.
+    places = [
+        (env_file if env_present else None, "settings with the API token", False),
+        (Path(token_file).expanduser() if token_file else None, "CF_API_TOKEN_FILE", False),
+        (settings.state_dir, "STATE_DIR", True),
+        (settings.lock_dir, "LOCK_DIR", True),
+    ]
+    warnings = [
+        w for path, kind, is_dir in places if path is not None and (w := _loose_permissions(path, kind, is_dir))
+    ]
+    return Settings(parsed=values, env_file=env_file, base_dir=base_dir, warnings=tuple(warnings))
+
+
+def _loose_permissions(path: Path, kind: str, is_dir: bool) -> str | None:
+    """A warning when others can read a secret or write into our state; an error when everyone can write."""
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except OSError:
+        return None  # not there yet: it is created private
+    fix = f"chmod {'700' if is_dir else '600'} {path}"
+    if mode & 0o002:
+        raise ConfigError(
+            f"{path} ({kind}) is writable by every user", got=f"mode {mode:04o}", expected=f"a private one: {fix}"
+        )
+    loose = 0o020 if is_dir else 0o064  # a directory others can write into; a file others can read or write
+    if mode & loose:
+        who = "writable by its group" if is_dir else "readable or writable by others"
+        return f"Warning: {path} ({kind}) is {who} (mode {mode:04o}); fix: {fix}"
+    return None
 
 
 def load_monitoring(*, environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings | None:
