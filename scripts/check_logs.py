@@ -68,7 +68,7 @@ def check(
         window = (_when(since, now, "--since"), _when(until, now, "--until"))
         max_ages = _max_ages(cfg, max_age, now)
     limits = Thresholds.from_settings(cfg)
-    paths, unmatched = expand_paths(log or cfg["ACCESS_LOGS"])
+    paths, unmatched, refused = expand_paths(log or cfg["ACCESS_LOGS"])
     with _cli.job("check-logs", cfg, dry_run=dry_run or no_state, lock_wait=wait) as run:
         state = run.state or _existing_state(cfg)
         cursors = load_cursors(state) if state is not None and not (no_state or from_start) else {}
@@ -81,7 +81,7 @@ def check(
         progress.close()
         summary.check_format(fmt.name if fmt.name != "custom" else "LOG_FORMAT")
         findings = log_findings(summary, limits)
-        findings += file_findings(reader.events, unmatched=unmatched, overlong=reader.stats.overlong)
+        findings += file_findings(reader.events, unmatched=unmatched, overlong=reader.stats.overlong, refused=refused)
         if jobs and state is not None:
             findings += job_findings(
                 state, lock_dir=cfg.lock_dir, now=run.now(), limits=limits, max_ages=max_ages,

@@ -234,7 +234,7 @@ def test_glob_reads_live_logs_and_skips_rotated_names(state: StateDB, tmp_path: 
     a.write(3)
     b.write(4)
     (logs / "a.access.log.1").write_text("old\n")
-    paths, unmatched = expand_paths([str(logs / "*.access.log*"), str(logs / "none-*.log")])
+    paths, unmatched, _refused = expand_paths([str(logs / "*.access.log*"), str(logs / "none-*.log")])
     assert [p.name for p in paths] == ["a.access.log", "b.access.log"]
     assert unmatched == [str(logs / "none-*.log")]
     got = run_once(state, paths)[0]

@@ -142,3 +142,19 @@ def test_unreadable_log_names_the_group(base_env: dict[str, str]) -> None:
     assert result.returncode == 1, result.stderr
     assert f"cannot read {log} (Permission denied)" in result.stderr
     assert "with group 'root': add this user to that group (sudo usermod -aG root $USER)" in result.stderr
+
+
+def test_a_glob_never_follows_a_symlink_out_of_the_log_directory(run_script, env_file: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    """Whoever can write the log directory must not make the check quote .env as malformed lines."""
+    logs = workdir / "logs"
+    logs.mkdir()
+    (logs / "site.access.log").write_text(lines(60))
+    (logs / "evil.access.log").symlink_to(env_file)
+    with env_file.open("a") as fh:
+        fh.write(f"ACCESS_LOGS={logs}/*.access.log\nLOG_FORMAT=edgecron\nCF_API_TOKEN=tok-9f3e-very-secret\n")
+    result = run_script("check_logs.py", "--json")
+    assert "tok-9f3e-very-secret" not in result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    [refused] = [f for f in doc["findings"] if f["check"] == "log_file_refused"]
+    assert refused["value"] == str(logs / "evil.access.log")
+    assert result.returncode == 1  # a breach: someone planted that link

@@ -139,23 +139,36 @@ def is_rotated_name(path: Path) -> bool:
     return any(_rotation_key(name[cut:]) is not None for cut in range(1, len(name)) if name[cut] in ".-")
 
 
-def expand_paths(patterns: Iterable[str]) -> tuple[list[Path], list[str]]:
-    """Live log paths from ACCESS_LOGS (paths and globs); patterns that matched nothing."""
+def expand_paths(patterns: Iterable[str]) -> tuple[list[Path], list[str], list[str]]:
+    """Live log paths from ACCESS_LOGS (paths and globs); patterns that matched nothing; links refused.
+
+    A glob match that is a symlink leading out of its directory is refused: whoever can write the
+    log directory could otherwise make us read `.env` and quote it as "malformed lines".
+    """
     found: list[Path] = []
     unmatched: list[str] = []
+    refused: list[str] = []
     for pattern in patterns:
         expanded = os.path.expanduser(pattern)
         if glob.has_magic(expanded):
             matches = [Path(p) for p in sorted(glob.glob(expanded)) if not is_rotated_name(Path(p))]
             if not matches:
                 unmatched.append(pattern)
+            refused += [str(p) for p in matches if _leaves_its_directory(p)]
+            matches = [p for p in matches if not _leaves_its_directory(p)]
         else:
             matches = [Path(expanded)]
         for path in matches:
             absolute = path.absolute()
             if absolute not in found:
                 found.append(absolute)
-    return found, unmatched
+    return found, unmatched, refused
+
+
+def _leaves_its_directory(path: Path) -> bool:
+    if not path.is_symlink():
+        return False
+    return path.resolve().parent != path.parent.resolve()
 
 
 def rotated_candidates(path: Path) -> list[Path]:

@@ -736,13 +736,23 @@ def log_findings(summary: LogSummary, limits: Thresholds) -> list[Finding]:
     return findings
 
 
-def file_findings(events: Sequence[LogEvent], *, unmatched: Sequence[str], overlong: int) -> list[Finding]:
+def file_findings(
+    events: Sequence[LogEvent], *, unmatched: Sequence[str], overlong: int, refused: Sequence[str] = ()
+) -> list[Finding]:
     """Rotation handled (info), truncation/gaps/missing/unreadable files (breach), long lines."""
     findings = []
     for event in events:
         findings.append(
             Finding(f"log_file_{event.kind}", "breach" if event.problem else "ok",
                     "warning" if event.problem else "info", event.message, value=event.path)
+        )  # fmt: skip
+    for link in refused:
+        findings.append(
+            Finding(
+                "log_file_refused", "breach", "warning",
+                f"{display(link.encode())} is a symlink out of its directory: not read (ACCESS_LOGS globs stay put)",
+                value=link,
+            )
         )  # fmt: skip
     for pattern in unmatched:
         findings.append(
