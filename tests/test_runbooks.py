@@ -10,8 +10,10 @@ import functools
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -96,3 +98,17 @@ def test_runbook_command_has_help(runbook: str, command: str) -> None:
     for option in (t.split("=")[0] for t in rest if t.startswith("--")):
         assert option in text, f"{runbook}: `{command}` uses {option}, which {script} {sub or ''} does not have"
     assert "Examples:" in text, f"{script} {sub or ''} --help has no examples"
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
+def test_the_scheduler_unit_is_hardened(tmp_path: Path) -> None:
+    """`systemd-analyze security` judges the unit file itself (offline): private files, no privileges."""
+    unit = tmp_path / "edgecron-scheduler.service"  # the analyzer wants the unit's own file name
+    unit.write_text((ROOT / "notes" / "edgecron-scheduler.service").read_text())
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)], capture_output=True, text=True
+    )
+    [overall] = [line for line in result.stdout.splitlines() if "Overall exposure level" in line]
+    score = float(overall.split(":")[1].split()[0])
+    assert score <= 2.0, overall
+    assert "UMask=0077" in unit.read_text()
