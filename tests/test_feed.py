@@ -282,3 +282,20 @@ def test_relative_urls_are_resolved_against_the_api_page_but_not_in_files() -> N
     in_file = validator.check(module.RawRecord(module.Position(1), item(1, url="/articles/one")))
     assert isinstance(on_page, module.FeedItem) and on_page.url == "https://www.example.com/articles/one"
     assert isinstance(in_file, module.Reject) and in_file.field == "url"
+
+
+def test_a_jsonl_line_nested_too_deep_is_one_reject_and_the_rest_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "feed.jsonl"
+    deep = '{"a": ' * 100_000 + "1" + "}" * 100_000
+    path.write_text(json.dumps(item(1)) + "\n" + deep + "\n" + json.dumps(item(2)) + "\n")
+    records = list(module.JsonlSource(path).records())
+    assert [type(r).__name__ for r in records] == ["RawRecord", "Reject", "RawRecord"]
+    assert records[1].position.label() == "line 2" and "RecursionError" in str(records[1].got)
+
+
+def test_a_csv_header_that_is_not_utf8_is_one_input_error(tmp_path: Path) -> None:
+    path = tmp_path / "feed.csv"
+    path.write_bytes(b"id,url,title,body,upd\xffated_at\n1,https://www.example.com/a,A,x,2026-01-01T00:00:00Z\n")
+    with pytest.raises(InputError) as err:
+        list(module.CsvSource(path, max_field=1000).records())
+    assert err.value.message.startswith(f"CSV file {path} is not UTF-8")

@@ -301,7 +301,7 @@ class JsonlSource:
                     continue
                 try:
                     data = _parse_line(line)
-                except ValueError as exc:  # UnicodeDecodeError included
+                except (ValueError, RecursionError) as exc:  # UnicodeDecodeError included; nested too deep
                     if line.strip():  # a blank line is no record
                         what = f"{type(exc).__name__}: {exc}"
                         yield Reject(Position(lineno), "(line)", "one JSON object per line", what)
@@ -339,7 +339,10 @@ class CsvSource:
         csv.field_size_limit(max(self.max_field + 1, 131072))
         with _open_file(self.path, "r", newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
-            header = reader.fieldnames or []
+            try:
+                header = reader.fieldnames or []
+            except UnicodeDecodeError as exc:
+                raise InputError(f"CSV file {self.path} is not UTF-8", got=str(exc), expected="UTF-8 text") from None
             missing = [c for c in self.required if c not in header]
             if missing:
                 raise InputError(
@@ -469,7 +472,7 @@ class HttpSource:
         """(items, next page URL or None, whether this is a page-parameter feed)."""
         try:
             doc = json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # nested too deep is not JSON we can use either
             raise InputError(
                 f"feed page {url} is not valid JSON", got=str(exc), expected="a JSON object with an items list"
             ) from None
