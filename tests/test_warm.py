@@ -35,6 +35,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Request, Response
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+LOOPBACK = ("localhost", "127.0.0.1")  # the hosts of the httpserver fixtures, for the URL policy
 
 
 class RecordingStop(threading.Event):
@@ -112,7 +113,7 @@ def test_plan_urls_filters_and_counts() -> None:
     )
     assert planned == [
         "https://www.example.com/a",
-        "https://WWW.EXAMPLE.COM/b",
+        "https://www.example.com/b",  # the URL policy's normal form is what gets requested
         "https://www.example.com/a?page=2",
         "https://www.example.com/c",
     ]
@@ -242,7 +243,7 @@ def test_fetch_reads_the_whole_body_and_sends_only_safe_headers(httpserver: HTTP
     httpserver.expect_request("/big.css").respond_with_data(
         body, headers={"cf-cache-status": "HIT", "Age": "12", "cf-ray": "abc-AMS"}
     )
-    result = Warmer(WarmOptions(rate=0)).fetch_one(httpserver.url_for("/big.css"))
+    result = Warmer(WarmOptions(allowed_hosts=LOOPBACK, rate=0)).fetch_one(httpserver.url_for("/big.css"))
     assert (result.outcome, result.http_status, result.bytes, result.age, result.cf_ray) == (
         "warm",
         200,
@@ -257,7 +258,7 @@ def test_fetch_reads_the_whole_body_and_sends_only_safe_headers(httpserver: HTTP
 def test_fetch_counts_compressed_bytes_on_the_wire(httpserver: HTTPServer) -> None:
     packed = gzip.compress(b"a" * 10_000)
     httpserver.expect_request("/z").respond_with_data(packed, headers={"Content-Encoding": "gzip"})
-    result = Warmer(WarmOptions(rate=0)).fetch_one(httpserver.url_for("/z"))
+    result = Warmer(WarmOptions(allowed_hosts=LOOPBACK, rate=0)).fetch_one(httpserver.url_for("/z"))
     assert result.bytes == len(packed)
 
 
@@ -265,7 +266,7 @@ def test_fetch_does_not_follow_redirects(httpserver: HTTPServer, httpserver_ipv4
     httpserver.expect_request("/moved").respond_with_data(
         "", status=301, headers={"Location": httpserver_ipv4.url_for("/x"), "cf-cache-status": "HIT"}
     )
-    result = Warmer(WarmOptions(rate=0)).fetch_one(httpserver.url_for("/moved"))
+    result = Warmer(WarmOptions(allowed_hosts=LOOPBACK, rate=0)).fetch_one(httpserver.url_for("/moved"))
     assert (result.http_status, result.outcome) == (301, "warm")
     assert httpserver_ipv4.log == []
 
@@ -295,7 +296,9 @@ def test_retries(  # type: ignore[no-untyped-def]
     handler = Sequence(*responses)
     httpserver.expect_request("/p").respond_with_handler(handler)
     stop = RecordingStop()
-    result = Warmer(WarmOptions(rate=0, retries=2, max_retry_wait=30)).fetch_one(httpserver.url_for("/p"), stop=stop)
+    result = Warmer(WarmOptions(allowed_hosts=LOOPBACK, rate=0, retries=2, max_retry_wait=30)).fetch_one(
+        httpserver.url_for("/p"), stop=stop
+    )
     assert (result.attempts, result.outcome) == (attempts, outcome)
     assert handler.calls == attempts
     assert stop.pauses == pauses
@@ -306,7 +309,7 @@ def test_retry_after_as_an_http_date(httpserver: HTTPServer) -> None:
     when = format_datetime(now + timedelta(seconds=3), usegmt=True)
     httpserver.expect_request("/p").respond_with_handler(Sequence((503, {"Retry-After": when})))
     stop = RecordingStop()
-    warmer = Warmer(WarmOptions(rate=0), wall_clock=now.timestamp)
+    warmer = Warmer(WarmOptions(allowed_hosts=LOOPBACK, rate=0), wall_clock=now.timestamp)
     result = warmer.fetch_one(httpserver.url_for("/p"), stop=stop)
     assert result.attempts == 2
     assert stop.pauses == [3.0]  # the date is 3 s after the injected "now"
@@ -317,7 +320,7 @@ def test_connection_refused_and_timeouts_are_results_not_exceptions(httpserver: 
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}/"
     stop = RecordingStop()
-    refused = Warmer(WarmOptions(rate=0, retries=1)).fetch_one(dead, stop=stop)
+    refused = Warmer(WarmOptions(allowed_hosts=LOOPBACK, rate=0, retries=1)).fetch_one(dead, stop=stop)
     assert (refused.outcome, refused.error, refused.attempts) == ("failed", "connection refused", 2)
 
     def slow(request: Request) -> Response:
@@ -325,7 +328,9 @@ def test_connection_refused_and_timeouts_are_results_not_exceptions(httpserver: 
         return Response("late")
 
     httpserver.expect_request("/slow").respond_with_handler(slow)
-    late = Warmer(WarmOptions(rate=0, retries=0, timeout=0.1)).fetch_one(httpserver.url_for("/slow"))
+    late = Warmer(WarmOptions(allowed_hosts=LOOPBACK, rate=0, retries=0, timeout=0.1)).fetch_one(
+        httpserver.url_for("/slow")
+    )
     assert (late.outcome, late.error) == ("failed", "timed out")
 
 
@@ -339,7 +344,12 @@ def test_warm_urls_stores_every_result(httpserver: HTTPServer, tmp_path: Path) -
     with open_state(tmp_path) as state:
         store = WarmResultStore(state, run_id="r1", now=lambda: T0)
         store.BATCH = 7  # several batches plus a final flush
-        summary = warm_urls(urls, options=WarmOptions(concurrency=4, rate=0), stop=threading.Event(), store=store)
+        summary = warm_urls(
+            urls,
+            options=WarmOptions(allowed_hosts=LOOPBACK, concurrency=4, rate=0),
+            stop=threading.Event(),
+            store=store,
+        )
         rows = state.execute("SELECT url, outcome, at FROM warm_results WHERE run_id='r1'").fetchall()
         again = list(warmed_urls(state, "r1", page=4))
     assert summary.requested == 31
@@ -353,7 +363,7 @@ def test_stop_set_before_the_run_requests_nothing(httpserver: HTTPServer) -> Non
     httpserver.expect_request("/p").respond_with_data("x")
     stop = threading.Event()
     stop.set()
-    summary = warm_urls([httpserver.url_for("/p")] * 5, options=WarmOptions(rate=0), stop=stop)
+    summary = warm_urls([httpserver.url_for("/p")] * 5, options=WarmOptions(allowed_hosts=LOOPBACK, rate=0), stop=stop)
     assert summary.requested == 0 and summary.interrupted
     assert httpserver.log == []
 
@@ -367,5 +377,7 @@ def test_source_error_mid_stream_keeps_finished_results(httpserver: HTTPServer) 
         raise ValueError("sitemap broke")
 
     with pytest.raises(ValueError, match="sitemap broke"):
-        warm_urls(source(), options=WarmOptions(rate=0), stop=threading.Event(), on_result=seen.append)
+        warm_urls(
+            source(), options=WarmOptions(allowed_hosts=LOOPBACK, rate=0), stop=threading.Event(), on_result=seen.append
+        )
     assert [r.outcome for r in seen] == ["warm"]

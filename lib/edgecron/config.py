@@ -184,7 +184,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("WARM_CONCURRENCY", "8", _int(1, 256), "Parallel warm requests.", "warm"),
     Key("WARM_RATE", "20", _float(0), "Warm requests per second across all workers (0 = unlimited).", "warm"),
-    Key("WARM_TIMEOUT", "30", _float(0.1, 600), "Seconds to wait for each warm response.", "warm"),
+    Key("WARM_TIMEOUT", "30", _float(0.1, 600), "Seconds a warm response or sitemap may take in all.", "warm"),
     Key("WARM_MAX_FAILURE_RATE", "0.05", _float(0, 1), "Exit 1 when more than this share of URLs failed.", "warm"),
     Key(
         "BYPASS_PATHS",
@@ -293,7 +293,7 @@ KEYS: tuple[Key, ...] = (
         "Largest feed page or API response accepted, decompressed.",
         "import",
     ),
-    Key("IMPORT_TIMEOUT", "30", _float(0.1, 600), "Seconds to wait for each feed page.", "import"),
+    Key("IMPORT_TIMEOUT", "30", _float(0.1, 600), "Seconds each feed page may take in all (not per read).", "import"),
     Key(
         "IMPORT_OVERLAP", "300", _int(0), "Seconds behind the cursor re-read every run, for late timestamps.", "import"
     ),

@@ -6,8 +6,9 @@ cannot even be parsed, a `Reject`. `Validator.check()` turns a record into a `Fe
 sees unchecked data.
 
 HTTP pages are either an object with an items list and a `next` link (null on the last page), or
-a page-parameter feed (`?page=N`, read until a page is empty). Pages are fetched through
-`edgecron.http` (allowed hosts only, timeouts, urllib3 retries) and a 5xx is retried here too;
+a page-parameter feed (`?page=N`, read until a page is empty). Pages (and `next` links) are
+fetched through `edgecron.http` (the URL policy of `urls.py`, IMPORT_TIMEOUT for the whole page,
+urllib3 retries) and a 5xx is retried here too;
 a `next` link that comes back to a page already read, or a page parameter the server ignores,
 is an error instead of an endless loop.
 """
@@ -31,7 +32,8 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 import requests
 
 from .errors import ConfigError, InputError, UpstreamUnavailable
-from .http import open_checked, read_capped, response_chunks
+from .http import fetch_capped
+from .urls import UrlPolicy
 
 FIELDS = ("id", "url", "updated_at", "title", "body", "deleted")
 REQUIRED = ("id", "url", "updated_at", "title", "body")
@@ -189,8 +191,10 @@ class Validator:
         self.own_names = frozenset(self.names.values())
         self.key_name, self.deleted_name = self.names["id"], self.names["deleted"]
         self.text_names = tuple(self.names[f] for f in ("url", "updated_at", "title", "body"))
-        self.hosts = frozenset(h.lower() for h in allowed_hosts)
-        # Fast path for the common case; anything else goes through urlsplit.
+        hosts = tuple(allowed_hosts)
+        self.hosts = frozenset(h.lower() for h in hosts)
+        self.policy = UrlPolicy(hosts)
+        # Fast path for the common case; anything else goes through the URL policy.
         self.prefixes = tuple(f"{s}://{h}/" for h in self.hosts for s in ("https", "http"))
         self.max_body_bytes = max_body_bytes
         self.url_expected = "an absolute http(s) URL on ALLOWED_HOSTS (" + ", ".join(sorted(self.hosts)) + ")"
@@ -227,7 +231,7 @@ class Validator:
         if pos.page is not None and url.startswith("/") and not url.startswith("//"):
             url = urljoin(pos.page, url)  # an API may give paths relative to its own pages
         # No whitespace is printable but the space, so this is the common case of _url_problem.
-        usual_url = len(url) <= MAX_URL_CHARS and url.startswith(self.prefixes) and " " not in url
+        usual_url = len(url) <= MAX_URL_CHARS and url.startswith(self.prefixes) and " " not in url and "\\" not in url
         if not (usual_url and url.isprintable()):
             problem = self._url_problem(url)
             if problem:
@@ -251,12 +255,7 @@ class Validator:
 
     def _url_problem(self, url: str) -> str | None:
         expected = self.url_expected
-        if len(url) > MAX_URL_CHARS or WHITESPACE.search(url):
-            return expected
-        if url.startswith(self.prefixes):
-            return None
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or (parts.hostname or "") not in self.hosts:
+        if len(url) > MAX_URL_CHARS or WHITESPACE.search(url) or not self.policy.allows(url):
             return expected
         return None
 
@@ -446,11 +445,15 @@ class HttpSource:
         last: UpstreamUnavailable | None = None
         for attempt in range(1, self.attempts + 1):
             try:
-                response = open_checked(
-                    self.session, url, allowed_hosts=self.allowed_hosts, timeout=self.timeout, what="feed page"
+                body = fetch_capped(
+                    self.session,
+                    url,
+                    allowed_hosts=self.allowed_hosts,
+                    timeout=self.timeout,
+                    max_bytes=self.max_page_bytes,
+                    what="feed page",
                 )
-                chunks = response_chunks(response, what=f"feed page {url}")
-                return b"".join(read_capped(chunks, max_bytes=self.max_page_bytes, what=f"feed page {url}"))
+                return b"".join(body)
             except UpstreamUnavailable as exc:
                 last = exc
                 if attempt < self.attempts:

@@ -1,17 +1,21 @@
 """HTTP helpers safe to point at a production site.
 
 `make_session()`: a requests Session with timeouts, urllib3 Retry honouring Retry-After, an honest
-user agent and a cookie jar that stores nothing. `open_checked()` follows redirects by hand so a
-redirect to a host that is not allowed is refused instead of followed. `read_capped()` streams a
-body with a hard cap on the *decompressed* size (gzip served with or without Content-Encoding).
+user agent and a cookie jar that stores nothing. `open_checked()` follows redirects by hand, each
+hop checked by the URL policy (`urls.py`) so a redirect to a host that is not allowed is refused
+instead of followed. `read_capped()` streams a body with a hard cap on the *decompressed* size
+(gzip served with or without Content-Encoding). `fetch_capped()` puts them together under one
+whole-response wait budget: the timeout settings bound the response, not each socket read.
 """
 
 from __future__ import annotations
 
+import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from http.cookiejar import DefaultCookiePolicy
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -19,10 +23,12 @@ from urllib3.util.retry import Retry
 
 from . import USER_AGENT
 from .errors import InputError, UpstreamUnavailable
+from .urls import UrlPolicy, UrlRefused
 
 RETRY_STATUSES = (429, 502, 503, 504)
 GZIP_MAGIC = b"\x1f\x8b"
 CHUNK = 64 * 1024
+CONNECT_TIMEOUT = 10.0
 
 
 class _NoCookies(DefaultCookiePolicy):
@@ -59,8 +65,7 @@ def make_session(*, retries: int = 3, backoff: float = 0.5, user_agent: str = US
 
 
 def host_allowed(url: str, allowed_hosts: Iterable[str]) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and (parts.hostname or "").lower() in set(allowed_hosts)
+    return UrlPolicy(allowed_hosts).allows(url)
 
 
 def open_checked(
@@ -69,26 +74,34 @@ def open_checked(
     *,
     allowed_hosts: Iterable[str],
     timeout: float = 30.0,
+    budget: WaitBudget | None = None,
     max_redirects: int = 5,
     what: str = "URL",
 ) -> requests.Response:
-    """GET `url` (streamed), following at most `max_redirects` redirects that stay on allowed hosts."""
-    allowed = {h.lower() for h in allowed_hosts}
+    """GET `url` (streamed), following at most `max_redirects` redirects that the URL policy allows.
+
+    `budget` bounds the waiting for the whole exchange, redirects included (by default `timeout`
+    seconds). Each hop requests the URL the policy returned, never the raw text.
+    """
+    policy = UrlPolicy(allowed_hosts)
+    budget = WaitBudget(timeout) if budget is None else budget
     current = url
     for _ in range(max_redirects + 1):
-        if not host_allowed(current, allowed):
-            raise InputError(
-                f"{what} {url} leads to a host that is not allowed"
-                + (f" (redirected to {current})" if current != url else ""),
-                got=urlsplit(current).hostname,
-                expected=(
-                    "one of ALLOWED_HOSTS: " + ", ".join(sorted(allowed))
-                    if allowed
-                    else "a host in ALLOWED_HOSTS, which is empty (set SITE_URL or ALLOWED_HOSTS)"
-                ),
-            )
         try:
-            response = session.get(current, stream=True, timeout=timeout, allow_redirects=False)
+            current = policy.check(current)
+        except UrlRefused as refused:
+            why = "leads to a host that is not allowed" if refused.reason == "off-host" else f"is refused: {refused}"
+            raise InputError(
+                f"{what} {url} {why}" + (f" (redirected to {current})" if current != url else ""),
+                got=refused.host or current,
+                expected=policy.expected(),
+            ) from None
+        remaining = budget.remaining(what=f"{what} {current}")
+        try:
+            with budget.waiting():
+                response = session.get(
+                    current, stream=True, timeout=(min(CONNECT_TIMEOUT, remaining), remaining), allow_redirects=False
+                )
         except requests.RequestException as exc:
             raise UpstreamUnavailable(
                 f"{what} {current} could not be fetched", got=type(exc).__name__, expected="an HTTP response"
@@ -111,6 +124,57 @@ def open_checked(
             )
         return response
     raise InputError(f"{what} {url} redirects more than {max_redirects} times", expected="at most 5 redirects")
+
+
+def fetch_capped(
+    session: requests.Session,
+    url: str,
+    *,
+    allowed_hosts: Iterable[str],
+    timeout: float,
+    max_bytes: int,
+    what: str,
+) -> Iterator[bytes]:
+    """The decompressed body of `url`, at most `max_bytes`, the server keeping us waiting `timeout` s at most.
+
+    The request is made (and refused, or failed) now; the returned iterator streams the body.
+    """
+    budget = WaitBudget(timeout)
+    response = open_checked(session, url, allowed_hosts=allowed_hosts, budget=budget, what=what)
+    chunks = response_chunks(response, what=f"{what} {url}", budget=budget)
+    return read_capped(chunks, max_bytes=max_bytes, what=f"{what} {url}")
+
+
+class WaitBudget:
+    """The seconds one response may keep us waiting in all: connect, headers, redirects, every read.
+
+    Time the caller spends between reads is not counted: a sitemap is parsed while the URLs it
+    lists are warmed, and that must not make a fast server look slow. A server that trickles a
+    byte at a time spends the budget all the same.
+    """
+
+    def __init__(self, seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self.spent = 0.0
+
+    def remaining(self, *, what: str) -> float:
+        left = self.seconds - self.spent
+        if left <= 0:
+            raise UpstreamUnavailable(
+                f"{what} took longer than {self.seconds:g} s in all",
+                got="timed out",
+                expected=f"the whole response within {self.seconds:g} s (the *_TIMEOUT setting)",
+            )
+        return left
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        started = self.clock()
+        try:
+            yield
+        finally:
+            self.spent += self.clock() - started
 
 
 def read_capped(chunks: Iterable[bytes], *, max_bytes: int, what: str) -> Iterator[bytes]:
@@ -162,11 +226,26 @@ def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     yield from rest
 
 
-def response_chunks(response: requests.Response, *, what: str) -> Iterator[bytes]:
-    """Body chunks, Content-Encoding decoded by urllib3 (bounded per read since urllib3 2.7)."""
+def response_chunks(response: requests.Response, *, what: str, budget: WaitBudget | None = None) -> Iterator[bytes]:
+    """Body chunks, Content-Encoding decoded by urllib3 (bounded per read since urllib3 2.7).
+
+    `read1` returns whatever has arrived, so a body trickling a byte at a time still comes back
+    to the budget check after each read: the body ends within the budget plus one socket read.
+    """
     try:
-        yield from response.raw.stream(CHUNK, decode_content=True)
-    except Exception as exc:  # urllib3 raises several types for a cut or corrupt body
-        raise UpstreamUnavailable(f"{what} was cut off while downloading", got=type(exc).__name__) from None
+        while True:
+            if budget is not None:
+                budget.remaining(what=what)
+            try:
+                if budget is None:
+                    chunk = response.raw.read1(CHUNK, decode_content=True)
+                else:
+                    with budget.waiting():
+                        chunk = response.raw.read1(CHUNK, decode_content=True)
+            except Exception as exc:  # urllib3 raises several types for a cut or corrupt body
+                raise UpstreamUnavailable(f"{what} was cut off while downloading", got=type(exc).__name__) from None
+            if not chunk:
+                return
+            yield chunk
     finally:
         response.close()

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 from .cloudflare import CloudflareClient, PurgeRejected, WaitInterrupted
 from .errors import EdgecronError, InputError
 from .outbox import OutboxItem, PurgeOutbox
 from .state import StateDB, iso, read_only_connection
+from .urls import UrlPolicy, UrlRefused
 
 WILDCARD_HINT = "Cloudflare purges exact URLs; use `purge_cache.py prefixes` for a whole path."
 MAX_PREFIX_SEPARATORS = 31
@@ -72,7 +73,7 @@ def clean_lines(values: Iterable[str]) -> list[str]:
 
 def plan_request(kind: str, values: Iterable[str], *, site_url: str, allowed_hosts: Iterable[str]) -> PurgePlan:
     """Validate user-given URLs/tags/prefixes/hosts; bad ones are rejected with a reason."""
-    hosts = {h.lower() for h in allowed_hosts}
+    policy = UrlPolicy(allowed_hosts)
     cleaned = clean_lines(values)
     if not cleaned:
         raise InputError(
@@ -84,35 +85,35 @@ def plan_request(kind: str, values: Iterable[str], *, site_url: str, allowed_hos
     good: dict[str, None] = {}
     for value in cleaned:
         try:
-            good.setdefault(check(value, site_url=site_url, hosts=hosts), None)
+            good.setdefault(check(value, site_url=site_url, policy=policy), None)
         except ValueError as exc:
             plan.rejected.append(Rejected(value, str(exc)))
     plan.items[kind] = list(good)
     return plan
 
 
-def absolute_url(value: str, *, site_url: str, hosts: set[str]) -> str:
+def absolute_url(value: str, *, site_url: str, policy: UrlPolicy) -> str:
+    """The URL policy's normalised form (host lower-cased, fragment dropped: it never reaches the
+    cache key), so a purge names the URL that a warm request would fetch."""
     if "*" in value:
         raise ValueError("'*' is not allowed in a URL. " + WILDCARD_HINT)
     if value.startswith("/") and not value.startswith("//"):
         if not site_url:
             raise ValueError("a path needs SITE_URL set to become an absolute URL")
         value = urljoin(site_url + "/", value)
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("expected an absolute http(s) URL or a path starting with '/'")
-    if parts.hostname.lower() not in hosts:
-        raise ValueError(f"host {parts.hostname} is not in ALLOWED_HOSTS ({', '.join(sorted(hosts)) or 'empty'})")
-    # The fragment never reaches the cache key; the host is case-insensitive, the path is not.
-    netloc = parts.netloc.lower() if "@" not in parts.netloc else parts.netloc
-    return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+    try:
+        return policy.check(value)
+    except UrlRefused as refused:
+        if refused.reason == "not-http":
+            raise ValueError("expected an absolute http(s) URL or a path starting with '/'") from None
+        raise ValueError(str(refused)) from None
 
 
-def _url(value: str, *, site_url: str, hosts: set[str]) -> str:
-    return absolute_url(value, site_url=site_url, hosts=hosts)
+def _url(value: str, *, site_url: str, policy: UrlPolicy) -> str:
+    return absolute_url(value, site_url=site_url, policy=policy)
 
 
-def _tag(value: str, *, site_url: str, hosts: set[str]) -> str:
+def _tag(value: str, *, site_url: str, policy: UrlPolicy) -> str:
     if len(value) > MAX_TAG_CHARS:
         raise ValueError(f"a cache tag is at most {MAX_TAG_CHARS} characters")
     if not value.isascii() or not value.isprintable() or " " in value or "," in value:
@@ -120,7 +121,7 @@ def _tag(value: str, *, site_url: str, hosts: set[str]) -> str:
     return value
 
 
-def _prefix(value: str, *, site_url: str, hosts: set[str]) -> str:
+def _prefix(value: str, *, site_url: str, policy: UrlPolicy) -> str:
     if "*" in value:
         raise ValueError("'*' is not allowed: a prefix already covers everything below it")
     if value.startswith("/"):
@@ -129,22 +130,26 @@ def _prefix(value: str, *, site_url: str, hosts: set[str]) -> str:
         value = (urlsplit(site_url).hostname or "") + value
     elif "://" in value:
         value = value.split("://", 1)[1]  # Cloudflare refuses a scheme in a prefix
-    parts = urlsplit("//" + value)
-    if parts.query or parts.fragment or "?" in value or "#" in value:
+    if "?" in value or "#" in value:
         raise ValueError("a prefix has no query string or fragment")
-    if (parts.hostname or "").lower() not in hosts:
-        raise ValueError(f"host {parts.hostname} is not in ALLOWED_HOSTS")
     if value.count("/") > MAX_PREFIX_SEPARATORS:
         raise ValueError(f"a prefix has at most {MAX_PREFIX_SEPARATORS} '/' separators")
-    return (parts.hostname or "").lower() + (parts.path or "")
+    try:
+        checked = policy.check("https://" + value)
+    except UrlRefused as refused:
+        raise ValueError(str(refused)) from None
+    host_and_path = checked.removeprefix("https://")
+    return host_and_path if "/" in value else host_and_path.rstrip("/")
 
 
-def _host(value: str, *, site_url: str, hosts: set[str]) -> str:
+def _host(value: str, *, site_url: str, policy: UrlPolicy) -> str:
     host = value.lower().rstrip(".")
     if "*" in host:
         raise ValueError("'*' is not allowed in a host name")
-    if host not in hosts:
-        raise ValueError(f"host {host} is not in ALLOWED_HOSTS ({', '.join(sorted(hosts))})")
+    try:
+        policy.check(f"https://{host}/")
+    except UrlRefused as refused:
+        raise ValueError(str(refused)) from None
     return host
 
 
@@ -163,9 +168,9 @@ def parse_manifest(text: str, *, source: str, site_url: str, allowed_hosts: Iter
     Any bad entry refuses the whole manifest (naming the key or line): a half-read manifest
     would purge too little and record a wrong baseline.
     """
-    hosts = {h.lower() for h in allowed_hosts}
+    policy = UrlPolicy(allowed_hosts)
     if text.lstrip().startswith("{"):
-        return _parse_json_manifest(text, source=source, site_url=site_url, hosts=hosts)
+        return _parse_json_manifest(text, source=source, site_url=site_url, policy=policy)
     urls: dict[str, str] = {}
     ref = None
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -178,13 +183,13 @@ def parse_manifest(text: str, *, source: str, site_url: str, allowed_hosts: Iter
         path = path.strip().lstrip("*")  # sha256sum marks binary mode with '*'
         if not digest or not path:
             raise _manifest_error(source, f"line {number}", line, "'HASH  PATH' (sha256sum output)")
-        urls[_manifest_url(path, source, f"line {number}", site_url, hosts)] = digest
+        urls[_manifest_url(path, source=source, where=f"line {number}", site_url=site_url, policy=policy)] = digest
     if not urls:
         raise _manifest_error(source, "the file", "no entries", "at least one 'HASH  PATH' line")
     return Manifest(urls=urls, ref=ref)
 
 
-def _parse_json_manifest(text: str, *, source: str, site_url: str, hosts: set[str]) -> Manifest:
+def _parse_json_manifest(text: str, *, source: str, site_url: str, policy: UrlPolicy) -> Manifest:
     try:
         doc = json.loads(text)
     except ValueError as exc:
@@ -206,18 +211,18 @@ def _parse_json_manifest(text: str, *, source: str, site_url: str, hosts: set[st
         where = f"key 'urls.{key}'"
         if not isinstance(digest, str) or not digest.strip():
             raise _manifest_error(source, where, digest, "a non-empty content hash string")
-        urls[_manifest_url(key, source, where, site_url, hosts)] = digest.strip()
+        urls[_manifest_url(key, source=source, where=where, site_url=site_url, policy=policy)] = digest.strip()
     return Manifest(urls=urls, ref=ref)
 
 
-def _manifest_url(path: str, source: str, where: str, site_url: str, hosts: set[str]) -> str:
+def _manifest_url(path: str, *, source: str, where: str, site_url: str, policy: UrlPolicy) -> str:
     """A URL, an absolute path, or a build-dir file path (`./blog/index.html` → `/blog/`)."""
     if "://" not in path and not path.startswith("/"):
         path = "/" + path.removeprefix("./")
     if "://" not in path and path.endswith("/index.html"):
         path = path[: -len("index.html")]
     try:
-        return absolute_url(path, site_url=site_url, hosts=hosts)
+        return absolute_url(path, site_url=site_url, policy=policy)
     except ValueError as exc:
         raise _manifest_error(source, where, path, str(exc)) from None
 

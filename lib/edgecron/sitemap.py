@@ -1,8 +1,10 @@
 """Streaming, hostile-input-safe sitemap reading: robots.txt, indexes, .xml.gz, plain text.
 
 Sitemaps are treated as hostile: DOCTYPE/ENTITY refused (the image's expat is 2.5.0), the
-decompressed size capped, index depth capped, loops skipped, only allowed hosts followed, at most
-`max_urls` per file and `<loc>` under 2,048 characters. Problems with one sitemap are collected and
+decompressed size capped, index depth capped, loops skipped, every `<loc>` and child sitemap
+through the URL policy (`urls.py`: allowed hosts only, nothing two parsers read differently), at
+most `max_urls` per file, `<loc>` under 2,048 characters, and each download within the timeout
+(WARM_TIMEOUT: the whole response, not each read). Problems with one sitemap are collected and
 reading goes on with the others; the caller decides whether nothing-at-all is fatal.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 from xml.etree.ElementTree import ParseError
 
 import defusedxml.ElementTree as SafeET
@@ -20,9 +22,12 @@ from defusedxml.common import DefusedXmlException, DTDForbidden
 
 from .config import Settings
 from .errors import EdgecronError, InputError, UpstreamUnavailable
-from .http import host_allowed, open_checked, read_capped, response_chunks
+from .http import fetch_capped
+from .urls import UrlPolicy, UrlRefused
 
 MAX_LOC_CHARS = 2048
+# UrlRefused.reason -> the skip counter shown to the operator
+SKIP_REASONS = {"not-http": "loc-not-absolute", "off-host": "off-host", "unsafe-url": "unsafe-url"}
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,7 @@ class SitemapReader:
     ) -> None:
         self.session = session
         self.allowed_hosts = tuple(h.lower() for h in allowed_hosts)
+        self.policy = UrlPolicy(self.allowed_hosts)
         self.max_bytes = max_bytes
         self.max_depth = max_depth
         self.max_urls = max_urls
@@ -99,6 +105,7 @@ class SitemapReader:
             max_bytes=settings["SITEMAP_MAX_BYTES"],
             max_depth=settings["SITEMAP_MAX_DEPTH"],
             max_urls=settings["SITEMAP_MAX_URLS"],
+            timeout=settings["WARM_TIMEOUT"],
             on_sitemap=on_sitemap,
         )
 
@@ -109,10 +116,15 @@ class SitemapReader:
         robots = urljoin(site_url + "/", "robots.txt")
         found: list[str] = []
         try:
-            response = open_checked(
-                self.session, robots, allowed_hosts=self.allowed_hosts, timeout=self.timeout, what="robots.txt"
+            body = fetch_capped(
+                self.session,
+                robots,
+                allowed_hosts=self.allowed_hosts,
+                timeout=self.timeout,
+                max_bytes=512 * 1024,
+                what="robots.txt",
             )
-            text = b"".join(read_capped(response_chunks(response, what=robots), max_bytes=512 * 1024, what=robots))
+            text = b"".join(body)
             for raw_line in text.decode("utf-8", "replace").splitlines():
                 name, _, value = raw_line.partition(":")
                 if name.strip().lower() == "sitemap" and value.strip():
@@ -158,11 +170,13 @@ class SitemapReader:
             yield from self._read(child, depth=depth + 1)
 
     def _parse(self, url: str) -> Iterator[tuple[str, str, str | None]]:
-        response = open_checked(
-            self.session, url, allowed_hosts=self.allowed_hosts, timeout=self.timeout, what="sitemap"
-        )
-        body = read_capped(
-            response_chunks(response, what=f"sitemap {url}"), max_bytes=self.max_bytes, what=f"sitemap {url}"
+        body = fetch_capped(
+            self.session,
+            url,
+            allowed_hosts=self.allowed_hosts,
+            timeout=self.timeout,
+            max_bytes=self.max_bytes,
+            what="sitemap",
         )
         first = next(body, b"")
         head = first.lstrip(b"\xef\xbb\xbf").lstrip()
@@ -270,15 +284,13 @@ class SitemapReader:
         if len(loc) >= MAX_LOC_CHARS:
             self.report.skip("loc-too-long")
             return None
-        parts = urlsplit(loc)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            self.report.skip("loc-not-absolute")
-            return None
-        if not host_allowed(loc, self.allowed_hosts):
-            self.report.skip("off-host")
+        try:
+            url = self.policy.check(loc)
+        except UrlRefused as refused:
+            self.report.skip(SKIP_REASONS[refused.reason])
             return None
         self.report.urls_seen += 1
-        return loc
+        return url
 
 
 def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:

@@ -8,6 +8,7 @@ Requests carry only User-Agent, Accept and Accept-Encoding: never Cookie, Author
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import re
 import threading
@@ -25,12 +26,17 @@ import urllib3
 from . import USER_AGENT
 from .config import Settings
 from .state import StateDB, iso
+from .urls import UrlPolicy, UrlRefused
 
 WARM_HEADERS = {"User-Agent": USER_AGENT, "Accept": "*/*", "Accept-Encoding": "gzip, br"}
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 SERVED_FROM_CACHE = frozenset({"HIT", "REVALIDATED", "UPDATING", "STALE"})
 FILLED = frozenset({"MISS", "EXPIRED"})
-OUTCOMES = ("warm", "filled", "not-cacheable", "challenge", "failed")
+OUTCOMES = ("warm", "filled", "not-cacheable", "challenge", "truncated", "failed")
+CHUNK = 64 * 1024
+INTERRUPTED = "interrupted"
+FINISH_GRACE = 1.0  # seconds a stopped run lets downloads in flight finish before cutting them
+STOP_GRACE = 3.0  # seconds a stopped run waits for requests that cannot be cut (connect, headers)
 # A Ray ID is hex, then "-" and the IATA code of the data centre that answered (8c1f2a3b4c5d6e7f-FRA).
 CF_RAY = re.compile(r"[0-9a-f]{1,32}-([A-Z]{3})")
 UNKNOWN_DATA_CENTRE = "unknown"
@@ -131,19 +137,20 @@ def plan_urls(
     skipped: Counter[str],
     limit: int | None = None,
 ) -> Iterator[str]:
-    """Drop duplicates, URLs off the allowed hosts and BYPASS_PATHS; stop after `limit`."""
-    hosts = {h.lower() for h in allowed_hosts}
+    """URLs the URL policy allows, normalised, without duplicates and BYPASS_PATHS; stop after `limit`."""
+    policy = UrlPolicy(allowed_hosts)
     bypass = tuple(bypass_paths)
     seen = SeenUrls()
     emitted = 0
-    for url in urls:
+    for listed in urls:
         if limit is not None and emitted >= limit:
             return
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or (parts.hostname or "").lower() not in hosts:
-            skipped["off-host"] += 1
+        try:
+            url = policy.check(listed)
+        except UrlRefused as refused:
+            skipped["unsafe-url" if refused.reason == "unsafe-url" else "off-host"] += 1
             continue
-        if bypass and (parts.path or "/").startswith(bypass):
+        if bypass and (urlsplit(url).path or "/").startswith(bypass):
             skipped["bypass-path"] += 1
             continue
         if not seen.add(url):
@@ -188,6 +195,7 @@ class WarmOptions:
     retries: int = 2
     max_retry_wait: float = 30.0
     allowed_hosts: tuple[str, ...] = ()
+    max_body_bytes: int = 32 << 20  # read and discard at most this much of a body; more = "truncated"
 
 
 @dataclass
@@ -243,25 +251,34 @@ class Warmer:
             timeout=urllib3.Timeout(connect=min(10.0, options.timeout), read=options.timeout),
         )
         self.limiter = RateLimiter(options.rate, clock=clock, sleep=sleep)
+        self.policy = UrlPolicy(options.allowed_hosts)
+        self._in_flight: set[urllib3.BaseHTTPResponse] = set()
+        self._shut: set[urllib3.BaseHTTPResponse] = set()  # in flight, and cut by _abort_in_flight
+        self._in_flight_lock = threading.Lock()
 
     def fetch_one(self, url: str, *, stop: threading.Event | None = None) -> WarmResult:
-        """GET `url` anonymously, reading the body to the end (Cloudflare fills on full reads)."""
-        if self.options.allowed_hosts and (urlsplit(url).hostname or "").lower() not in self.options.allowed_hosts:
-            return WarmResult(url, "failed", error="host not in ALLOWED_HOSTS; not requested")
+        """GET `url` anonymously, reading the body to the end (Cloudflare fills on full reads).
+
+        The timeout is for the whole response: a body still arriving after it is cut off and the
+        URL counted failed ("timed out"), not retried. A body over `max_body_bytes` is read that far
+        and counted "truncated". A stopped run shuts the socket (see run()).
+        """
+        try:
+            target = self.policy.check(url)
+        except UrlRefused as refused:
+            return WarmResult(url, "failed", error=f"{refused}; not requested")
         attempts = 0
         while True:
             attempts += 1
             self.limiter.wait()
             started = self.clock()
             try:
-                response = self.pool.request("GET", url, headers=WARM_HEADERS, preload_content=False, redirect=False)
-                size = 0
-                for chunk in response.stream(65536, decode_content=False):
-                    size += len(chunk)
-                response.release_conn()
+                response = self.pool.request("GET", target, headers=WARM_HEADERS, preload_content=False, redirect=False)
+                size, cut = self._drain(response, deadline=started + self.options.timeout)
             except urllib3.exceptions.HTTPError as exc:
+                error = INTERRUPTED if stop and stop.is_set() else _describe(exc)
                 result = WarmResult(
-                    url, "failed", elapsed_ms=(self.clock() - started) * 1000, attempts=attempts, error=_describe(exc)
+                    url, "failed", elapsed_ms=(self.clock() - started) * 1000, attempts=attempts, error=error
                 )
                 if attempts <= self.options.retries and not (stop and stop.is_set()):
                     self._pause(self._backoff(attempts), stop)
@@ -270,6 +287,17 @@ class Warmer:
             elapsed = (self.clock() - started) * 1000
             status = response.status
             headers = response.headers
+            if cut in ("timed out", INTERRUPTED):
+                why = INTERRUPTED if cut == INTERRUPTED else f"timed out: over {self.options.timeout:g} s in all"
+                return WarmResult(
+                    url,
+                    "failed",
+                    http_status=status,
+                    elapsed_ms=round(elapsed, 2),
+                    bytes=size,
+                    attempts=attempts,
+                    error=why,
+                )
             if status in RETRY_STATUSES and attempts <= self.options.retries and not (stop and stop.is_set()):
                 delay = _retry_after(headers.get("retry-after"), now=self.wall_clock())
                 if delay is None:  # "Retry-After: 0" means now, not "use the backoff"
@@ -278,6 +306,8 @@ class Warmer:
                     self._pause(delay, stop)
                     continue
             outcome, cache_status = classify(status, headers)
+            if cut == "truncated" and outcome != "failed":
+                outcome = "truncated"
             return WarmResult(
                 url,
                 outcome,
@@ -291,6 +321,48 @@ class Warmer:
                 error=f"HTTP {status}" if outcome == "failed" else None,
             )
 
+    def _drain(self, response: urllib3.BaseHTTPResponse, *, deadline: float) -> tuple[int, str | None]:
+        """Read and discard the body: (bytes read, None or why reading ended early).
+
+        `read1` returns what has arrived, so a body trickling a byte at a time comes back to the
+        deadline check after each read; a silent server is cut by the socket read timeout.
+        """
+        size = 0
+        cut: str | None = None
+        with self._in_flight_lock:
+            self._in_flight.add(response)
+        try:
+            while True:
+                chunk = response.read1(CHUNK, decode_content=False)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size >= self.options.max_body_bytes:
+                    cut = "truncated"
+                elif self.clock() > deadline:
+                    cut = "timed out"
+                if cut:
+                    break
+        finally:
+            with self._in_flight_lock:
+                self._in_flight.discard(response)
+                if response in self._shut:  # the end we saw was the socket shut by a stop
+                    self._shut.discard(response)
+                    cut = INTERRUPTED
+            if cut:
+                response.close()  # the rest of the body is not wanted: the connection cannot be reused
+            response.release_conn()
+        return size, cut
+
+    def _abort_in_flight(self) -> None:
+        """Shut the sockets of downloads in progress, so a stop does not wait for them to end."""
+        with self._in_flight_lock:
+            responses = list(self._in_flight - self._shut)
+            self._shut.update(responses)
+        for response in responses:
+            with contextlib.suppress(OSError, ValueError, RuntimeError):  # finished meanwhile: nothing to cut
+                response.shutdown()
+
     def run(
         self,
         urls: Iterable[str],
@@ -298,7 +370,12 @@ class Warmer:
         stop: threading.Event,
         on_result: Callable[[WarmResult], None],
     ) -> None:
-        """Warm `urls`; stop starting new requests once `stop` is set, finishing those in flight."""
+        """Warm `urls`; once `stop` is set, start nothing new and end the requests in flight.
+
+        Downloads in flight get FINISH_GRACE seconds to finish (their results are kept), then
+        their sockets are shut. A request that cannot be cut (still connecting or waiting for
+        headers) is left behind after STOP_GRACE, so a stop ends the run whatever a server does.
+        """
         todo: queue.Queue[str | None] = queue.Queue(maxsize=self.options.concurrency * 4)
         done: queue.Queue[WarmResult | BaseException] = queue.Queue()
         workers = [
@@ -311,7 +388,15 @@ class Warmer:
             thread.start()
         feeder.start()
         finished_workers = 0
+        stopped_at: float | None = None
         while finished_workers < len(workers):
+            if stop.is_set():
+                stopped_at = self.clock() if stopped_at is None else stopped_at
+                waited = self.clock() - stopped_at
+                if waited > STOP_GRACE:
+                    break  # a worker still connecting or awaiting headers is left behind (daemon thread)
+                if waited > FINISH_GRACE:
+                    self._abort_in_flight()
             try:
                 item = done.get(timeout=0.2)  # the timeout lets signal handlers run
             except queue.Empty:
@@ -320,7 +405,10 @@ class Warmer:
                 finished_workers += 1
                 continue
             on_result(item)
-        feeder.join()
+        if stopped_at is None:
+            feeder.join()
+        else:  # a stopped feeder may sit in a sitemap read: it shares the same grace
+            feeder.join(timeout=max(0.0, STOP_GRACE - (self.clock() - stopped_at)))
         if feeder_error:
             raise feeder_error[0]
 
@@ -352,7 +440,9 @@ class Warmer:
             if stop.is_set():
                 continue  # drain without starting new requests
             try:
-                done.put(self.fetch_one(url, stop=stop))
+                result = self.fetch_one(url, stop=stop)
+                if result.error != INTERRUPTED:  # a download cut by the stop was not a try: no result
+                    done.put(result)
             except Exception as exc:  # never lose the worker: record the URL as failed
                 done.put(WarmResult(url, "failed", error=_describe(exc)))
 

@@ -1,0 +1,123 @@
+"""The one URL policy: which URLs may be fetched or purged, and the exact URL then requested.
+
+Every URL that reaches a request (a sitemap `<loc>`, a sitemap-index child, a redirect `Location`,
+a feed `next` link, a feed item re-warmed, `purge … --warm`, a deploy-manifest key) goes through
+`UrlPolicy.check()`. The host is the one urllib3 connects to (`urllib3.util.parse_url`, which
+requests uses too), and anything two parsers could read differently is refused outright:
+`urlsplit` reads `http://127.0.0.2:8002\\@127.0.0.1:8001/x` as host 127.0.0.1 while urllib3
+connects to 127.0.0.2. So the authority must be a plain host (name, dotted IPv4 or `[IPv6]`) and
+an optional port: no userinfo `@`, `\\`, `%`, whitespace or control characters, and our own split
+of the authority must agree with urllib3's. The URL returned is rebuilt from urllib3's parse, so
+what was checked is what is requested.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from urllib.parse import urljoin
+
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
+
+SCHEMES = ("http", "https")
+# A reg-name of letters, digits, '.', '-', '_' (no trailing dot: it names a different cache key)
+# or a bracketed IPv6 literal without a zone, then an optional port.
+AUTHORITY = re.compile(r"(?P<host>[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
+AUTHORITY_END = re.compile(r"[/?#]")
+# Backslash, C0/C1 controls and DEL anywhere: urlsplit strips some, urllib3 quotes others, browsers
+# read '\\' as '/'. (A space is refused in the authority only; in a path urllib3 quotes it.)
+UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+
+
+class UrlRefused(ValueError):
+    """A URL the policy will not request. `reason` is a short counter name; str() says why."""
+
+    def __init__(self, message: str, *, reason: str, host: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason  # "not-http", "unsafe-url" or "off-host"
+        self.host = host
+
+
+def host_key(host: str) -> str:
+    """How a host is compared: lower case, IPv6 without brackets and in its compressed form."""
+    bare = host.strip().lower()
+    if bare.startswith("[") and bare.endswith("]"):
+        bare = bare[1:-1]
+    if ":" in bare:
+        try:
+            return str(ipaddress.IPv6Address(bare))
+        except ValueError:
+            return bare
+    return bare
+
+
+class UrlPolicy:
+    """Allowed hosts (ALLOWED_HOSTS, IPv6 literals with or without brackets) and the check itself."""
+
+    def __init__(self, allowed_hosts: Iterable[str]) -> None:
+        self.hosts = frozenset(host_key(h) for h in allowed_hosts if h and h.strip())
+
+    def expected(self) -> str:
+        if not self.hosts:
+            return "a host in ALLOWED_HOSTS, which is empty (set SITE_URL or ALLOWED_HOSTS)"
+        return "one of ALLOWED_HOSTS: " + ", ".join(sorted(self.hosts))
+
+    def allows_host(self, host: str) -> bool:
+        return host_key(host) in self.hosts
+
+    def check(self, url: str) -> str:
+        """The normalised URL to request (fragment dropped), or UrlRefused saying why not."""
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme.lower() not in SCHEMES:
+            raise UrlRefused("expected an absolute http(s) URL", reason="not-http")
+        if UNSAFE_CHARS.search(url):
+            raise UrlRefused(
+                "a URL with a backslash or a control character is refused (parsers read it differently)",
+                reason="unsafe-url",
+            )
+        end = AUTHORITY_END.search(rest)
+        authority = (rest[: end.start()] if end else rest).lower()
+        plain = AUTHORITY.fullmatch(authority)
+        if plain is None:
+            raise UrlRefused(
+                f"the host part {authority!r} is not a plain host[:port] (no user@, '%' or other characters)",
+                reason="unsafe-url",
+            )
+        try:
+            parsed = parse_url(url)
+        except LocationParseError:
+            raise UrlRefused("the URL cannot be parsed", reason="unsafe-url") from None
+        host = (parsed.host or "").lower()
+        port = parsed.port
+        ours_port = int(plain["port"]) if plain["port"] else None
+        if host != plain["host"] or port != ours_port or parsed.auth is not None:
+            raise UrlRefused(  # never expected: the two readings of the authority differ, so trust neither
+                f"the host part {authority!r} reads differently to the HTTP client", reason="unsafe-url", host=host
+            )
+        if ours_port is not None and not 0 < ours_port < 65536:
+            raise UrlRefused(f"port {ours_port} is out of range", reason="unsafe-url", host=host)
+        if not self.allows_host(host):
+            raise UrlRefused(
+                f"host {host} is not in ALLOWED_HOSTS ({', '.join(sorted(self.hosts)) or 'empty'})",
+                reason="off-host",
+                host=host,
+            )
+        netloc = host if port is None else f"{host}:{port}"
+        query = "" if parsed.query is None else "?" + parsed.query
+        return f"{scheme.lower()}://{netloc}{parsed.path or '/'}{query}"
+
+    def allows(self, url: str) -> bool:
+        try:
+            self.check(url)
+        except UrlRefused:
+            return False
+        return True
+
+    def follow(self, base: str, link: str) -> str:
+        """A link (a redirect Location, a next link, a robots.txt Sitemap line) resolved and checked."""
+        return self.check(urljoin(base, link.strip()))
+
+
+__all__ = ["UrlPolicy", "UrlRefused", "host_key"]
