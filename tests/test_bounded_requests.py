@@ -19,11 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import urllib3
 from conftest import ROOT
 from edgecron.config import load_settings
 from edgecron.errors import UpstreamUnavailable
 from edgecron.feed import HttpSource
-from edgecron.http import make_session
+from edgecron.http import MAX_RETRY_AFTER, make_session
 from edgecron.lock import current_holder
 from edgecron.sitemap import SitemapReader
 from edgecron.warm import Warmer, WarmOptions, warm_urls
@@ -109,6 +110,12 @@ def test_a_slow_consumer_does_not_spend_the_servers_time(site: LoopbackSite) -> 
         seen.append(entry.url)
         time.sleep(0.3)  # the warm run busy with what was listed so far
     assert len(seen) == 3 and reader.report.problems == []
+
+
+def test_a_retry_after_of_an_hour_is_shortened_so_a_fetch_stays_bounded() -> None:
+    retry = make_session().get_adapter("http://x/").max_retries
+    assert retry.get_retry_after(urllib3.HTTPResponse(headers={"Retry-After": "3600"})) == MAX_RETRY_AFTER
+    assert retry.get_retry_after(urllib3.HTTPResponse(headers={"Retry-After": "2"})) == 2
 
 
 def test_a_body_over_the_cap_is_read_that_far_and_counted_truncated(site: LoopbackSite) -> None:

@@ -307,7 +307,10 @@ def connections_elsewhere(allows: Callable[[str], str | None], pair: tuple[Loopb
             return
         let_through.append(target)
         internal_site.hits.clear()
-        for fetch in (lambda: pool.request("GET", target), lambda: session.get(target, timeout=1)):
+        requests_made = [lambda: pool.request("GET", target), lambda: session.get(target, timeout=1)]
+        if target != url:  # the text as listed too: check_cache_rules requests the example as written
+            requests_made += [lambda: pool.request("GET", url), lambda: session.get(url, timeout=1)]
+        for fetch in requests_made:
             # Refused, not HTTP on that port, or unparseable: no connection elsewhere either.
             with contextlib.suppress(urllib3.exceptions.HTTPError, requests.RequestException, ValueError, OSError):
                 fetch()

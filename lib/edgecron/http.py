@@ -1,7 +1,7 @@
 """HTTP helpers safe to point at a production site.
 
-`make_session()`: a requests Session with timeouts, urllib3 Retry honouring Retry-After, an honest
-user agent and a cookie jar that stores nothing. `open_checked()` follows redirects by hand, each
+`make_session()`: a requests Session with timeouts, urllib3 Retry honouring Retry-After (up to
+MAX_RETRY_AFTER), an honest user agent and a cookie jar that stores nothing. `open_checked()` follows redirects by hand, each
 hop checked by the URL policy (`urls.py`) so a redirect to a host that is not allowed is refused
 instead of followed. `read_capped()` streams a body with a hard cap on the *decompressed* size
 (gzip served with or without Content-Encoding). `fetch_capped()` puts them together under one
@@ -19,6 +19,7 @@ from urllib.parse import urljoin
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3 import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 from . import USER_AGENT
@@ -29,6 +30,7 @@ RETRY_STATUSES = (429, 502, 503, 504)
 GZIP_MAGIC = b"\x1f\x8b"
 CHUNK = 64 * 1024
 CONNECT_TIMEOUT = 10.0
+MAX_RETRY_AFTER = 10.0  # seconds: a longer Retry-After is shortened, so a fetch stays bounded
 
 
 class _NoCookies(DefaultCookiePolicy):
@@ -41,13 +43,24 @@ class _NoCookies(DefaultCookiePolicy):
         return False
 
 
+class _BoundedRetry(Retry):
+    """urllib3's Retry, but a Retry-After is honoured up to `max_retry_after` seconds: urllib3
+    sleeps whatever the server asks (an hour stalls a sitemap or feed fetch for an hour)."""
+
+    max_retry_after = MAX_RETRY_AFTER
+
+    def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
+        seconds = super().get_retry_after(response)
+        return None if seconds is None else min(seconds, self.max_retry_after)
+
+
 def make_session(*, retries: int = 3, backoff: float = 0.5, user_agent: str = USER_AGENT) -> requests.Session:
     session = requests.Session()
     session.trust_env = False  # no ~/.netrc credentials, no proxy surprises on the VPS
     session.cookies.set_policy(_NoCookies())
     session.headers.clear()
     session.headers.update({"User-Agent": user_agent, "Accept": "*/*", "Accept-Encoding": "gzip"})
-    retry = Retry(
+    retry = _BoundedRetry(
         total=retries,
         connect=retries,
         read=retries,
