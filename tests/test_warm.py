@@ -226,7 +226,7 @@ def test_summary_counts_responses_per_data_centre_and_keeps_no_hostile_ray(https
     results: list[str | None] = []
     summary = warm_urls(
         urls,
-        options=WarmOptions(rate=0, retries=0),
+        options=WarmOptions(allowed_hosts=LOOPBACK, rate=0, retries=0),
         stop=threading.Event(),
         on_result=lambda r: results.append(r.cf_ray),
     )
