@@ -202,6 +202,42 @@ def test_the_normal_form_is_what_gets_requested() -> None:
     assert policy.check("https://www.example.com") == "https://www.example.com/"
 
 
+def outcome(check: Callable[[str], str], url: str) -> str:
+    try:
+        return check(url)
+    except UrlRefused as refused:
+        return f"refused: {refused.reason}"
+
+
+PATH_TOKENS = [
+    *"/aZ0-~!'(*,;=:@.?#é []|^`{\"<\t\\",
+    "..",
+    "/.",
+    "/..",
+    "%2F",
+    "%2f",
+    "%C3%A9",
+    "%c3%a9",
+    "%4",
+    "%GG",
+]
+
+
+@settings(max_examples=1000, deadline=None, derandomize=True, database=None)
+@given(
+    st.sampled_from(
+        ["http://www.example.com", "https://www.example.com", "http://127.0.0.1", "http://WWW.example.com"]
+    ),
+    st.sampled_from(["", "", ":8080", ":08080", ":65535", ":65536", ":99999", ":0"]),
+    st.sampled_from(["/", "/", "/", "", "?", "#"]),
+    st.lists(st.sampled_from(PATH_TOKENS), max_size=8).map("".join),
+)
+def test_the_shortcut_for_urls_already_normal_agrees_with_parsing(base: str, port: str, lead: str, rest: str) -> None:
+    policy = UrlPolicy(("www.example.com", "127.0.0.1"))
+    url = base + port + lead + rest
+    assert outcome(policy.check, url) == outcome(policy.parse_and_check, url)
+
+
 def test_allowed_hosts_with_an_ipv6_literal_matches(tmp_path: Path) -> None:
     cfg = load_settings(environ={"ALLOWED_HOSTS": "[::1]", "STATE_DIR": str(tmp_path)}, env_file=None)
     policy = UrlPolicy(cfg.allowed_hosts)

@@ -186,6 +186,7 @@ KEYS: tuple[Key, ...] = (
     Key("WARM_RATE", "20", _float(0), "Warm requests per second across all workers (0 = unlimited).", "warm"),
     Key("WARM_TIMEOUT", "30", _float(0.1, 600), "Seconds a warm response or sitemap may take in all.", "warm"),
     Key("WARM_MAX_FAILURE_RATE", "0.05", _float(0, 1), "Exit 1 when more than this share of URLs failed.", "warm"),
+    Key("WARM_MAX_BYTES", "33554432", _int(1024), "Bytes of a page read at most; more is counted truncated.", "warm"),
     Key(
         "BYPASS_PATHS",
         "/admin,/login,/logout,/account,/cart,/checkout,/wp-admin,/wp-login.php",

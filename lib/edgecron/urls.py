@@ -31,6 +31,19 @@ AUTHORITY_END = re.compile(r"[/?#]")
 UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
 
 
+# A URL exactly as parse_url would rebuild it: lower-case scheme and host, a port without leading
+# zeros, a path (no "." or ".." segment: checked apart) and query of the characters urllib3 leaves
+# alone (RFC 3986 unreserved, sub-delims, ':', '@', '/', '?' in the query) or upper-case %XX.
+_SAFE = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-F]{2})"
+
+
+def _normal_form(hosts: list[str]) -> re.Pattern[str]:
+    host = "(?:" + "|".join(re.escape(h) for h in hosts) + ")"
+    return re.compile(
+        r"https?://" + host + r"(?::(?P<port>[1-9][0-9]{0,4}))?/" + _SAFE + r"*(?:\?(?:" + _SAFE + r"|\?)*)?"
+    )
+
+
 class UrlRefused(ValueError):
     """A URL the policy will not request. `reason` is a short counter name; str() says why."""
 
@@ -58,6 +71,8 @@ class UrlPolicy:
 
     def __init__(self, allowed_hosts: Iterable[str]) -> None:
         self.hosts = frozenset(host_key(h) for h in allowed_hosts if h and h.strip())
+        names = sorted(h for h in self.hosts if AUTHORITY.fullmatch(h))  # IPv6 literals take the long way
+        self._normal = _normal_form(names) if names else None
 
     def expected(self) -> str:
         if not self.hosts:
@@ -68,7 +83,20 @@ class UrlPolicy:
         return host_key(host) in self.hosts
 
     def check(self, url: str) -> str:
-        """The normalised URL to request (fragment dropped), or UrlRefused saying why not."""
+        """The normalised URL to request (fragment dropped), or UrlRefused saying why not.
+
+        A URL already in the normal form on an allowed host is returned as it is: parsing it
+        gives it back unchanged (test_url_policy checks this against `parse_and_check`), and
+        parse_url costs ~10 µs, 20x the match, on every sitemap `<loc>`.
+        """
+        if self._normal is not None and "/." not in url:
+            normal = self._normal.fullmatch(url)
+            if normal is not None and (normal["port"] is None or int(normal["port"]) < 65536):
+                return url
+        return self.parse_and_check(url)
+
+    def parse_and_check(self, url: str) -> str:
+        """`check()` the long way: our split of the authority against urllib3's parse."""
         scheme, sep, rest = url.partition("://")
         if not sep or scheme.lower() not in SCHEMES:
             raise UrlRefused("expected an absolute http(s) URL", reason="not-http")

@@ -195,7 +195,7 @@ class WarmOptions:
     retries: int = 2
     max_retry_wait: float = 30.0
     allowed_hosts: tuple[str, ...] = ()
-    max_body_bytes: int = 32 << 20  # read and discard at most this much of a body; more = "truncated"
+    max_body_bytes: int = 32 << 20  # WARM_MAX_BYTES: read and discard this much of a body; more = "truncated"
 
 
 @dataclass
@@ -562,6 +562,7 @@ def options_from_settings(settings: Settings, **overrides: object) -> WarmOption
         rate=settings["WARM_RATE"],
         timeout=settings["WARM_TIMEOUT"],
         allowed_hosts=tuple(settings.allowed_hosts),
+        max_body_bytes=settings["WARM_MAX_BYTES"],
     )
     for name, value in overrides.items():
         if value is not None:
