@@ -7,8 +7,8 @@ requests uses too), and anything two parsers could read differently is refused o
 `urlsplit` reads `http://127.0.0.2:8002\\@127.0.0.1:8001/x` as host 127.0.0.1 while urllib3
 connects to 127.0.0.2. So the authority must be a plain host (name, dotted IPv4 or `[IPv6]`) and
 an optional port: no userinfo `@`, `\\`, `%`, whitespace or control characters, and our own split
-of the authority must agree with urllib3's. The URL returned is rebuilt from urllib3's parse, so
-what was checked is what is requested.
+of the authority must agree with urllib3's. The URL returned is rebuilt from urllib3's parse (or
+recognised as already in that form), so what was checked is what is requested.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from urllib.parse import urljoin
 
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
@@ -142,10 +141,6 @@ class UrlPolicy:
         except UrlRefused:
             return False
         return True
-
-    def follow(self, base: str, link: str) -> str:
-        """A link (a redirect Location, a next link, a robots.txt Sitemap line) resolved and checked."""
-        return self.check(urljoin(base, link.strip()))
 
 
 __all__ = ["UrlPolicy", "UrlRefused", "host_key"]
