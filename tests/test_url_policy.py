@@ -31,6 +31,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from loopback_site import LoopbackSite, Route, loopback_has_127_0_0_2, loopback_pair
 
+from demo.cloudflare_api import CloudflareEmulator
+
 ALLOWED = ("127.0.0.1",)
 
 
@@ -160,6 +162,23 @@ def test_warm_script_end_to_end_never_reaches_the_internal_host(
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)["summary"]
     assert summary["requested"] == 1 and summary["skipped"] == {"unsafe-url": 1}
+
+
+def test_purge_script_urls_warm_end_to_end_never_reaches_the_internal_host(
+    run_script, env_file: Path, allowed: LoopbackSite, internal: LoopbackSite
+) -> None:  # type: ignore[no-untyped-def]
+    zone, token = "0123456789abcdef0123456789abcdef", "tok-url-policy"
+    with CloudflareEmulator(token=token, zone=zone, plan="free") as api:
+        with env_file.open("a") as fh:
+            fh.write(f"SITE_URL=http://127.0.0.1:{allowed.port}\nCF_API_TOKEN={token}\nCF_ZONE_ID={zone}\n")
+            fh.write(f"CF_API_URL={api.base_url}\nWARM_RATE=0\n")
+        allowed.hits.clear()
+        proc = run_script("purge_cache.py", "urls", smuggle(allowed), "/ok", "--warm")
+        purges = [u for p in api.snapshot()["purges"] for u in p["body"].get("files", [])]
+    assert proc.returncode == 1, proc.stderr  # one URL rejected, the rest purged and warmed
+    assert "refused" in proc.stderr
+    assert purges == [allowed.url("/ok")]
+    assert allowed.hits == ["/ok"]
 
 
 # --- what already held keeps holding ---------------------------------------------------------------
