@@ -5,7 +5,6 @@ Only scripts import this (the library never prints nor imports Typer).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -25,8 +24,10 @@ if str(ROOT / "lib") not in sys.path:  # run from a checkout without installing
 
 from edgecron.config import Settings, load_monitoring, load_settings  # noqa: E402
 from edgecron.errors import ConfigError, EdgecronError, ExitCode, LockHeld, from_unexpected  # noqa: E402
+from edgecron.redact import redact, redact_value  # noqa: E402
 from edgecron.runner import STATUS_BY_EXIT, JobRun  # noqa: E402
 from edgecron.runs import TRIGGER_ENV, TRIGGERS  # noqa: E402
+from edgecron.safetext import json_visible, visible, visible_lines  # noqa: E402
 
 # Lines written to stderr: a non-zero exit that has said nothing yet gets one line saying why.
 _said = [0]
@@ -62,11 +63,22 @@ def examples(*lines: str) -> str:
 
 
 def say(text: str) -> None:
-    """One line for the operator on stderr: under cron, stderr is what reaches the mail."""
+    """One line for the operator on stderr: under cron, stderr is what reaches the mail.
+
+    The only stderr writer: secrets are redacted and control characters made visible here, so a
+    remote string (an API error, a sitemap URL, a lock holder record) can neither leak a token nor
+    drive the terminal.
+    """
     _said[0] += 1
-    typer.echo(text, err=True)
+    text = redact(text)
+    typer.echo(visible_lines(text), err=True)
     if _current:
         _current[-1].log("said", text=text)
+
+
+def out(text: str = "") -> None:
+    """Text for stdout (tables, summaries, dry-run lists): redacted, control characters made visible."""
+    typer.echo(visible_lines(redact(text)))
 
 
 def interactive() -> bool:
@@ -138,7 +150,7 @@ def _ping_config_failure(job: str, err: ConfigError) -> None:
 
     pinger = pinger_for(monitoring, job)
     if pinger is not None:
-        pinger.finish(uuid.uuid4().hex, int(err.exit_code), body=f"Error: {err.message}\n{err.hint or ''}")
+        pinger.finish(uuid.uuid4().hex, int(err.exit_code), body=redact(f"Error: {err.message}\n{err.hint or ''}"))
 
 
 @contextmanager
@@ -194,12 +206,18 @@ def is_tty() -> bool:
 
 
 def print_json(document: Any) -> None:
-    typer.echo(json.dumps(document, indent=2, default=str, ensure_ascii=False))
+    """The one JSON writer: `json.dumps` of the redacted document, no raw control character."""
+    typer.echo(json_text(document, indent=2))
+
+
+def json_text(value: Any, *, indent: int | None = None) -> str:
+    """JSON for stdout, redacted and inert: for a document streamed item by item."""
+    return json_visible(redact_value(value), indent=indent)
 
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
-    """A plain aligned text table (no colours: it goes to mail and logs too)."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    """A plain aligned text table (no colours: it goes to mail and logs too); each cell one visible line."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else visible(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -236,7 +254,7 @@ class Progress:
             head = f"[{'#' * filled}{'.' * (20 - filled)}] {self.done:,}/{self.total:,}"
         else:
             head = f"{self.done:,}"
-        line = f"{self.label}: {head}  {rate:,.0f}/s  {int(elapsed) // 60}:{int(elapsed) % 60:02d}  {note}"
+        line = f"{self.label}: {head}  {rate:,.0f}/s  {int(elapsed) // 60}:{int(elapsed) % 60:02d}  {visible(note)}"
         width = shutil.get_terminal_size((100, 20)).columns - 1
         sys.stderr.write("\r" + line[:width].ljust(width))
         sys.stderr.flush()

@@ -51,7 +51,7 @@ def check(
         probes = plan_probes(ruleset, site_url=site_url, allowed_hosts=hosts)
         if dry_run:
             for probe in probes:
-                typer.echo(f"[dry-run] GET {probe.url} as {probe.visitor}: expect {probe.expected} ({probe.rule})")
+                _cli.out(f"[dry-run] GET {probe.url} as {probe.visitor}: expect {probe.expected} ({probe.rule})")
             return
         outcomes = list(
             run_probes(
@@ -101,7 +101,7 @@ def render(
     if current != text:
         output.write_text(text, encoding="utf-8")
         if _cli.is_tty():
-            typer.echo(f"wrote {output}")
+            _cli.out(f"wrote {output}")
 
 
 def _site(option: str | None, configured: str) -> str:
@@ -143,10 +143,10 @@ def _report(outcomes: list[Outcome], *, json_out: bool, table: bool) -> None:
             )
             for o in outcomes
         ]
-        typer.echo(
+        _cli.out(
             _cli.table(rows, ["rule", "path", "visitor", "expected", "cf-cache-status", "cache-control", "result"])
         )
-        typer.echo(f"\n{len(outcomes)} requests, {len(mismatches)} mismatches")
+        _cli.out(f"\n{len(outcomes)} requests, {len(mismatches)} mismatches")
 
 
 if __name__ == "__main__":

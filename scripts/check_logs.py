@@ -185,8 +185,8 @@ def _report(doc: dict[str, Any], findings: list[Finding], *, json_out: bool, tab
     if table:
         s = doc["summary"]
         rows = [(f.check, f.status, f.severity, _short(f.value), _short(f.threshold), f.summary) for f in findings]
-        typer.echo(_cli.table(rows, ["check", "status", "severity", "value", "threshold", "summary"]))
-        typer.echo(
+        _cli.out(_cli.table(rows, ["check", "status", "severity", "value", "threshold", "summary"]))
+        _cli.out(
             f"\n{s['lines']} lines, {s['requests']} requests, {s['malformed']} malformed, "
             f"{len(breaches)} breached" + (" (nothing saved)" if s["dry_run"] else "")
         )

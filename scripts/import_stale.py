@@ -115,6 +115,7 @@ def _open_feed(cfg: Settings, spec: str, store: ContentStore, options: ImportOpt
         max_page_bytes=cfg["IMPORT_MAX_PAGE_BYTES"],
         max_body_bytes=cfg["IMPORT_MAX_BODY_BYTES"],
         base_dir=cfg.base_dir,
+        auth=cfg.import_auth,
     )
     since_param = cfg["IMPORT_SINCE_PARAM"]
     if isinstance(feed, HttpSource) and since_param and options.max_age is None:
@@ -175,11 +176,11 @@ def _print_report(doc: dict[str, Any], *, json_out: bool, table: bool) -> None:
             (name, counts[name])
             for name in ("read", "inserted", "updated", "removed", "unchanged", "rejected", "duplicates")
         ]
-        typer.echo(_cli.table(rows, [f"items ({label}{doc['source']})", "count"]))
+        _cli.out(_cli.table(rows, [f"items ({label}{doc['source']})", "count"]))
         if doc["resumed_from"]:
-            typer.echo(f"resumed after {doc['resumed_from']}")
+            _cli.out(f"resumed after {doc['resumed_from']}")
         if doc["backup"]:
-            typer.echo(f"backup: {doc['backup']}")
+            _cli.out(f"backup: {doc['backup']}")
     if counts["rejected"] and not json_out:
         _cli.say(f"{counts['rejected']} item(s) rejected:")
         for reject in doc["rejects"][:10]:
@@ -217,7 +218,7 @@ def rollback(
         if json_out:
             _cli.print_json(doc)
         else:  # only ever run by a person: confirm what happened, terminal or not
-            typer.echo(
+            _cli.out(
                 f"rolled back {target}: {result.restored} restored, {result.removed} removed, "
                 f"{len(result.urls)} URL(s) queued for purge; backup {backups[0]}"
             )
@@ -271,7 +272,7 @@ def runs(
         )
         for d in docs
     ]
-    typer.echo(_cli.table(table, ["run_id", "started", "kind", "status", *fields, "rolled back by"]))
+    _cli.out(_cli.table(table, ["run_id", "started", "kind", "status", *fields, "rolled back by"]))
 
 
 def _cli_json(text: Any) -> dict[str, Any]:
@@ -293,9 +294,9 @@ def check_db(json_out: bool = typer.Option(False, "--json", help="Print one JSON
         )
     else:
         rows = [(i["table"], i["name"], "unique" if i["unique"] else "", ",".join(i["columns"])) for i in check.indexes]
-        typer.echo(_cli.table(rows, ["table", "index", "", "columns"]))
+        _cli.out(_cli.table(rows, ["table", "index", "", "columns"]))
         for name, details in check.plans.items():
-            typer.echo(f"{name}: {' / '.join(details)}")
+            _cli.out(f"{name}: {' / '.join(details)}")
     if check.full_scans:
         _cli.say(f"Problem: full table scan for {', '.join(check.full_scans)}; the key index is missing.")
         raise typer.Exit(int(ExitCode.PROBLEMS))

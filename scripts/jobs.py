@@ -78,22 +78,22 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print one JSON d
         )
         for j in jobs
     ]
-    typer.echo(f"times in {tz.key} (SCHEDULE_TIMEZONE)")
-    typer.echo(_cli.table(rows, ["job", "schedule", "last run", "by", "result", "took", "next due", "lock"]))
-    typer.echo(f"\npurge outbox: {outbox.pending} pending, {outbox.failing} failing")
-    typer.echo(
+    _cli.out(f"times in {tz.key} (SCHEDULE_TIMEZONE)")
+    _cli.out(_cli.table(rows, ["job", "schedule", "last run", "by", "result", "took", "next due", "lock"]))
+    _cli.out(f"\npurge outbox: {outbox.pending} pending, {outbox.failing} failing")
+    _cli.out(
         f"state on disk: {_mib(size.total)} (state.db {_mib(size.state_db)}, content.db {_mib(size.content_db)},"
         f" logs {_mib(size.logs)})"
     )
     for item in outbox.failing_items:
-        typer.echo(f"  #{item['id']} {item['kind']} {item['value']}: {item['attempts']} attempts, {item['last_error']}")
+        _cli.out(f"  #{item['id']} {item['kind']} {item['value']}: {item['attempts']} attempts, {item['last_error']}")
     for j in jobs:
         if j.last_error and j.last_status not in ("ok", "running"):
             # A manual run's failure is shown, but only scheduled runs are judged by the health checks.
             aside = " (a manual run: not judged as a schedule breach)" if j.last_trigger == "manual" else ""
-            typer.echo(f"{j.job}: {j.last_error}{aside}")
+            _cli.out(f"{j.job}: {j.last_error}{aside}")
         if j.stale_running:
-            typer.echo(f"{j.job}: a run is recorded as running but nobody holds the lock (it died).")
+            _cli.out(f"{j.job}: a run is recorded as running but nobody holds the lock (it died).")
 
 
 @app.command(
@@ -195,7 +195,7 @@ def next_runs(
         _cli.print_json({"timezone": tz.key, "next": times})
         return
     for name, fires in times.items():
-        typer.echo(f"{name}: " + (", ".join(fires) if fires else "off"))
+        _cli.out(f"{name}: " + (", ".join(fires) if fires else "off"))
 
 
 def _local(stamp: str | None, tz: tzinfo) -> str:

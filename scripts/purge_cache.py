@@ -10,7 +10,6 @@ unavailable (items stay pending), 130/143 interrupted.
 from __future__ import annotations
 
 import inspect
-import json
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -304,13 +303,13 @@ def outbox_cmd(
         _cli.print_json({"open": len(items), "items": items})
         return
     if not items:
-        typer.echo("The outbox is empty: nothing pending.")
+        _cli.out("The outbox is empty: nothing pending.")
         return
     table_rows = [
         (i["kind"], i["value"], "failed" if i.get("held") else i["status"], i["attempts"], i["last_error"] or "")
         for i in items
     ]
-    typer.echo(_cli.table(table_rows, ["kind", "value", "status", "attempts", "last error"]))
+    _cli.out(_cli.table(table_rows, ["kind", "value", "status", "attempts", "last error"]))
 
 
 # --- the shared flow -----------------------------------------------------------------------------
@@ -421,10 +420,10 @@ def _print_dry_run(cfg: Settings, plan: PurgePlan, opts: Opts) -> None:
         _cli.print_json({"dry_run": True, "endpoint": endpoint, "requests": bodies, "rejected": rejected, **plan.notes})
         return
     _report_rejected(plan)
-    typer.echo(f"# dry run: {len(bodies)} request(s) would be sent; nothing was sent or recorded")
+    _cli.out(f"# dry run: {len(bodies)} request(s) would be sent; nothing was sent or recorded")
     for body in bodies:
-        typer.echo(endpoint)
-        typer.echo(json.dumps(body, ensure_ascii=False))
+        _cli.out(endpoint)
+        _cli.out(_cli.json_text(body))
 
 
 def _print_result(plan: PurgePlan, report: SendReport, run: JobRun, warmed: dict[str, Any] | None, opts: Opts) -> None:
@@ -453,7 +452,7 @@ def _print_result(plan: PurgePlan, report: SendReport, run: JobRun, warmed: dict
         rows = [(k, v) for k, v in run.counts.items()] + [(k, v) for k, v in plan.notes.items() if v not in ([], None)]
         if warmed:
             rows += [("warmed", warmed["requested"]), ("warm outcomes", warmed["outcomes"])]
-        typer.echo(_cli.table(rows, ["purge", "value"]))
+        _cli.out(_cli.table(rows, ["purge", "value"]))
 
 
 def _report_rejected(plan: PurgePlan) -> None:

@@ -181,9 +181,9 @@ def _print_dry_run(planned: Iterator[str], *, json_out: bool) -> int:
         sys.stdout.write('{"dry_run": true, "would_request": [')
     for url in planned:
         if json_out:
-            sys.stdout.write(("," if count else "") + '"' + url.replace("\\", "\\\\").replace('"', '\\"') + '"')
+            sys.stdout.write(("," if count else "") + _cli.json_text(url))
         else:
-            sys.stdout.write(f"[dry-run] GET {url}\n")
+            _cli.out(f"[dry-run] GET {url}")
         count += 1
     sys.stdout.write(f'], "count": {count}}}\n' if json_out else "")
     if not json_out:  # asked for explicitly, so shown under cron too
@@ -242,28 +242,28 @@ def _report(
         )
     elif table:
         rows = [(status, count) for status, count in summary.cache_statuses.most_common()]
-        typer.echo(_cli.table(rows, ["cf-cache-status", "URLs"]))
-        typer.echo("")
-        typer.echo(_cli.table(summary.data_centres.most_common(), ["data centre (cf-ray)", "responses"]))
-        typer.echo("")
-        typer.echo(
+        _cli.out(_cli.table(rows, ["cf-cache-status", "URLs"]))
+        _cli.out("")
+        _cli.out(_cli.table(summary.data_centres.most_common(), ["data centre (cf-ray)", "responses"]))
+        _cli.out("")
+        _cli.out(
             _cli.table(
                 [(k, v) for k, v in summary.outcomes.most_common()]
                 + [(f"skipped: {k}", v) for k, v in skipped.items()],
                 ["outcome", "URLs"],
             )
         )
-        typer.echo("")
-        typer.echo(
+        _cli.out("")
+        _cli.out(
             _cli.table(
                 [(f"{r.elapsed_ms:.0f} ms", r.cache_status or "-", r.url) for r in summary.slowest[:5]],
                 ["elapsed", "status", "slowest URLs"],
             )
         )
     if still_cold is not None and not json_out:  # asked for explicitly, so shown under cron too
-        typer.echo(("\n" if table else "") + f"--verify: {len(still_cold)} URLs still not served from cache")
+        _cli.out(("\n" if table else "") + f"--verify: {len(still_cold)} URLs still not served from cache")
         for item in still_cold[:20]:
-            typer.echo(f"  {item['cache_status'] or '(no cf-cache-status)'}  {item['url']}")
+            _cli.out(f"  {item['cache_status'] or '(no cf-cache-status)'}  {item['url']}")
     if not json_out and (failed or problems):
         for item in failed[:20]:
             _cli.say(f"failed: {item['url']}: {item['error'] or item['outcome']}")

@@ -175,7 +175,7 @@ def test_secret_never_shows(tmp_path: Path) -> None:
     redacted = cfg.redacted()
     assert redacted["CF_API_TOKEN"] == "***"
     assert TOKEN not in json.dumps(redacted, default=str)
-    assert [k.name for k in KEYS if k.secret] == ["CF_API_TOKEN"]
+    assert [k.name for k in KEYS if k.secret] == ["CF_API_TOKEN", "IMPORT_AUTH_HEADER"]
 
 
 def test_token_never_reaches_output_logs_or_state(run_script, workdir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

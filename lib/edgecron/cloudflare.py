@@ -22,6 +22,7 @@ import requests
 from .config import Secret
 from .errors import ConfigError, EdgecronError, InputError, UpstreamUnavailable
 from .http import make_session
+from .redact import redact
 
 SELECTOR_BY_KIND = {
     "url": "files",
@@ -310,7 +311,8 @@ class CloudflareClient:
 
     def _error(self, status: int, errors: list[tuple[int, str]]) -> EdgecronError:
         codes = [code for code, _ in errors]
-        text = "; ".join(f"code {code}: {message}" for code, message in errors) or f"HTTP {status}"
+        # Cloudflare's messages can quote the request, Authorization header included.
+        text = redact("; ".join(f"code {code}: {message}" for code, message in errors)) or f"HTTP {status}"
         if ZONE_ROUTE_CODES & set(codes) or status == 404:
             return PurgeAuthError(
                 "Cloudflare does not know the zone in CF_ZONE_ID",

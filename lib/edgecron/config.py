@@ -19,15 +19,21 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from .errors import ConfigError
+from .redact import register_secret
 
 
 class Secret:
-    """A string that never shows itself in repr, str, logs or JSON."""
+    """A string that never shows itself in repr, str, logs or JSON.
+
+    Its value is also registered with `redact`, so an upstream that echoes it back (an API error
+    quoting the Authorization header) cannot carry it into output, state, logs or pings either.
+    """
 
     __slots__ = ("_value",)
 
     def __init__(self, value: str) -> None:
         self._value = value
+        register_secret(value)
 
     def reveal(self) -> str:
         return self._value
@@ -275,6 +281,15 @@ KEYS: tuple[Key, ...] = (
     Key("CHECK_OUTBOX_MAX_ATTEMPTS", "3", _int(1), "Breach when a purge outbox item failed this many times.", "logs"),
     Key("CHECK_DEPLOY_WINDOW_MINUTES", "60", _int(1), "Minutes compared before and after the last deploy.", "logs"),
     Key("IMPORT_SOURCE", "", _text, "Feed to import: an http(s) JSON API URL, or a .jsonl / .csv file path.", "import"),
+    Key(
+        "IMPORT_AUTH_HEADER",
+        "",
+        _text,
+        "Header the feed API needs, e.g. 'Authorization: Bearer …'; sent only to IMPORT_SOURCE's host, never stored.",
+        "import",
+        secret=True,
+    ),
+    Key("IMPORT_AUTH_FILE", "", _path, "File holding IMPORT_AUTH_HEADER's line instead (e.g. a credential).", "import"),
     Key("IMPORT_FIELD_MAP", "", _text, "Source field names, e.g. id=guid,updated_at=modified.", "import"),
     Key("CONTENT_DB", "", _path, "Content store (default STATE_DIR/content.db).", "import"),
     Key(
@@ -417,6 +432,12 @@ class Settings(Mapping[str, Any]):
         token = self.parsed.get("CF_API_TOKEN")
         return token if isinstance(token, Secret) else Secret("")
 
+    @property
+    def import_auth(self) -> AuthHeader | None:
+        """The feed's credential header (IMPORT_AUTH_HEADER or IMPORT_AUTH_FILE), or None."""
+        header = self.parsed.get("IMPORT_AUTH_HEADER")
+        return header if isinstance(header, AuthHeader) else None
+
     def schedules(self) -> dict[str, str]:
         """SCHEDULE_<JOB> overrides, job names lower-case with '-' for '_'."""
         return {
@@ -495,6 +516,7 @@ def load_settings(
             expected="the token as one word (Cloudflare tokens have no spaces or line breaks)",
         )
     values["CF_API_TOKEN"] = Secret(token)
+    values["IMPORT_AUTH_HEADER"] = _import_auth(merged.get("IMPORT_AUTH_HEADER", ""), values["IMPORT_AUTH_FILE"])
     base_dir = env_file.parent.resolve() if env_file is not None else Path.cwd()
     settings = Settings(parsed=values, env_file=env_file, base_dir=base_dir)
     # Anyone who can write .env can point CF_API_URL elsewhere and receive the token; anyone who can
@@ -584,7 +606,52 @@ def _check_known(name: str, *, source: str) -> None:
     )
 
 
+@dataclass(frozen=True)
+class AuthHeader:
+    """`Name: value` for the feed API; the value is a Secret (never shown, redacted everywhere)."""
+
+    name: str
+    value: Secret
+
+    def __repr__(self) -> str:
+        return f"AuthHeader({self.name!r}, ***)"
+
+    __str__ = __repr__
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
+
+
+def _import_auth(text: str, file: str) -> AuthHeader | None:
+    """IMPORT_AUTH_HEADER, or the line in IMPORT_AUTH_FILE; its value never appears in an error."""
+    line = text.strip()
+    if file:
+        if line:
+            raise ConfigError("IMPORT_AUTH_HEADER and IMPORT_AUTH_FILE are both set", expected="only one of them")
+        line = _read_secret_file(Path(file).expanduser(), key="IMPORT_AUTH_FILE", holding="the header line")
+    if not line:
+        return None
+    name, colon, value = line.partition(":")
+    name, value = name.strip(), value.strip()
+    if not colon or not _HEADER_NAME.fullmatch(name) or not value:
+        raise ConfigError(
+            "IMPORT_AUTH_HEADER is not a header line",
+            got=f"{len(line)} characters" + ("" if colon else " without a colon"),  # never the secret itself
+            expected="'Name: value', such as 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'",
+        )
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ConfigError(
+            f"IMPORT_AUTH_HEADER's {name} value holds a control character (a newline?)",
+            expected="one line of printable characters",
+        )
+    return AuthHeader(name, Secret(value))
+
+
 def _read_token_file(path: Path) -> str:
+    return _read_secret_file(path, key="CF_API_TOKEN_FILE", holding="the API token")
+
+
+def _read_secret_file(path: Path, *, key: str, holding: str) -> str:
     try:
         token = path.read_text(encoding="utf-8").strip()
     except UnicodeDecodeError:
@@ -593,12 +660,12 @@ def _read_token_file(path: Path) -> str:
         ) from None
     except OSError as exc:
         raise ConfigError(
-            "CF_API_TOKEN_FILE cannot be read",
+            f"{key} cannot be read",
             got=f"{path} ({exc.strerror})",
-            expected="a readable file holding the API token",
+            expected=f"a readable file holding {holding}",
         ) from None
     if not token:
-        raise ConfigError("CF_API_TOKEN_FILE is empty", got=str(path), expected="a file holding the API token")
+        raise ConfigError(f"{key} is empty", got=str(path), expected=f"a file holding {holding}")
     return token
 
 

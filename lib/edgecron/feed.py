@@ -30,9 +30,12 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
+from urllib3.util import parse_url
 
+from .config import AuthHeader
 from .errors import ConfigError, InputError, UpstreamUnavailable
 from .http import fetch_capped
+from .redact import MASK, redact
 from .urls import UrlPolicy
 
 FIELDS = ("id", "url", "updated_at", "title", "body", "deleted")
@@ -372,8 +375,40 @@ class CsvSource:
                 yield RawRecord(pos, {k: v for k, v in row.items() if v is not None or k in self.required})
 
 
+class OriginHeaderAuth(requests.auth.AuthBase):
+    """Adds the feed's credential header to requests for the feed's own origin, and to no other.
+
+    The origin (scheme, host, port) is read with urllib3's parser, the one the connection is made
+    with, so a URL two parsers read differently cannot carry the header to another host; a
+    redirect or `next` link to another allowed host gets no header either.
+    """
+
+    def __init__(self, feed_url: str, header: AuthHeader) -> None:
+        self.origin = _origin(feed_url)
+        self.header = header
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers.pop(self.header.name, None)
+        if request.url and _origin(request.url) == self.origin:
+            request.headers[self.header.name] = self.header.value.reveal()
+        return request
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = parse_url(url)
+    scheme = (parts.scheme or "").lower()
+    port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    return scheme, (parts.host or "").lower().rstrip("."), port
+
+
 class HttpSource:
-    """A paginated JSON API: follows `next` links, or counts up a `page` query parameter."""
+    """A paginated JSON API: follows `next` links, or counts up a `page` query parameter.
+
+    Its name and the page URLs kept in positions (checkpoints, rejects) are redacted: a key in the
+    URL's query never reaches content.db. A resumed page gets its masked values back from the
+    configured URL; when it cannot (a per-page signature), the read starts again from the first
+    page, which is safe because unchanged items are skipped by their content hash.
+    """
 
     def __init__(
         self,
@@ -387,9 +422,12 @@ class HttpSource:
         backoff: float = 1.0,
         max_pages: int = 100_000,
         sleep: Callable[[float], None] = time.sleep,
+        auth: AuthHeader | None = None,
     ) -> None:
         self.url = url
-        self.name = url
+        self.name = redact(url)
+        if auth is not None:
+            session.auth = OriginHeaderAuth(url, auth)
         self.session = session
         self.allowed_hosts = tuple(allowed_hosts)
         self.timeout = timeout
@@ -411,7 +449,11 @@ class HttpSource:
         return clone
 
     def records(self, resume: Position | None = None) -> Iterator[RawRecord | Reject]:
-        url: str | None = resume.page if resume is not None and resume.page else self.url
+        url: str | None = self.url
+        if resume is not None and resume.page:
+            url = _unmask(resume.page, self.url)
+            if url is None:
+                url, resume = self.url, None
         seen: set[str] = set()
         previous_digest = None
         while url is not None:
@@ -435,10 +477,11 @@ class HttpSource:
                         expected="a different page per page number, and an empty page at the end",
                     )
                 previous_digest = digest
+            page = redact(url)
             for index, data in enumerate(items, 1):
-                if resume is not None and url == resume.page and index <= resume.index:
+                if resume is not None and page == resume.page and index <= resume.index:
                     continue
-                yield RawRecord(Position(index, page=url), data)
+                yield RawRecord(Position(index, page=page), data)
             url = next_url
 
     def _fetch(self, url: str) -> bytes:
@@ -502,6 +545,25 @@ class HttpSource:
         raise InputError(f"feed page {url} is not a JSON object or list", got=type(doc).__name__, expected="an object")
 
 
+def _unmask(page: str, configured: str) -> str | None:
+    """`page` with each masked query value taken back from the configured URL, or None if one is unknown."""
+    if MASK not in page:
+        return page
+    known = dict(pair.partition("=")[::2] for pair in urlsplit(configured).query.split("&") if pair)
+    head, _, query = page.partition("?")
+    query, hash_mark, fragment = query.partition("#")
+    pairs = []
+    for pair in query.split("&"):
+        name, eq, value = pair.partition("=")
+        if value == MASK:
+            if name not in known:
+                return None
+            value = known[name]
+        pairs.append(f"{name}{eq}{value}")
+    restored = f"{head}?{'&'.join(pairs)}{hash_mark}{fragment}"
+    return None if MASK in restored else restored
+
+
 def _next_page(url: str) -> str:
     query = dict(parse_qsl(urlsplit(url).query))
     current = query.get("page", "1")
@@ -542,6 +604,7 @@ def open_source(
     max_page_bytes: int,
     max_body_bytes: int,
     base_dir: Path | None = None,
+    auth: AuthHeader | None = None,
 ) -> JsonlSource | CsvSource | HttpSource:
     """The source named by IMPORT_SOURCE: an http(s) URL, or a .jsonl / .ndjson / .csv file."""
     spec = spec.strip()
@@ -549,7 +612,12 @@ def open_source(
         if session is None:
             raise ValueError("an HTTP source needs a session")
         return HttpSource(
-            spec, session=session, allowed_hosts=allowed_hosts, timeout=timeout, max_page_bytes=max_page_bytes
+            spec,
+            session=session,
+            allowed_hosts=allowed_hosts,
+            timeout=timeout,
+            max_page_bytes=max_page_bytes,
+            auth=auth,
         )
     path = Path(os.path.expanduser(spec))
     if not path.is_absolute() and base_dir is not None:

@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .errors import LockHeld, StateError
+from .redact import redact
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class JobLock:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started": now.isoformat(timespec="seconds"),
-            "command": " ".join(sys.argv),
+            "command": redact(" ".join(sys.argv)),  # --source URLs may carry a key
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)

@@ -22,6 +22,7 @@ import requests
 
 from . import USER_AGENT
 from .config import Settings
+from .redact import redact
 
 TIMEOUT_SECONDS = 10.0
 RETRIES = 2  # so three attempts, as healthchecks' reliability tips suggest
@@ -67,7 +68,7 @@ class Pinger:
 
     def _ping(self, suffix: str, run_id: str, *, body: str) -> PingResult:
         url = f"{self.url}{suffix}?rid={_canonical_rid(run_id)}"
-        data = tail_bytes(body, self.body_limit)
+        data = tail_bytes(redact(body), self.body_limit)  # the body goes to a third party
         error = None
         status = None
         attempts = 0

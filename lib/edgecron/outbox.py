@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from .redact import redact
 from .state import StateDB, iso
 
 KINDS = ("url", "tag", "prefix", "host", "everything")
@@ -136,12 +137,12 @@ class PurgeOutbox:
             )
 
     def mark_failed(self, ids: Iterable[int], *, error: str, now: datetime, hold: bool = False) -> None:
-        """Back to pending with the error; `hold` parks items the API refused as invalid."""
+        """Back to pending with the error (redacted: it quotes the API); `hold` parks refused items."""
         with self.state.transaction() as conn:
             conn.executemany(
                 "UPDATE outbox SET status='pending', last_error=?, last_attempt_at=?, held=? "
                 "WHERE id=? AND status='sending'",
-                [(error, iso(now), int(hold), item_id) for item_id in ids],
+                [(redact(error), iso(now), int(hold), item_id) for item_id in ids],
             )
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .config import Settings
 from .errors import EdgecronError, ExitCode, LockHeld, from_unexpected
 from .lock import JobLock
+from .redact import redact_value
 from .retention import RetentionPolicy, prune_state, reclaim_space
 from .runs import finish_run, last_completed_at, record_skipped, start_run
 from .state import StateDB, iso, open_state
@@ -75,7 +76,7 @@ class EventLog:
         record: dict[str, Any] = {"ts": iso(self.now()), "job": self.job, "run_id": self.run_id, "event": event}
         if self.dry_run:
             record["dry_run"] = True
-        record.update(fields)
+        record.update(redact_value(fields))  # fields carry remote text: API errors, URLs, what was said
         line = json.dumps(record, default=str, ensure_ascii=False) + "\n"
         self.tail.append(line)
         with self._lock:

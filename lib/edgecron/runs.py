@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from .redact import redact
 from .state import StateDB, iso
 
 TRIGGER_ENV = "EDGECRON_TRIGGER"  # set to cron by the crontab, to scheduler by `jobs.py schedule`
@@ -46,7 +47,7 @@ def start_run(state: StateDB, *, run_id: str, job: str, started: datetime, trigg
         )
         state.execute(
             "INSERT INTO runs(run_id, job, started_at, host, pid, command, trigger) VALUES (?,?,?,?,?,?,?)",
-            (run_id, job, iso(started), socket.gethostname(), os.getpid(), command, trigger),
+            (run_id, job, iso(started), socket.gethostname(), os.getpid(), redact(command), trigger),
         )
 
 
@@ -57,7 +58,17 @@ def record_skipped(
     state.execute(
         "INSERT INTO runs(run_id, job, started_at, finished_at, status, exit_code, duration_s, error,"
         " host, pid, command, trigger) VALUES (?,?,?,?, 'skipped', 75, 0, ?, ?,?,?,?)",
-        (run_id, job, iso(started), iso(started), reason, socket.gethostname(), os.getpid(), command, trigger),
+        (
+            run_id,
+            job,
+            iso(started),
+            iso(started),
+            redact(reason),
+            socket.gethostname(),
+            os.getpid(),
+            redact(command),
+            trigger,
+        ),
     )
 
 
@@ -74,7 +85,15 @@ def finish_run(
 ) -> None:
     state.execute(
         "UPDATE runs SET finished_at=?, status=?, exit_code=?, duration_s=?, counts=?, error=? WHERE run_id=?",
-        (iso(finished), status, exit_code, duration_s, json.dumps(dict(counts), default=str), error, run_id),
+        (
+            iso(finished),
+            status,
+            exit_code,
+            duration_s,
+            json.dumps(dict(counts), default=str),
+            None if error is None else redact(error),  # error texts quote API answers and URLs
+            run_id,
+        ),
     )
 
 
