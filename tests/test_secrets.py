@@ -257,6 +257,7 @@ def test_a_malformed_feed_auth_header_is_a_config_error_that_does_not_quote_it(
         ('{"authorization": "bearer abcdefghij"}', '{"authorization": "bearer ***"}'),
         ("X-Api-Key: 0123456789", "X-Api-Key: ***"),
         ("Authorization: Basic dXNlcjpwYXNz", "Authorization: Basic ***"),
+        ("authorization=Token abc123def; path=/", "authorization=***; path=/"),
         ("https://f.example/x?api_key=K1&page=2", "https://f.example/x?api_key=***&page=2"),
         ("GET /a?page=2&access_token=zz9&sig=abc#top", "GET /a?page=2&access_token=***&sig=***#top"),
         ("?X-Amz-Signature=ab12&X-Amz-Credential=AKIA%2F", "?X-Amz-Signature=***&X-Amz-Credential=***"),

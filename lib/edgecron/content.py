@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 
 from .errors import InputError, StateError
 from .feed import FeedItem, Position, Reject
+from .redact import redact
 from .retention import RetentionPolicy, prune_content, reclaim_space
 from .state import immediate_transaction, incremental_vacuum_if_new, iso
 
@@ -381,7 +382,7 @@ class ContentStore:
             self._relay(conn, (url for c in changes for url in c.urls), run_id)
             conn.executemany(
                 "INSERT INTO rejects(run_id, position, item_key, field, expected, got) VALUES (?,?,?,?,?,?)",
-                [(run_id, r.position.label(), r.key, r.field, r.expected, r.got) for r in rejects],
+                [(run_id, r.position.label(), r.key, r.field, r.expected, redact(r.got)) for r in rejects],
             )
             self._save_run(
                 conn, run_id=run_id, kind="import", source=checkpoint.source, started_at=started_at, counts=counts

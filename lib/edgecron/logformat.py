@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
+from .safetext import visible
 
 # The recommended format (see notes/nginx-log-format.md); the demo site writes exactly this.
 EDGECRON_FORMAT = (
@@ -524,8 +525,5 @@ def display(raw: bytes | None, *, limit: int = 300) -> str:
     """Log bytes for a human: nginx's `\\xXX` escapes kept, other bytes shown escaped, cut short."""
     if raw is None:
         return ""
-    text = raw[:limit].decode("utf-8", "backslashreplace").translate(_CONTROL)
+    text = visible(raw[:limit].decode("utf-8", "backslashreplace"))  # a log line must not drive a terminal
     return text + ("…" if len(raw) > limit else "")
-
-
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}  # a log line must not drive a terminal

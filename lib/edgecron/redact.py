@@ -59,10 +59,13 @@ _SECRET_PARTS = ("token", "secret", "password", "passwd", "apikey", "signature",
 _SCHEME_CREDENTIAL = re.compile(r"\b((?i:bearer)|Basic)(\s+)[A-Za-z0-9._~+/=-]{6,}")
 _HEADER_ECHO = re.compile(
     r"(?i)\b((?:proxy-)?authorization|x-api-key|api-key|x-auth-token|cookie|set-cookie)(\"?\s*[:=]\s*\"?)"
-    r"(?!(?i:bearer|basic)\s)([^\s\"',;&]+)"
+    r"(?!(?:bearer|basic)\s)([^\s\"',;&][^\"',;&\r\n]*)"  # to the delimiter: "Token abc" is one value
 )
-_QUERY_PARAM = re.compile(r"([?&;]|\b)([A-Za-z0-9_.-]{1,64})=([^&#\s\"'<>\\]+)")
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/@\s:]*):([^/@\s]+)@")
+_HEADER_NAMES = ("authorization", "api-key", "auth-token", "cookie")
+_USERINFO = re.compile(r"(://[^/@\s:]*):([^/@\s]+)@")
+_PARAM_VALUE = re.compile(r"=([^&;#\s\"'<>\\]+)")
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+MAX_NAME = 64
 
 
 def register_secret(value: str) -> None:
@@ -86,16 +89,26 @@ def is_secret_name(name: str) -> bool:
 
 
 def redact(text: str) -> str:
-    """`text` with every secret this module can recognise replaced by `***`."""
+    """`text` with every secret this module can recognise replaced by `***`.
+
+    Called for every line printed and every event logged, so each pattern runs only when a cheap
+    test says it could match (a dry run prints 50,000 URLs).
+    """
     if not text:
         return text
     pattern = _known_pattern[0]
     if pattern is not None:
         text = pattern.sub(MASK, text)
-    text = _SCHEME_CREDENTIAL.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
-    text = _HEADER_ECHO.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
-    text = _USERINFO.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
-    return _QUERY_PARAM.sub(_mask_param, text)
+    lowered = text.lower()
+    if "bearer" in lowered or "Basic" in text:
+        text = _SCHEME_CREDENTIAL.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+    if any(name in lowered for name in _HEADER_NAMES):
+        text = _HEADER_ECHO.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+    if "@" in text:
+        text = _USERINFO.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
+    if "=" in text:
+        text = _mask_params(text)
+    return text
 
 
 def redact_value(value: Any) -> Any:
@@ -109,8 +122,18 @@ def redact_value(value: Any) -> Any:
     return value
 
 
-def _mask_param(match: re.Match[str]) -> str:
-    lead, name, value = match.groups()
-    if value == MASK or not is_secret_name(name):
-        return match.group(0)
-    return f"{lead}{name}={MASK}"
+def _mask_params(text: str) -> str:
+    """Mask the value of each `name=value` whose name is secret-like (the name read backwards from `=`)."""
+    pieces = []
+    done = 0
+    for match in _PARAM_VALUE.finditer(text):
+        equals = match.start()
+        start = equals
+        while start > 0 and equals - start < MAX_NAME and text[start - 1] in _NAME_CHARS:
+            start -= 1
+        name = text[start:equals]
+        if not name or match.group(1).startswith(MASK) or not is_secret_name(name):
+            continue
+        pieces += [text[done : equals + 1], MASK]
+        done = match.end()
+    return "".join(pieces) + text[done:] if pieces else text
