@@ -189,3 +189,21 @@ def test_the_lock_error_and_status_show_a_crafted_holder_record_escaped(
     assert status.returncode == 0, status.stderr
     assert_inert(status.stdout, status.stderr)
     assert "\\x1b" in status.stdout  # the holder is shown, escaped
+
+
+def test_the_event_log_holds_a_hostile_sitemap_url_as_valid_inert_json(
+    run_script: RunScript, httpserver: HTTPServer, env_file: Path, workdir: Path
+) -> None:
+    """Operators `tail -f` the event log on a terminal: a C1 byte from a sitemap index must not reach it raw."""
+    base = httpserver.url_for("").rstrip("/")
+    child = f"{base}/child{C1_CSI}2J.xml"
+    index = f'<?xml version="1.0"?><sitemapindex><sitemap><loc>{child}</loc></sitemap></sitemapindex>'
+    httpserver.expect_request("/index.xml").respond_with_data(index, content_type="application/xml")
+    with env_file.open("a") as fh:
+        fh.write(f"SITE_URL={base}\n")
+    result = run_script("warm_cache.py", "-s", f"{base}/index.xml")
+    assert_inert(result.stdout, result.stderr)
+    log_text = (workdir / "state" / "logs" / "warm.jsonl").read_text(encoding="utf-8")
+    assert_inert(log_text)
+    events = [json.loads(line) for line in log_text.splitlines()]
+    assert child in [event.get("url") for event in events]

@@ -27,6 +27,7 @@ from .lock import JobLock
 from .redact import redact_value
 from .retention import RetentionPolicy, prune_state, reclaim_space
 from .runs import finish_run, last_completed_at, record_skipped, start_run
+from .safetext import json_visible
 from .state import StateDB, iso, open_state
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class EventLog:
         if self.dry_run:
             record["dry_run"] = True
         record.update(redact_value(fields))  # fields carry remote text: API errors, URLs, what was said
-        line = json.dumps(record, default=str, ensure_ascii=False) + "\n"
+        line = json_visible(record) + "\n"  # an operator may `tail -f` it on a terminal
         self.tail.append(line)
         with self._lock:
             try:
