@@ -287,3 +287,21 @@ def test_a_registered_secret_is_hidden_in_any_form_of_message_and_inside_documen
     register_secret("zz-registered-9f8e7d")
     assert redact("the server said: zz-registered-9f8e7d is not valid") == "the server said: *** is not valid"
     assert redact_value({"errors": [("x", "zz-registered-9f8e7dzz")], "n": 1}) == {"errors": [["x", "***zz"]], "n": 1}
+
+
+def test_a_log_glob_that_reaches_the_env_file_shows_no_token_in_its_malformed_line_samples(
+    run_script: RunScript, env_file: Path, workdir: Path
+) -> None:
+    logs = workdir / "logs"
+    logs.mkdir()
+    (logs / "access.log").write_text(ACCESS_LINE * 3)
+    (logs / "other.log").symlink_to(env_file)  # planted by whoever can write the log directory
+    env_file.write_text(f"CF_API_TOKEN={TOKEN}\n" + env_file.read_text())  # the first "bad line" is shown
+    outputs = []
+    for args in (("--summary",), ("--json",), ("--no-state", "--json")):
+        result = run_script("check_logs.py", "--log", f"{logs}/*.log", *args)
+        outputs += [result.stdout, result.stderr]
+    for text in outputs:
+        assert TOKEN not in text, text
+    for path, data in files_under(workdir / "state"):
+        assert TOKEN.encode() not in data, path

@@ -54,6 +54,14 @@ def test_visible_shows_bidi_overrides_and_undecodable_file_name_bytes() -> None:
     assert visible(os.fsdecode(b"log-\x9b.txt")) == "log-\\x9b.txt"
 
 
+def test_no_code_point_survives_visible_as_a_raw_control_character() -> None:
+    """Exhaustive over the Basic Multilingual Plane and the surrogate-escaped bytes (a fixed budget)."""
+    everything = "".join(chr(c) for c in range(0x10000) if not 0xD800 <= c < 0xDC80 and not 0xDD00 <= c < 0xE000)
+    assert raw_controls(visible(everything)) == []
+    assert raw_controls(json_visible(everything)) == []
+    assert json.loads(json_visible(everything)) == everything
+
+
 def test_json_visible_is_valid_json_that_gives_back_the_exact_string_and_holds_no_raw_control() -> None:
     document = {"url": "https://x/" + HOSTILE + "\x7f\u202e", "n": 1}
     text = json_visible(document, indent=2)
