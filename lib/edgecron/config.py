@@ -655,9 +655,7 @@ def _read_secret_file(path: Path, *, key: str, holding: str) -> str:
     try:
         token = path.read_text(encoding="utf-8").strip()
     except UnicodeDecodeError:
-        raise ConfigError(
-            "CF_API_TOKEN_FILE is not text", got=str(path), expected="a UTF-8 file holding the API token"
-        ) from None
+        raise ConfigError(f"{key} is not text", got=str(path), expected=f"a UTF-8 file holding {holding}") from None
     except OSError as exc:
         raise ConfigError(
             f"{key} cannot be read",
