@@ -229,6 +229,14 @@ def test_the_feed_auth_header_can_come_from_a_file(workdir: Path) -> None:
     assert AUTH_KEY not in repr(cfg.parsed) and AUTH_KEY not in json.dumps(cfg.redacted(), default=str)
 
 
+def test_a_feed_auth_file_that_is_not_text_is_a_config_error(workdir: Path) -> None:
+    secret_file = workdir / "feed-auth"
+    secret_file.write_bytes(b"X-Api-Key: \xff\xfe" + AUTH_KEY.encode())
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"IMPORT_AUTH_FILE": str(secret_file)}, env_file=None)
+    assert caught.value.message.startswith("IMPORT_AUTH_FILE is not text")
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
