@@ -229,6 +229,17 @@ def test_the_feed_auth_header_can_come_from_a_file(workdir: Path) -> None:
     assert AUTH_KEY not in repr(cfg.parsed) and AUTH_KEY not in json.dumps(cfg.redacted(), default=str)
 
 
+def test_a_feed_auth_file_others_can_read_is_a_warning_with_the_chmod_that_fixes_it(workdir: Path) -> None:
+    secret_file = workdir / "feed-auth"
+    secret_file.write_text(f"X-Api-Key: {AUTH_KEY}\n")
+    secret_file.chmod(0o644)
+    cfg = load_settings(environ={"IMPORT_AUTH_FILE": str(secret_file), "STATE_DIR": str(workdir)}, env_file=None)
+    assert (
+        f"Warning: {secret_file} (IMPORT_AUTH_FILE) is readable or writable by others (mode 0644); fix: chmod 600 {secret_file}"
+        in cfg.warnings
+    )
+
+
 def test_a_feed_auth_file_that_is_not_text_is_a_config_error(workdir: Path) -> None:
     secret_file = workdir / "feed-auth"
     secret_file.write_bytes(b"X-Api-Key: \xff\xfe" + AUTH_KEY.encode())

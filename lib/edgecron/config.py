@@ -524,6 +524,11 @@ def load_settings(
     places = [
         (env_file if env_present else None, "settings with the API token", False),
         (Path(token_file).expanduser() if token_file else None, "CF_API_TOKEN_FILE", False),
+        (
+            Path(auth_file).expanduser() if (auth_file := values["IMPORT_AUTH_FILE"]) else None,
+            "IMPORT_AUTH_FILE",
+            False,
+        ),
         (settings.state_dir, "STATE_DIR", True),
         (settings.lock_dir, "LOCK_DIR", True),
     ]
