@@ -368,3 +368,10 @@ def test_a_run_that_died_without_recording_its_end_is_reported(state: StateDB, t
         held.release()
     assert found["job_died:warm"].value == "running"
     assert "job_died:import" not in found  # still running: it holds its lock
+
+
+def test_the_last_run_is_the_newest_recorded_even_after_the_clock_went_back(state: StateDB, tmp_path: Path) -> None:
+    add_run(state, "warm", "ok", finished=NOW, trigger="cron")
+    # NTP stepped the clock back an hour: the next run is recorded later but stamped earlier
+    add_run(state, "warm", "failed", finished=NOW - timedelta(hours=1), trigger="cron", error="site down")
+    assert set(health(state, tmp_path)) == {"job_last_run:warm"}

@@ -203,3 +203,13 @@ def test_enqueue_is_idempotent_and_claims_recover(tmp_path):
         assert outbox.recover_claimed() == 2
         assert {i.status for i in outbox.open_items()} == {"pending"}
         assert [i.attempts for i in outbox.open_items()] == [1, 1, 0, 0]
+
+
+def test_an_error_code_that_is_not_a_number_is_reported_not_a_traceback(tmp_path, httpserver) -> None:  # type: ignore[no-untyped-def]
+    """A proxy or an impostor in front of the API may answer Cloudflare's shape with a text code."""
+    body = {"success": False, "errors": [{"code": "E_TOO_BAD", "message": "nope"}], "messages": [], "result": None}
+    httpserver.expect_request(f"/client/v4/zones/{ZONE}/purge_cache", method="POST").respond_with_json(body, status=400)
+    client = CloudflareClient(api_url=httpserver.url_for("/client/v4"), zone_id=ZONE, token=Secret(TOKEN))
+    report, _counts = send_all(tmp_path, client, urls(3))
+    reported = [error for _kind, _value, error in report.failed] + ([report.error.message] if report.error else [])
+    assert reported and all("nope" in text for text in reported), reported

@@ -362,8 +362,16 @@ def _errors(payload: dict[str, Any]) -> list[tuple[int, str]]:
     out = []
     for item in payload.get("errors") or []:
         if isinstance(item, dict):
-            out.append((int(item.get("code") or 0), str(item.get("message") or "")))
+            out.append((_code(item.get("code")), str(item.get("message") or "")))
     return out
+
+
+def _code(raw: object) -> int:
+    """Cloudflare's numeric error code; anything else (a proxy's or a fake's answer) counts as 0."""
+    try:
+        return int(raw) if isinstance(raw, int | str) and str(raw).strip().lstrip("-").isdigit() else 0
+    except ValueError:
+        return 0
 
 
 def _retry_after(response: requests.Response, *, default: float) -> float:
