@@ -183,3 +183,14 @@ def test_a_world_writable_env_or_state_dir_is_an_error(run_script, env_file: Pat
     assert "is writable by every user" in result.stderr
     assert f"chmod {'600' if which == 'env' else '700'} {path}" in result.stderr
     assert not (workdir / "state" / "state.db").exists()  # refused before anything was written
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a file owned by another user needs root")
+def test_a_lock_file_planted_by_another_user_is_refused_not_waited_on(run_script, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    """In a shared LOCK_DIR another user could create warm.lock first and hold it forever."""
+    lock = workdir / "state" / "locks" / "warm.lock"
+    lock.parent.mkdir()
+    lock.write_text("")
+    os.chown(lock, 65534, 65534)  # nobody
+    result = run_script("warm_cache.py", "--urls-file", "/dev/null")
+    assert_one_error(result, 2, f"Error: lock file {lock} is not a regular file owned by this user: got 'uid 65534")
