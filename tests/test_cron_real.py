@@ -125,6 +125,9 @@ def read_runs(state_db: Path) -> list[dict[str, Any]]:
         return []
     with sqlite3.connect(f"file:{state_db}?mode=ro", uri=True, timeout=10) as db:
         db.row_factory = sqlite3.Row
+        # a job cron just started may have created the file and not yet its tables
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone():
+            return []
         return [dict(row) for row in db.execute("SELECT * FROM runs ORDER BY id")]
 
 
