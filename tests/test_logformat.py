@@ -1,4 +1,5 @@
-"""nginx log_format compilation: presets, pasted directives, escapes, fast path == regex path."""
+"""nginx log_format compilation: presets, pasted directives (one or many lines), escapes as nginx
+writes them, strict structure (a line the format does not describe is malformed)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from edgecron.errors import ConfigError
 from edgecron.logformat import (
     COMBINED_FORMAT,
     EDGECRON_FORMAT,
-    _compile_regex,
     display,
     resolve_format,
     time_parser,
+    unescape,
     upstream_seconds,
+    upstream_times,
 )
 
 FIELDS = [
@@ -51,34 +53,22 @@ def test_edgecron_preset_parses_edge_cases() -> None:
     assert quoted["logged_in"] == b"1" and quoted["http_cf_ray"] == b"8f1c2e-FRA"
 
 
-@pytest.mark.parametrize("preset", ["combined", "edgecron"])
-def test_fast_path_agrees_with_the_regex(preset: str) -> None:
-    fmt = resolve_format(preset)
-    assert fmt.fast
-    fields = [f for f in FIELDS if fmt.has(f)]
-    fast, slow = fmt.parser(fields), _compile_regex(fmt, fields)
-    lines = EDGECRON_LINES if preset == "edgecron" else [line.split(b" rt=")[0] for line in EDGECRON_LINES]
-    for line in lines:
-        assert fast(line) is not None
-        assert fast(line) == slow(line)
-
-
 def test_column_parser_matches_line_parser_and_reports_bad_lines() -> None:
     fmt = resolve_format("edgecron")
     columns = fmt.column_parser()
     rows, bad = columns.split([*EDGECRON_LINES, b'garbage "with one quote', b""])
-    assert bad == [b'garbage "with one quote', b""]
+    assert bad == [3, 4]
     line_parse = fmt.parser(FIELDS)
     for index, field in enumerate(FIELDS):
         assert columns.columns[field](rows) == [line_parse(line)[index] for line in EDGECRON_LINES]  # type: ignore[index]
 
 
-def test_pasted_directive_with_escape_json_uses_the_regex() -> None:
+def test_pasted_directive_with_escape_json() -> None:
     fmt = resolve_format(
         "log_format api escape=json '$remote_addr [$time_local] '\n"
         "                  '\"$request\" $status $request_time';"
     )
-    assert fmt.escape == "json" and not fmt.fast
+    assert fmt.escape == "json"
     parse = fmt.parser(["request", "status", "request_time"])
     assert parse(b'10.0.0.1 [28/Nov/2026:14:40:59 +0000] "GET /\\"x\\" HTTP/1.1" 503 0.020') == (
         b'GET /\\"x\\" HTTP/1.1',
@@ -86,12 +76,11 @@ def test_pasted_directive_with_escape_json_uses_the_regex() -> None:
         b"0.020",
     )
     rows, bad = fmt.column_parser().split([b"nonsense"])
-    assert rows == [] and bad == [b"nonsense"]
+    assert rows == [] and bad == [0]
 
 
-def test_adjacent_variables_fall_back_to_the_regex() -> None:
+def test_adjacent_variables() -> None:
     fmt = resolve_format("$status$request_time [$time_local]")
-    assert not fmt.fast
     assert fmt.parser(["status", "request_time"])(b"2000.125 [28/Nov/2026:14:40:59 +0000]") == (b"200", b"0.125")
 
 
@@ -142,3 +131,121 @@ def test_time_parsers() -> None:
 def test_display_keeps_escapes_and_shows_raw_bytes() -> None:
     assert display(b"ua \\x22q\\x22 \xff") == "ua \\x22q\\x22 \\xff"
     assert display(b"a" * 400, limit=10) == "a" * 10 + "…"
+
+
+# --- issue 11: strict structure, pasted directives, escapes exactly as nginx writes them ------------
+
+COMBINED_LINE = b'203.0.113.5 - - [28/Nov/2026:14:41:00 +0000] "GET /a HTTP/1.1" 200 12 "-" "curl/8"'
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'203.0.113.5 [28/Nov/2026:14:41:00 +0000] "GET /a HTTP/1.1" 200 12 "-" "curl/8"',  # no " - $remote_user"
+        b'203.0.113.5 - - [28/Nov/2026:14:41:00 +0000] "GET /a HTTP/1.1" 200 12 "-"',  # no user agent
+        b'203.0.113.5 - - [28/Nov/2026:14:41:00 +0000] "GET /a HTTP/1.1" 2000 12 "-" "curl/8"',  # status of 4 digits
+        b'203.0.113.5 - - [28/Nov/2026:14:41:00 +0000] "GET /a HTTP/1.1" 200 12 "-" "curl/8" extra',
+        b'203.0.113.5 - - [99/Foo/2026:14:41:00 +0000] "GET /a HTTP/1.1" 200 12 "-" "curl/8"',  # no time
+        b'203.0.113.5 - - 28/Nov/2026:14:41:00 +0000 "GET /a HTTP/1.1" 200 12 "-" "curl/8"',  # no brackets
+    ],
+)
+def test_a_line_the_combined_format_does_not_describe_is_malformed(line: bytes) -> None:
+    columns = resolve_format("combined").column_parser()
+    rows, bad = columns.split([COMBINED_LINE, line])
+    assert bad == [1]
+    assert columns.columns["status"](rows) == [b"200"]
+
+
+def test_values_written_with_escape_json_are_decoded_as_nginx_encoded_them() -> None:
+    # ngx_escape_json: " and \ get a backslash, \n \r \t \b \f their letter, other bytes < 0x20
+    # \u00XX (upper-case hex); bytes >= 0x7f (UTF-8 or not) are written raw.
+    sent = b'a"b\\c\n\r\t\x08\x0c\x01\x1f\x7f\xc3\xa9\xff'
+    written = b'a\\"b\\\\c\\n\\r\\t\\b\\f\\u0001\\u001F\x7f\xc3\xa9\xff'
+    assert unescape(written, "json") == sent
+    assert unescape(b"plain", "json") == b"plain"
+
+
+def test_values_written_with_default_escaping_are_decoded() -> None:
+    # ngx_http_log_escape: ", \, bytes < 0x20 and >= 0x7f as \xXX; a backslash itself is \x5C
+    assert unescape(b"a\\x22b\\x5Cc\\x0A\\xC3\\xA9\\x7F", "default") == b'a"b\\c\n\xc3\xa9\x7f'
+    assert unescape(b"a\\x22b", "none") == b"a\\x22b"
+
+
+JSON_FORMAT = '{"time":"$time_local","request":"$request","status":$status,"ua":"$http_user_agent"}'
+JSON_LINE = (
+    b'{"time":"28/Nov/2026:14:41:00 +0000","request":"GET /q?x=\\"1\\" HTTP/1.1","status":200,'
+    b'"ua":"Mozilla \\"quoted\\" \\\\ \\u0001 \xc3\xa9"}'
+)
+
+
+def test_a_bare_json_format_with_log_escape_json_parses_escaped_quotes() -> None:
+    fmt = resolve_format(JSON_FORMAT, escape="json")
+    assert fmt.escape == "json" and not fmt.warnings
+    values = fmt.parser(["request", "status", "http_user_agent"])(JSON_LINE)
+    assert values is not None
+    request, status, agent = values
+    assert status == b"200"
+    assert fmt.unescape(request or b"") == b'GET /q?x="1" HTTP/1.1'
+    assert fmt.unescape(agent or b"") == 'Mozilla "quoted" \\ \x01 é'.encode()
+
+
+def test_a_json_shaped_format_without_escape_json_gets_a_hint() -> None:
+    fmt = resolve_format(JSON_FORMAT)
+    assert fmt.escape == "default"
+    assert fmt.warnings and "LOG_ESCAPE=json" in fmt.warnings[0]
+    assert not resolve_format(JSON_FORMAT, escape="default").warnings  # said explicitly: no hint
+
+
+def test_log_escape_must_agree_with_a_pasted_directive() -> None:
+    directive = "log_format j escape=json '" + JSON_FORMAT + "';"
+    assert resolve_format(directive).escape == "json"
+    assert resolve_format(directive, escape="json").escape == "json"
+    with pytest.raises(ConfigError) as err:
+        resolve_format(directive, escape="none")
+    assert "contradicts" in err.value.message
+    with pytest.raises(ConfigError):
+        resolve_format("$status", escape="xml")
+
+
+def test_a_directive_pasted_over_many_lines_with_nginx_quoting() -> None:
+    pasted = """log_format  main  '$remote_addr - $remote_user [$time_local] "$request" '
+                      '$status $body_bytes_sent "$http_referer" '   # the usual nginx.conf layout
+                      "\\"$http_user_agent\\" \\"$http_x_forwarded_for\\"";"""
+    fmt = resolve_format(pasted)
+    assert fmt.text == COMBINED_FORMAT + ' "$http_x_forwarded_for"'
+    assert fmt.escape == "default" and fmt.name == "custom"
+    none = resolve_format("log_format raw escape=none\n'$status \"$http_user_agent\"';")
+    assert none.escape == "none"
+    assert none.parser(["http_user_agent"])(b'200 "a "raw" quote"') == (b'a "raw" quote',)
+
+
+@pytest.mark.parametrize(
+    ("pasted", "expected"),
+    [
+        ("log_format main '$status", "unclosed"),
+        ("log_format main '$status'x;", "right after a closing quote"),
+        ("log_format main;", "no format"),
+        ("log_format main '$status'; access_log x;", "after its ';'"),
+        ("log_format main escape=xml '$status';", "unknown escape"),
+    ],
+)
+def test_a_broken_directive_is_a_config_error_saying_what(pasted: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        resolve_format(pasted)
+    assert expected in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"0.001, 0.020", (0.021, 0.020)),  # several upstream servers
+        (b"0.001 : 0.020", (0.021, 0.020)),  # an internal redirect
+        (b"0.500, -", (0.5, None)),  # the last attempt got no response
+        (b"-", (None, None)),
+        (b"", (None, None)),  # escape=json/none write an absent value as nothing
+        (b"0.010", (0.01, 0.01)),
+    ],
+)
+def test_upstream_times_sum_and_last_attempt(raw: bytes, expected: tuple[float | None, float | None]) -> None:
+    total, last = upstream_times(raw)
+    assert (total, last) == (pytest.approx(expected[0]) if expected[0] is not None else None, expected[1])

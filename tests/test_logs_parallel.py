@@ -67,7 +67,11 @@ def figures(summary: LogSummary, reader: LogReader) -> dict[str, object]:
         "findings": [f.as_dict() for f in log_findings(summary, limits)],
         "lines": summary.lines,
         "requests": summary.requests,
-        "malformed": (summary.malformed, summary.malformed_samples),
+        "malformed": (summary.malformed, summary.malformed_samples, summary.malformed_at, summary.overlong),
+        "cache": summary.cache_status_counts(),
+        "upstream": summary.upstream_percentiles(),
+        "top_404": summary.top_paths("404", 50),
+        "statuses_all": summary.status_counts(),
         "statuses": dict(summary.statuses),
         "rt_counts": dict(summary.rt_counts),
         "slowest": summary.slowest_paths(n=50, min_requests=1),
@@ -91,10 +95,11 @@ def test_parallel_read_gives_the_sequential_figures(tmp_path: Path) -> None:
 
     assert parallel == sequential
     # The comparison means something: the log exercised every figure, and parts were merged.
-    assert sequential["lines"] == 30_000 - 1  # the over-long line is dropped, the partial one waits
+    assert sequential["lines"] == 30_000  # the over-long line is a malformed one, the partial one waits
     assert sequential["read"][2] == 1
     assert len(sequential["slots"]) >= 10  # type: ignore[arg-type]
-    assert parallel_summary.malformed == 31 and len(parallel_summary.malformed_samples) == 5
+    assert parallel_summary.malformed == 32 and len(parallel_summary.malformed_samples) == 5
+    assert parallel_summary.overlong == 1 and len(parallel_summary.malformed_at) == 32
     assert parallel_summary.loggedin_cached > 0 and parallel_summary.upstream_retries > 0
     assert parallel_reader.cursors()[0].offset == log.stat().st_size - len(b"203.0.113.1 - - [partial")
 
@@ -104,7 +109,7 @@ def test_below_the_threshold_the_file_is_read_in_this_process(tmp_path: Path) ->
     write_log(log, 2_000)
     summary, reader = read(log, workers=2, parallel_bytes=1 << 30)
     sequential, _ = read(log, workers=1, parallel_bytes=1)
-    assert summary.lines == sequential.lines == 2_000 - 1
+    assert summary.lines == sequential.lines == 2_000
     assert reader.stats.files == 1
 
 

@@ -19,8 +19,10 @@ plus fingerprints, because inodes are reused and gzip makes new ones):
   the same.
 - the log is gone: the rotated files are read the same way and the newest holds the cursor.
 
-Only complete lines are consumed: a last line without its newline stays for the next run. The
-caller saves the new cursors (`cursors()`) in the same transaction as the results they produced.
+Only complete lines are consumed: a last line without its newline stays for the next run. A line
+longer than `max_line` (LOG_MAX_LINE_BYTES) is not handed out but its place is (`ChunkAt.overlong`),
+so it is counted as a malformed line. The caller saves the new cursors (`cursors()`) in the same
+transaction as the results they produced.
 
 `consume()` reads a big plain file in parallel: it is cut at newlines into parts, a pool of forked
 processes feeds each part to its own sink, and the sinks are merged in file order (see there).
@@ -96,10 +98,20 @@ class LogEvent:
     problem: bool  # True when lines may have been lost or a file could not be read
 
 
+@dataclass(frozen=True)
+class ChunkAt:
+    """Where a chunk of lines starts (its file and byte offset there; its lines are contiguous from
+    there), and the offsets of the lines over the cap that follow them (not among its lines)."""
+
+    path: str
+    offset: int
+    overlong: tuple[int, ...] = ()
+
+
 class LineSink(Protocol):
     """What `LogReader.consume()` feeds: lines in, and the sinks of later parts merged in."""
 
-    def feed(self, lines: Sequence[bytes]) -> None: ...
+    def feed(self, lines: Sequence[bytes], at: ChunkAt) -> None: ...
 
     def merge(self, later: Self) -> None: ...
 
@@ -243,7 +255,8 @@ class LogReader:
         """Lists of complete lines (without newlines), file by file, oldest data first."""
         for segment in self._segments():
             with self._guard(segment):
-                yield from self._read(segment)
+                for lines, _at in self._read(segment):
+                    yield lines
                 self._done(segment)
 
     def consume(
@@ -273,11 +286,11 @@ class LogReader:
                         if not self._read_in_parts(segment, pool, sink, new_sink, stop, on_lines, workers):
                             return False
                     else:
-                        for lines in self._read(segment):
+                        for lines, at in self._read(segment):
                             if stop():
                                 return False
-                            sink.feed(lines)
-                            on_lines(len(lines))
+                            sink.feed(lines, at)
+                            on_lines(len(lines) + len(at.overlong))
                     self._done(segment)
             return True
         finally:
@@ -579,8 +592,10 @@ class LogReader:
             at += len(block)
         return None
 
-    def _read(self, segment: _Segment) -> Iterator[list[bytes]]:
-        """Complete lines from `segment.start` to its end (EOF or `segment.end`); sets `consumed`."""
+    def _read(self, segment: _Segment) -> Iterator[tuple[list[bytes], ChunkAt]]:
+        """Complete lines from `segment.start` to its end (EOF or `segment.end`), each list with
+        where it starts; sets `consumed`. Lines over `max_line` are places, not lines."""
+        path = str(segment.path)
         with _open(segment.path) as fh:
             self.stats.files += 1
             if segment.start:
@@ -598,7 +613,7 @@ class LogReader:
                     if newline < 0:
                         skipped += len(data)
                         continue
-                    self.stats.overlong += 1
+                    yield [], self._overlong(path, consumed)
                     consumed += skipped + newline + 1
                     data, skipping, skipped = data[newline + 1 :], False, 0
                 if b"\n" not in data:
@@ -609,24 +624,43 @@ class LogReader:
                 lines = data.split(b"\n")  # no copy of the chunk: the partial line is glued on
                 if buf:
                     lines[0] = buf + lines[0]
+                start = consumed
                 consumed += len(buf) + len(data) - len(lines[-1])
                 buf = lines.pop()
-                yield self._keep(lines)
+                yield from self._keep(lines, ChunkAt(path, start))
             if segment.final and skipping:  # a rotated file gets no more bytes: count what is left
-                self.stats.overlong += 1
+                yield [], self._overlong(path, consumed)
                 consumed += skipped
             elif segment.final and buf:
+                start = consumed
                 consumed += len(buf)
-                yield self._keep([buf])
+                yield from self._keep([buf], ChunkAt(path, start))
         segment.consumed = consumed
 
-    def _keep(self, lines: list[bytes]) -> list[bytes]:
+    def _overlong(self, path: str, offset: int) -> ChunkAt:
+        self.stats.lines += 1
+        self.stats.overlong += 1
+        return ChunkAt(path, offset, (offset,))
+
+    def _keep(self, lines: list[bytes], at: ChunkAt) -> Iterator[tuple[list[bytes], ChunkAt]]:
+        """The lines as they are, or (some over the cap) the runs of lines between those, each
+        with its own start, and each long line as a place."""
         self.stats.lines += len(lines)
-        if max(map(len, lines)) > self.max_line:
-            kept = [line for line in lines if len(line) <= self.max_line]
-            self.stats.overlong += len(lines) - len(kept)
-            return kept
-        return lines
+        if max(map(len, lines)) <= self.max_line:
+            yield lines, at
+            return
+        run: list[bytes] = []
+        offset = run_start = at.offset
+        for line in lines:
+            if len(line) > self.max_line:
+                self.stats.overlong += 1
+                yield run, ChunkAt(at.path, run_start, (offset,))  # the run first: file order
+                run, run_start = [], offset + len(line) + 1
+            else:
+                run.append(line)
+            offset += len(line) + 1
+        if run:
+            yield run, ChunkAt(at.path, run_start)
 
     def _save_cursor(self, segment: _Segment, consumed: int) -> None:
         base = segment.cursor_base
@@ -649,8 +683,8 @@ def _read_part(
     """In a pool worker: one part of a file fed to a new sink, returned with what was read."""
     reader = LogReader([], max_line=max_line, chunk_bytes=chunk_bytes)
     sink = new_sink()
-    for lines in reader._read(part):
-        sink.feed(lines)
+    for lines, at in reader._read(part):
+        sink.feed(lines, at)
     return part, sink, reader.stats
 
 
@@ -743,3 +777,31 @@ def save_cursors(conn: object, cursors: Iterable[Cursor], *, now: datetime, run_
     )
     for c in cursors:
         conn.execute(sql, (*astuple(c), iso(now), run_id))  # type: ignore[attr-defined]
+
+
+# --- line numbers ---------------------------------------------------------------------------------
+
+
+def line_numbers(places: Sequence[tuple[str, int]], *, block: int = 1 << 20) -> list[int | None]:
+    """(file, byte offset of a line) → that line's number in the file (1-based), None when the
+    file cannot be read any more. Newlines are counted only up to the last offset asked, once."""
+    wanted: dict[str, list[int]] = {}
+    for path, offset in places:
+        wanted.setdefault(path, []).append(offset)
+    found: dict[tuple[str, int], int] = {}
+    for path, offsets in wanted.items():
+        try:
+            with _open(Path(path)) as fh:
+                position, newlines = 0, 0
+                for offset in sorted(set(offsets)):
+                    while position < offset:
+                        data = fh.read(min(block, offset - position))
+                        if not data:
+                            break
+                        newlines += data.count(b"\n")
+                        position += len(data)
+                    if position == offset:
+                        found[(path, offset)] = newlines + 1
+        except (OSError, EOFError, zlib.error):
+            continue
+    return [found.get(place) for place in places]

@@ -3,8 +3,10 @@
 Every check gives a `Finding` (ok, breach or skipped) with a severity, the measured value, the
 threshold it was judged against and a few examples, so the operator sees why without digging.
 
-`LogSummary.feed()` is the hot loop: lines stay bytes, each line is split once by the compiled
-format, timestamps are parsed once per distinct second, and `$request_time` is kept as counts per
+`LogSummary.feed()` is the hot loop: lines stay bytes, each line is matched once by the compiled
+format (a line it does not describe, or whose time does not parse, is malformed; so is a line over
+the reader's cap: lines == requests + outside_window + malformed), timestamps are parsed once per
+distinct second, and `$request_time` is kept as counts per
 distinct value (exact percentiles, memory bounded by the number of distinct values, not lines).
 Memory stays flat as the log grows: per request line and per path only counts are kept, and the
 slow paths' times go in fixed log-scale histograms for at most SLOW_PATHS_TRACKED paths
@@ -25,14 +27,14 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
-from itertools import compress
+from itertools import accumulate, compress
 from pathlib import Path
 from typing import Any
 
-from .accesslog import LogEvent
+from .accesslog import ChunkAt, LogEvent
 from .errors import ConfigError, InputError
 from .lock import current_holder
-from .logformat import LogFormat, display, time_parser
+from .logformat import LogFormat, display, time_parser, upstream_times
 from .runs import last_completed_at, last_run
 from .schedule import Cron, longest_gap
 from .state import StateDB, iso
@@ -44,6 +46,11 @@ SLOW_OCTAVES = 12  # from the slow floor up to 4096× it (0.5 s → 34 min); slo
 _SLOW_BUCKETS = SLOW_OCTAVES * SLOW_BUCKETS_PER_OCTAVE
 SLOT_SECONDS = 600  # deploy windows are compared in 10-minute slots kept in `log_slots`
 MALFORMED_SAMPLES = 5
+MALFORMED_PLACES = 100  # malformed lines whose file and position are kept for --json
+TOP_PATHS = 10
+# Where the cache status comes from, first found: nginx's own cache, else Cloudflare's header
+# as nginx saw it (from the upstream, or as sent on).
+CACHE_STATUS_VARIABLES = ("upstream_cache_status", "upstream_http_cf_cache_status", "sent_http_cf_cache_status")
 STATIC_SUFFIXES = (
     b".css", b".js", b".mjs", b".map", b".png", b".jpg", b".jpeg", b".gif", b".svg", b".webp",
     b".avif", b".ico", b".woff", b".woff2", b".ttf", b".otf", b".eot", b".mp4", b".webm",
@@ -51,16 +58,14 @@ STATIC_SUFFIXES = (
 )  # fmt: skip
 CACHED_STATES = frozenset((b"HIT", b"STALE", b"UPDATING", b"REVALIDATED"))
 JOBS = ("warm", "purge", "import", "check-logs", "cache-rules")
+# The variables the figures read (besides the time, the request and the cache status found).
 _FIELDS = (
-    "time",
-    "request",
     "status",
     "request_time",
     "upstream_response_time",
-    "upstream_cache_status",
     "logged_in",
+    "upstream_cache_status",
     "sent_http_cache_control",
-    "request_uri",
 )
 
 
@@ -131,18 +136,24 @@ class LogSummary:
         self.outside_window = 0
         self.malformed = 0
         self.malformed_samples: list[str] = []
+        self.malformed_at: list[tuple[str, int]] = []  # (file, byte offset) of the first MALFORMED_PLACES
+        self.overlong = 0  # of the malformed: lines over the reader's cap
         self.statuses: Counter[bytes] = Counter()
         self.rt_counts: Counter[bytes] = Counter()  # exact $request_time values → count
         # Counted per request line (C speed, no per-line path cutting), folded into paths when
         # read or when there are many distinct ones, so memory stays bounded however long the log.
         self._by_request: Counter[bytes] = Counter()
         self._5xx_by_request: Counter[bytes] = Counter()
+        self._404_by_request: Counter[bytes] = Counter()
+        self._path_404: Counter[bytes] = Counter()
         self._path_counts: Counter[bytes] = Counter()
         self._path_5xx: Counter[bytes] = Counter()
         self._slow = SlowPaths(self.slow_floor)  # per path: fixed log-scale histogram of slow requests
         self._uri_var = "request_uri" if fmt.has("request_uri") else "request" if fmt.has("request") else None
         self.slots: dict[int, list[Any]] = {}  # slot start → [requests, 5xx, static, {rt[:4]: n}]
-        self.upstream_retries = 0
+        self.cache_var = next((v for v in CACHE_STATUS_VARIABLES if fmt.has(v)), None)
+        self.cache_counts: Counter[bytes] = Counter()
+        self.urt_counts: Counter[bytes] = Counter()  # exact $upstream_response_time values → count
         self.loggedin_cached = 0
         self.loggedin_examples: list[str] = []
         self._compile()
@@ -150,7 +161,8 @@ class LogSummary:
     def _compile(self) -> None:
         """The parsers and lookup caches: rebuilt, not pickled, when a summary crosses processes."""
         self._time = time_parser(self._time_var) if self._time_var else None
-        self._parser = self.fmt.column_parser()
+        wanted = (self._time_var, self._uri_var, self.cache_var, *_FIELDS)
+        self._parser = self.fmt.column_parser([v for v in wanted if v])
         self._static = _StaticRequests(self._path_of)
         self._slow_bucket = _SlowBuckets(self.slow_floor)
 
@@ -178,7 +190,11 @@ class LogSummary:
         self.outside_window += later.outside_window
         self.malformed += later.malformed
         self.malformed_samples += later.malformed_samples[: MALFORMED_SAMPLES - len(self.malformed_samples)]
-        self.upstream_retries += later.upstream_retries
+        self.malformed_at += later.malformed_at[: MALFORMED_PLACES - len(self.malformed_at)]
+        self.overlong += later.overlong
+        self.cache_counts.update(later.cache_counts)
+        self.urt_counts.update(later.urt_counts)
+        self._path_404.update(later._path_404)
         self.loggedin_cached += later.loggedin_cached
         self.loggedin_examples += later.loggedin_examples[: 5 - len(self.loggedin_examples)]
         self.statuses.update(later.statuses)
@@ -203,46 +219,66 @@ class LogSummary:
             self.fmt.has("upstream_cache_status") or self.fmt.has("sent_http_cache_control")
         )
 
-    def feed(self, lines: Sequence[bytes]) -> None:
-        """Count a batch of lines (a few thousand at a time: the reader's chunks)."""
+    def feed(self, lines: Sequence[bytes], at: ChunkAt | None = None) -> None:
+        """Count a batch of lines (a few thousand at a time: the reader's chunks); `at` says where
+        they start in which file, and which lines after them were over the cap (not in `lines`)."""
         enabled = gc.isenabled()
         gc.disable()  # millions of short-lived lists and tuples, no cycles: skip the collector
         try:
-            self._feed(lines)
+            if lines:
+                self._feed(lines, at)
+            if at is not None and at.overlong:
+                self._overlong(at)
         finally:
             if enabled:
                 gc.enable()
 
-    def _feed(self, lines: Sequence[bytes]) -> None:
+    def _overlong(self, at: ChunkAt) -> None:
+        self.lines += len(at.overlong)
+        self.malformed += len(at.overlong)
+        self.overlong += len(at.overlong)
+        room = MALFORMED_SAMPLES - len(self.malformed_samples)
+        self.malformed_samples += ["(a line longer than LOG_MAX_LINE_BYTES)"] * min(room, len(at.overlong))
+        self.malformed_at += [(at.path, o) for o in at.overlong[: MALFORMED_PLACES - len(self.malformed_at)]]
+
+    def _malformed(self, lines: Sequence[bytes], bad: list[int], at: ChunkAt | None) -> None:
+        self.malformed += len(bad)
+        room = MALFORMED_SAMPLES - len(self.malformed_samples)
+        self.malformed_samples += [display(lines[i], limit=200) for i in bad[:room]]
+        room = MALFORMED_PLACES - len(self.malformed_at)
+        if at is not None and room > 0:
+            take = bad[:room]
+            starts = [0, *accumulate(len(line) + 1 for line in lines[: take[-1]])]
+            self.malformed_at += [(at.path, at.offset + starts[i]) for i in take]
+
+    def _feed(self, lines: Sequence[bytes], at: ChunkAt | None) -> None:
         self.lines += len(lines)
         col = self._parser.columns
         rows, bad = self._parser.split(lines)
-        statuses = col["status"](rows)
-        if not all(map(bytes.isdigit, statuses)):
-            keep = [s.isdigit() for s in statuses]
-            unparsed = [b'"'.join(r) for r, k in zip(rows, keep, strict=True) if not k]
-            if bad:  # both kinds: put them back in line order, so the samples are the first ones
-                wanted = set(bad + unparsed)
-                bad = [line for line in lines if line in wanted]
-            else:
-                bad = unparsed
-            rows = list(compress(rows, keep))
-            statuses = list(compress(statuses, keep))
+        times: list[bytes] | None = None
+        slot = 0
+        if self._time is not None and rows:
+            slot = self._one_slot(rows)
+            if not slot:
+                times = col[self._time_var](rows)  # type: ignore[index]
+                parse = self._time
+                epochs = {t: parse(t) for t in set(times)}
+                if None in epochs.values():  # a time that does not parse: the line is malformed
+                    keep = [epochs[t] is not None for t in times]
+                    dropped = set(bad)
+                    parsed = [i for i in range(len(lines)) if i not in dropped]
+                    bad = sorted([*bad, *(i for i, k in zip(parsed, keep, strict=True) if not k)])
+                    rows, times = list(compress(rows, keep)), list(compress(times, keep))
+                if rows:
+                    times, slot, inside = self._window(times, epochs)
+                    if inside is not None:
+                        rows = list(compress(rows, inside))
+                        times = list(compress(times, inside)) if times is not None else None
         if bad:
-            self.malformed += len(bad)
-            room = MALFORMED_SAMPLES - len(self.malformed_samples)
-            self.malformed_samples += [display(line, limit=200) for line in bad[:room]]
+            self._malformed(lines, bad, at)
         if not rows:
             return
-        times, slot = None, 0
-        if self._time is not None:
-            times, slot, inside = self._window(rows)
-            if inside is not None:
-                rows = list(compress(rows, inside))
-                statuses = list(compress(statuses, inside))
-                times = list(compress(times, inside)) if times is not None else None
-                if not rows:
-                    return
+        statuses = col["status"](rows)
         self.requests += len(rows)
         paths = col[self._uri_var](rows) if self._uri_var else [b"-"] * len(rows)  # request lines
         chunk_status = Counter(statuses)
@@ -251,6 +287,10 @@ class LogSummary:
         fives = {s for s in chunk_status if s[:1] == b"5"}
         if fives:
             self._5xx_by_request.update(compress(paths, map(fives.__contains__, statuses)))
+        if b"404" in chunk_status:
+            self._404_by_request.update(compress(paths, map(b"404".__eq__, statuses)))
+        if self.cache_var is not None:
+            self.cache_counts.update(col[self.cache_var](rows))
         rts: list[bytes] = []
         chunk_rt: Counter[bytes] = Counter()  # per distinct value: cheaper than per line below
         if "request_time" in col:
@@ -265,7 +305,7 @@ class LogSummary:
                 for request, rt in zip(compress(paths, slow), compress(rts, slow), strict=True):
                     add(path_of(request), bucket[rt])
         if "upstream_response_time" in col:
-            self.upstream_retries += b" ".join(col["upstream_response_time"](rows)).count(b",")
+            self.urt_counts.update(col["upstream_response_time"](rows))
         if "logged_in" in col:
             flags = col["logged_in"](rows)
             if set(flags) - _NOT_LOGGED_IN:
@@ -291,6 +331,9 @@ class LogSummary:
             self._path_counts[path_of(request)] += n
         for request, n in self._5xx_by_request.items():
             self._path_5xx[path_of(request)] += n
+        for request, n in self._404_by_request.items():
+            self._path_404[path_of(request)] += n
+        self._404_by_request.clear()
         self._by_request.clear()
         self._5xx_by_request.clear()
         self._static.clear()
@@ -300,30 +343,40 @@ class LogSummary:
         self._fold()
         return self._path_counts
 
-    def _window(self, rows: list[Any]) -> tuple[list[bytes] | None, int, list[bool] | None]:
-        """(times or None, the chunk's slot when it has one, rows to keep or None for all).
+    def _one_slot(self, rows: list[Any]) -> int:
+        """The chunk's slot when its first and last times fall in one slot (a chunk is a few
+        seconds of log, in about time order), so no other time needs parsing; else 0.
 
-        A chunk is a few seconds of log: when its first and last lines fall in the same slot and
-        inside --since/--until, the whole chunk is taken as is and no other time is parsed.
+        Not with --since/--until: each line is judged by its own time there. Only for $time_local
+        and $msec, whose shape in the format's regex makes every value parse; a $time_iso8601 of
+        that shape may still be no date (02-30), so each distinct one is parsed.
         """
+        if self._time_var == "time_iso8601" or self.since is not None or self.until is not None:
+            return 0
         assert self._time is not None and self._time_var is not None
-        get = self._parser.columns[self._time_var]
-        ends = [self._time(t) for t in get([rows[0], rows[-1]])]
+        ends = [self._time(t) for t in self._parser.columns[self._time_var]([rows[0], rows[-1]])]
+        if ends[0] is None or ends[1] is None:
+            return 0
+        first, last = min(ends[0], ends[1]), max(ends[0], ends[1])
+        if int(first) // SLOT_SECONDS == int(last) // SLOT_SECONDS:
+            return int(first) // SLOT_SECONDS * SLOT_SECONDS
+        return 0
+
+    def _window(
+        self, times: list[bytes], epochs: Mapping[bytes, float | None]
+    ) -> tuple[list[bytes] | None, int, list[bool] | None]:
+        """(times or None, the chunk's slot when it has one, rows to keep or None for all)."""
         since, until = self.since, self.until
-        if None not in ends:
-            first, last = ends[0] or 0.0, ends[1] or 0.0
-            inside = (since is None or min(first, last) >= since) and (until is None or max(first, last) < until)
-            same = int(first) // SLOT_SECONDS == int(last) // SLOT_SECONDS
-            if inside and same:
+        values = [e for e in epochs.values() if e is not None]
+        first, last = min(values), max(values)
+        if (since is None or first >= since) and (until is None or last < until):
+            if int(first) // SLOT_SECONDS == int(last) // SLOT_SECONDS:
                 return None, int(first) // SLOT_SECONDS * SLOT_SECONDS, None
-        times = get(rows)
-        epoch = {t: self._time(t) for t in set(times)}
+            return times, 0, None
         ok = {
             t: e is not None and (since is None or e >= since) and (until is None or e < until)
-            for t, e in epoch.items()
+            for t, e in epochs.items()
         }
-        if all(ok.values()):
-            return times, 0, None
         keep = [ok[t] for t in times]
         self.outside_window += keep.count(False)
         return times, 0, keep
@@ -375,13 +428,55 @@ class LogSummary:
 
     # -- figures -----------------------------------------------------------------------------------
 
+    @property
+    def upstream_retries(self) -> int:
+        """Attempts at another upstream server (each `,` in $upstream_response_time)."""
+        return sum(raw.count(b",") * n for raw, n in self.urt_counts.items())
+
+    def upstream_percentiles(self) -> dict[str, Any] | None:
+        """p50/p95/p99 of $upstream_response_time: the sum of a request's attempts, and its last."""
+        if not self.fmt.has("upstream_response_time"):
+            return None
+        total: Counter[float] = Counter()
+        last: Counter[float] = Counter()
+        for raw, n in self.urt_counts.items():
+            whole, final = upstream_times(raw)
+            if whole is not None:
+                total[round(whole, 3)] += n
+            if final is not None:
+                last[final] += n
+        return {
+            "sum": _percentiles({repr(k): n for k, n in total.items()}, exact=True),
+            "last": _percentiles({repr(k): n for k, n in last.items()}, exact=True),
+            "requests": sum(total.values()),
+        }
+
+    def status_counts(self) -> dict[str, int]:
+        return {s.decode("ascii", "replace"): n for s, n in sorted(self.statuses.items())}
+
+    def cache_status_counts(self) -> dict[str, int] | None:
+        """Per cache status (`-` or nothing: no cache on that request), or None without the variable."""
+        if self.cache_var is None:
+            return None
+        out: dict[str, int] = {}
+        for raw, n in self.cache_counts.most_common():
+            key = display(self.fmt.unescape(raw), limit=40) or "-"
+            out[key] = out.get(key, 0) + n
+        return out
+
+    def top_paths(self, kind: str, n: int = TOP_PATHS) -> list[dict[str, Any]]:
+        """The paths (query strings cut) with the most 404s (`kind` "404") or 5xx ("5xx")."""
+        self._fold()
+        counts = self._path_404 if kind == "404" else self._path_5xx
+        return [{"path": display(self.fmt.unescape(p)), "count": c} for p, c in counts.most_common(n)]
+
     def count_5xx(self) -> int:
         return sum(n for s, n in self.statuses.items() if s[:1] == b"5")
 
     def status_classes(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for status, n in self.statuses.items():
-            key = status[:1].decode("ascii", "replace") + "xx"
+        for status, n in self.statuses.items():  # 499 apart: the client closed, no error of ours
+            key = "499" if status == b"499" else status[:1].decode("ascii", "replace") + "xx"
             out[key] = out.get(key, 0) + n
         return dict(sorted(out.items()))
 

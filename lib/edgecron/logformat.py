@@ -1,13 +1,11 @@
-"""nginx `log_format` strings compiled into fast line parsers.
+"""nginx `log_format` strings compiled into line parsers.
 
 `LOG_FORMAT` takes the format as written in nginx.conf (a preset name, the bare format string, or
-the whole `log_format name '...' '...';` directive pasted). It is compiled once:
-
-- fast path: with nginx's default escaping a raw `"` never occurs inside a variable (it is written
-  `\\x22`), so a line is split on `"` and each piece is cut at the literal text the format puts
-  between variables. The cutting code is generated per format (only for the fields asked for).
-- fallback: a compiled bytes regex, used when the format cannot be cut that way (two variables
-  with no literal between them, `escape=json`, unbalanced quotes).
+the whole `log_format name [escape=…] '...' '...';` directive pasted, over any number of lines);
+`LOG_ESCAPE` says how a bare string's values were escaped. It is compiled once into one regex over
+the whole line: the literals must be there and the values nginx writes itself (time, status,
+sizes) must have their shape, so a line the format does not describe is malformed. Values are
+kept as nginx wrote them (`unescape` gives the bytes they stand for).
 
 Lines stay bytes end to end: non-UTF-8 bytes cost nothing and are decoded only for display.
 """
@@ -16,6 +14,7 @@ from __future__ import annotations
 
 import calendar
 import difflib
+import functools
 import itertools
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -121,23 +120,41 @@ DEFAULT_MAP_VARIABLES = ("logged_in", "sets_cookie")
 
 @dataclass(frozen=True)
 class ColumnParser:
-    """`split(lines)` → (rows, bad lines); `columns[var](rows)` → that variable's values."""
+    """`split(lines)` → (rows, indices of the lines that do not match); `columns[var](rows)` → that
+    variable's raw values (as nginx wrote them: see `unescape`)."""
 
-    split: Callable[[Sequence[bytes]], tuple[list[Any], list[bytes]]]
+    split: Callable[[Sequence[bytes]], tuple[list[Any], list[int]]]
     columns: dict[str, Callable[[list[Any]], list[bytes]]]
 
 
 _VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
-_DIRECTIVE = re.compile(r"^\s*log_format\s+\S+\s*(escape=(\w+)\s*)?(.*?);?\s*$", re.S)
-# Patterns for the regex fallback where a variable's shape is known (unquoted values).
+ESCAPES = ("default", "json", "none")
+# Variables the log module writes itself, never escaped (ngx_http_log_vars), and their shapes.
+# request_time may read "-" in logs written by other servers in nginx's format.
 _SHAPES = {
-    "time_local": rb"\d{2}/[A-Za-z]{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}",
+    # strict enough that every time of this shape parses (see time_parser): no line is taken
+    # with a time that cannot be placed in the window
+    "time_local": rb"(?:0[1-9]|[12]\d|3[01])/(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)/\d{4}"
+    rb":(?:[01]\d|2[0-3]):[0-5]\d:(?:[0-5]\d|60) [+-](?:[01]\d|2[0-3])[0-5]\d",
     "time_iso8601": rb"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:[+-]\d{2}:\d{2}|Z)",
     "status": rb"\d{3}",
     "msec": rb"\d+\.\d+",
     "request_time": rb"\d+\.\d+|-",
     "body_bytes_sent": rb"\d+|-",
     "bytes_sent": rb"\d+|-",
+    "request_length": rb"\d+",
+    "pipe": rb"[p.]",
+}
+# Any other variable, by escape: default writes `"`, `\`, bytes < 0x20 and >= 0x7f as \xXX (so no
+# raw quote), json writes `\"`, `\\`, \n \r \t \b \f and \u00XX (bytes >= 0x7f raw), none writes
+# the raw bytes. Quoted values are greedy (the closing quote ends them), bare ones lazy.
+_VALUES = {
+    "default": (rb'[^"]*', rb'[^"]*?'),
+    "json": (
+        rb'[^"\\\x00-\x1f]*(?:\\(?:["\\bfnrt/]|u[0-9A-Fa-f]{4})[^"\\\x00-\x1f]*)*',
+        rb'(?:[^"\\\x00-\x1f]|\\(?:["\\bfnrt/]|u[0-9A-Fa-f]{4}))*?',
+    ),
+    "none": (rb".*?", rb".*?"),
 }
 
 
@@ -149,12 +166,14 @@ class Token:
 
 @dataclass(frozen=True)
 class LogFormat:
-    """A compiled `log_format`: `parser(fields)` gives a function line → tuple of values or None."""
+    """A compiled `log_format`: one regex over the whole line, so a line the format does not
+    describe is malformed, and each wanted variable is a group of it."""
 
     text: str
     tokens: tuple[Token, ...]
     escape: str = "default"
     name: str = "custom"
+    warnings: tuple[str, ...] = ()  # e.g. a JSON-shaped format read with default escaping
 
     @property
     def variables(self) -> tuple[str, ...]:
@@ -163,65 +182,75 @@ class LogFormat:
     def has(self, var: str) -> bool:
         return var in self.variables
 
-    @property
-    def fast(self) -> bool:
-        return _fast_parts(self) is not None
-
     def parser(self, fields: Sequence[str]) -> Callable[[bytes], tuple[bytes | None, ...] | None]:
-        """One line → the values of `fields` (None for a field the format lacks), or None."""
-        parts = _fast_parts(self)
-        if parts is not None:
-            return _compile_split(parts, fields)
-        return _compile_regex(self, fields)
+        """One line → the raw values of `fields` (None for a field the format lacks), or None."""
+        compiled, groups = _compile(self, tuple(dict.fromkeys(fields)))
+        order = [groups.get(f) for f in fields]
 
-    def column_parser(self) -> ColumnParser:
-        """Many lines → rows, plus a function per variable giving that variable's column.
+        def parse(line: bytes) -> tuple[bytes | None, ...] | None:
+            match = compiled.fullmatch(line)
+            if match is None:
+                return None
+            return tuple(None if g is None else match.group(g) for g in order)
+
+        return parse
+
+    def column_parser(self, fields: Iterable[str] | None = None) -> ColumnParser:
+        """Many lines → match objects, plus a function per variable (of `fields`, default all)
+        giving that variable's column.
 
         Columns let the caller count with `collections.Counter.update` (C speed) instead of a
-        Python statement per line per figure, and extract only the columns it needs (some only
-        for the few rows that need them).
+        Python statement per line per figure; a column is `map(Match.group, rows, …)`, also C
+        speed. Only the variables asked for are captured: each group costs time on every line.
         """
-        parts = _fast_parts(self)
-        if parts is not None:
-            return _compile_columns(parts, self.variables)
-        names = list(dict.fromkeys(self.variables))
-        row = _compile_regex(self, names)
+        wanted = self.variables if fields is None else fields
+        compiled, groups = _compile(self, tuple(dict.fromkeys(v for v in wanted if self.has(v))))
+        fullmatch = compiled.fullmatch
 
-        def split(lines: Sequence[bytes]) -> tuple[list[Any], list[bytes]]:
-            rows, bad = [], []
-            for line in lines:
-                values = row(line)
-                if values is None:
-                    bad.append(line)
-                else:
-                    rows.append(values)
-            return rows, bad
+        def split(lines: Sequence[bytes]) -> tuple[list[Any], list[int]]:
+            rows = list(map(fullmatch, lines))
+            if None not in rows:
+                return rows, []
+            bad = [i for i, row in enumerate(rows) if row is None]
+            return [row for row in rows if row is not None], bad
 
-        getters = {name: _item_getter(i) for i, name in enumerate(names)}
-        return ColumnParser(split, getters)
+        return ColumnParser(split, {name: _group_getter(index) for name, index in groups.items()})
+
+    def unescape(self, raw: bytes) -> bytes:
+        return unescape(raw, self.escape)
 
 
-def _item_getter(index: int) -> Callable[[list[Any]], list[bytes]]:
+def _group_getter(index: int) -> Callable[[list[Any]], list[bytes]]:
+    group = re.Match.group
+
     def column(rows: list[Any]) -> list[bytes]:
-        return [r[index] for r in rows]
+        return list(map(group, rows, itertools.repeat(index)))
 
     return column
 
 
-def resolve_format(text: str, *, map_vars: Iterable[str] = ()) -> LogFormat:
-    """Compile LOG_FORMAT (preset name, format string, or a pasted `log_format` directive)."""
+def resolve_format(text: str, *, escape: str = "", map_vars: Iterable[str] = ()) -> LogFormat:
+    """Compile LOG_FORMAT: a preset name, a format string (bare or as nginx's quoted pieces), or
+    a whole `log_format name [escape=…] '…' '…';` directive as pasted from nginx.conf (any lines).
+
+    `escape` is LOG_ESCAPE: how nginx escaped the values of a bare format string ("" = not said,
+    read as default); a pasted directive says it itself.
+    """
+    if escape not in ("", *ESCAPES):
+        raise ConfigError("LOG_ESCAPE is not valid", got=escape, expected="default, json or none")
     raw = text.strip()
     name = raw.lower()
-    escape = "default"
+    said = escape
     if name in PRESETS:
         fmt = PRESETS[name]
     else:
         name = "custom"
-        directive = _DIRECTIVE.match(raw) if raw.startswith("log_format") else None
-        if directive:
-            escape = directive.group(2) or "default"
-            raw = directive.group(3)
-        fmt = _unquote_pieces(raw)
+        if re.match(r"log_format\s", raw):
+            fmt, said = _directive(raw, escape)
+        elif raw[:1] in ("'", '"'):
+            fmt = "".join(_conf_words(raw, what="LOG_FORMAT"))
+        else:
+            fmt = raw
     if not fmt or "$" not in fmt:
         raise ConfigError(
             "LOG_FORMAT has no $variables",
@@ -230,15 +259,97 @@ def resolve_format(text: str, *, map_vars: Iterable[str] = ()) -> LogFormat:
         )
     tokens = tuple(_tokenize(fmt))
     _check_variables(tokens, map_vars=(*DEFAULT_MAP_VARIABLES, *map_vars))
-    return LogFormat(text=fmt, tokens=tokens, escape=escape, name=name)
+    warnings: tuple[str, ...] = ()
+    if not said and fmt.lstrip().startswith("{"):
+        warnings = (
+            "LOG_FORMAT looks like JSON but is read with nginx's default escaping: if its log_format "
+            "has escape=json, set LOG_ESCAPE=json (or paste the whole log_format directive); "
+            "set LOG_ESCAPE=default to silence this",
+        )
+    return LogFormat(text=fmt, tokens=tokens, escape=said or "default", name=name, warnings=warnings)
 
 
-def _unquote_pieces(raw: str) -> str:
-    """`'a' 'b'` (as split over lines in nginx.conf) → `ab`; a bare string is returned as is."""
-    pieces = re.findall(r"'([^']*)'", raw)
-    if pieces and re.fullmatch(r"(\s*'[^']*'\s*)+", raw):
-        return "".join(pieces)
-    return raw
+def _directive(raw: str, escape: str) -> tuple[str, str]:
+    """`log_format name [escape=x] '…' …;` → (the format, its escape)."""
+    words = _conf_words(raw, what="the log_format directive in LOG_FORMAT")
+    if len(words) < 3:
+        raise ConfigError(
+            "LOG_FORMAT's log_format directive has no format",
+            got=raw,
+            expected="log_format name [escape=default|json|none] 'format' …;",
+        )
+    said = "default"
+    args = words[2:]
+    if args[0].startswith("escape="):
+        said = args[0].removeprefix("escape=")
+        args = args[1:]
+        if said not in ESCAPES:
+            raise ConfigError(
+                "LOG_FORMAT's log_format has an unknown escape", got=said, expected="default, json or none"
+            )
+    if escape and escape != said:
+        raise ConfigError(
+            f"LOG_ESCAPE={escape} contradicts the pasted log_format (escape={said})",
+            expected="LOG_ESCAPE unset (the directive says how values are escaped) or the same value",
+        )
+    return "".join(args), said
+
+
+def _conf_words(text: str, *, what: str) -> list[str]:
+    """Words of one nginx.conf directive, by nginx's own rules (ngx_conf_read_token): blanks and
+    newlines separate words, '…' and "…" quote, \\" \\' \\\\ \\t \\r \\n are escapes, # starts a
+    comment, `;` ends the directive."""
+    words: list[str] = []
+    i, n = 0, len(text)
+    ended = False
+    while i < n:
+        ch = text[i]
+        if ch in " \t\r\n":
+            i += 1
+            continue
+        if ended:
+            raise ConfigError(f"{what} has text after its ';'", got=text[i : i + 40], expected="one directive")
+        if ch == "#":
+            i = text.find("\n", i)
+            i = n if i < 0 else i
+            continue
+        if ch == ";":
+            ended = True
+            i += 1
+            continue
+        quote = ch if ch in "'\"" else ""
+        i += 1 if quote else 0
+        word: list[str] = []
+        while True:
+            if i >= n:
+                if quote:
+                    raise ConfigError(
+                        f"{what} has an unclosed {quote}",
+                        got=text[-60:],
+                        expected="every quoted piece closed, as in nginx.conf",
+                    )
+                break
+            ch = text[i]
+            if ch == "\\" and i + 1 < n:
+                nxt = text[i + 1]
+                word.append({"t": "\t", "r": "\r", "n": "\n"}.get(nxt, nxt if nxt in "\"'\\" else "\\" + nxt))
+                i += 2
+                continue
+            if quote and ch == quote:
+                i += 1
+                if i < n and text[i] not in " \t\r\n;":
+                    raise ConfigError(
+                        f"{what} has {text[i]!r} right after a closing quote",
+                        got=text[max(0, i - 30) : i + 10],
+                        expected="a blank or ';' after each quoted piece",
+                    )
+                break
+            if not quote and ch in " \t\r\n;":
+                break
+            word.append(ch)
+            i += 1
+        words.append("".join(word))
+    return words
 
 
 def _tokenize(fmt: str) -> Iterable[Token]:
@@ -268,188 +379,58 @@ def _check_variables(tokens: Iterable[Token], *, map_vars: Sequence[str]) -> Non
         )
 
 
-# --- fast path: split on '"', then cut each piece at the literals --------------------------------
-
-
-def _fast_parts(fmt: LogFormat) -> list[list[Token]] | None:
-    """The format as pieces between quotes, or None when it cannot be cut without a regex."""
-    if fmt.escape != "default":
-        return None  # escape=json writes \" inside values; escape=none writes raw quotes
-    parts: list[list[Token]] = [[]]
-    for token in fmt.tokens:
-        if token.var:
-            parts[-1].append(token)
-            continue
-        pieces = (token.literal or "").split('"')
-        for i, piece in enumerate(pieces):
-            if i:
-                parts.append([])
-            if piece:
-                parts[-1].append(Token(literal=piece))
-    if len(parts) % 2 == 0:
-        return None  # unbalanced quotes in the format
-    for part in parts:
-        for a, b in itertools.pairwise(part):
-            if a.var and b.var:
-                return None  # $a$b: no literal to cut at
-    return parts
-
-
-def _compile_split(
-    parts: list[list[Token]], fields: Sequence[str]
-) -> Callable[[bytes], tuple[bytes | None, ...] | None]:
-    """Generate `parse(line)` for this format: split on '"', cut the pieces that hold wanted fields."""
-    wanted = set(fields)
-    stored: set[str] = set()
-    body = [
-        "def parse(line):",
-        "    p = line.split(b'\"')",
-        f"    if len(p) != {len(parts)}:",
-        "        return None",
-    ]
-    consts: dict[str, bytes] = {}
-
-    def const(value: str) -> str:
-        name = f"L{len(consts)}"
-        consts[name] = value.encode()
-        return name
-
-    for index, part in enumerate(parts):
-        needed = {t.var for t in part if t.var in wanted and t.var not in stored}
-        if not needed:
-            continue  # a piece with nothing we need is not even looked at
-        body.append(f"    s = p[{index}]")
-        pos = "0"
-        for k, token in enumerate(part):
-            if token.literal is not None:
-                if k == 0:
-                    body += [f"    if not s.startswith({const(token.literal)}):", "        return None"]
-                    pos = str(len(token.literal.encode()))
-                continue
-            var = token.var or ""
-            store = var in needed and var not in stored
-            target = f"v_{var}" if store else "_"
-            nxt = part[k + 1] if k + 1 < len(part) else None
-            if nxt is None:
-                body.append(f"    {target} = s[{pos}:]")
-            elif k + 2 == len(part):  # the piece's last literal must end the piece
-                n = len((nxt.literal or "").encode())
-                body += [f"    if not s.endswith({const(nxt.literal or '')}):", "        return None"]
-                body.append(f"    {target} = s[{pos}:len(s) - {n}]")
-            else:
-                n = len((nxt.literal or "").encode())
-                body += [f"    j = s.find({const(nxt.literal or '')}, {pos})", "    if j < 0:"]
-                body += ["        return None", f"    {target} = s[{pos}:j]", f"    a = j + {n}"]
-                pos = "a"
-            if store:
-                stored.add(var)
-            if needed <= stored:
-                break
-    if "status" in wanted:
-        body += ["    if not v_status.isdigit():", "        return None"]
-    values = ", ".join(f"v_{f}" if f in stored else "None" for f in fields)
-    body.append(f"    return ({values}{',' if len(fields) == 1 else ''})")
-    namespace: dict[str, object] = dict(consts)
-    exec("\n".join(body), namespace)  # generated from the format's own literals, not from input
-    return namespace["parse"]  # type: ignore[return-value]
-
-
-def _compile_columns(parts: list[list[Token]], variables: Iterable[str]) -> ColumnParser:
-    """Generate `split(lines)` (every line split on '"') and one column function per variable.
-
-    Within a piece, a value is cut at constant offsets when it is the piece's only variable,
-    otherwise at the literal before it (searched from the right for the piece's last variable,
-    from the left otherwise) and the literal after it.
-    """
-    consts: dict[str, bytes] = {}
-
-    def const(value: str) -> str:
-        name = f"L{len(consts)}"
-        consts[name] = value.encode()
-        return name
-
-    where: dict[str, tuple[int, int]] = {}
-    for index, part in enumerate(parts):
-        for k, token in enumerate(part):
-            if token.var and token.var not in where:
-                where[token.var] = (index, k)
-    n = len(parts)
-    body = [
-        "def split(lines):",
-        "    rows = [line.split(b'\"') for line in lines]",
-        f"    if set(map(len, rows)) == {{{n}}}:",
-        "        return rows, []",
-        f"    bad = [line for line, r in zip(lines, rows) if len(r) != {n}]",
-        f"    return [r for r in rows if len(r) == {n}], bad",
-    ]
-    for name in variables:
-        if name not in where:
-            continue
-        index, k = where[name]
-        part = parts[index]
-        before = part[k - 1].literal if k > 0 else None
-        after = part[k + 1].literal if k + 1 < len(part) else None
-        n_before = len((before or "").encode())
-        n_after = len((after or "").encode())
-        is_last_var = not any(t.var for t in part[k + 1 :])
-        stop = f"-{n_after}" if n_after else ""
-        fixed_start = 0 if k == 0 else n_before if k == 1 else None
-        if sum(1 for t in part if t.var) == 1:
-            expr = f"r[{index}][{n_before}:{stop}]" if n_before or stop else f"r[{index}]"
-        elif name == "status" and fixed_start is not None:
-            expr = f"r[{index}][{fixed_start}:{fixed_start + 3}]"  # nginx's status: 3 digits
-        elif is_last_var and k > 0 and (before or "") not in (after or ""):
-            expr = f"r[{index}].rpartition({const(before or '')})[2][:{stop}]"
-        elif is_last_var:
-            end = f"len(s) - {n_after}" if n_after else "len(s)"
-            start = f"s.rfind({const(before or '')}, 0, {end}) + {n_before}" if k > 0 else "0"
-            expr = f"(s := r[{index}])[{start}:{stop}]"
-        elif fixed_start is not None:
-            expr = f"r[{index}][{fixed_start}:].partition({const(after or '')})[0]"
-        else:
-            start = f"s.find({const(before or '')}) + {n_before}"
-            expr = f"(s := r[{index}])[(a := {start}):s.find({const(after or '')}, a)]"
-        body += [f"def get_{name}(rows):", f"    return [{expr} for r in rows]"]
-    namespace: dict[str, Any] = dict(consts)
-    exec("\n".join(body), namespace)  # generated from the format's own literals, not from input
-    getters = {name: namespace[f"get_{name}"] for name in where}
-    return ColumnParser(namespace["split"], getters)
-
-
-# --- fallback: one compiled regex ------------------------------------------------------------------
-
-
-def _compile_regex(fmt: LogFormat, fields: Sequence[str]) -> Callable[[bytes], tuple[bytes | None, ...] | None]:
-    wanted = set(fields)
-    quoted_value = rb'(?:[^"\\]|\\.)*' if fmt.escape == "json" else rb'[^"]*'
+@functools.lru_cache(maxsize=32)
+def _compile(fmt: LogFormat, fields: tuple[str, ...]) -> tuple[re.Pattern[bytes], dict[str, int]]:
+    """The whole-line regex and the group number of each of `fields` (its first occurrence)."""
+    quoted_value, bare_value = _VALUES[fmt.escape]
     pattern = b""
     inside_quotes = False
-    named: set[str] = set()
+    groups: dict[str, int] = {}
     for token in fmt.tokens:
         if token.literal is not None:
             pattern += re.escape(token.literal.encode())
             inside_quotes ^= token.literal.count('"') % 2 == 1
             continue
         var = token.var or ""
-        shape = quoted_value if inside_quotes else _SHAPES.get(var, rb".*?")
-        if var in wanted and var not in named:
-            named.add(var)
-            pattern += b"(?P<" + var.encode() + b">" + shape + b")"
+        shape = _SHAPES.get(var) or (quoted_value if inside_quotes else bare_value)
+        if var in fields and var not in groups:
+            groups[var] = len(groups) + 1
+            pattern += b"(" + shape + b")"
         else:
             pattern += b"(?:" + shape + b")"
-    compiled = re.compile(pattern, re.S)
-    order = [f if f in named else None for f in fields]
-
-    def parse(line: bytes) -> tuple[bytes | None, ...] | None:
-        match = compiled.fullmatch(line)
-        if match is None:
-            return None
-        return tuple(match.group(f) if f else None for f in order)
-
-    return parse
+    return re.compile(pattern, re.S), groups
 
 
 # --- values -------------------------------------------------------------------------------------
+
+_DEFAULT_ESCAPE = re.compile(rb"\\x([0-9A-Fa-f]{2})")
+_JSON_ESCAPE = re.compile(rb'\\(?:(["\\/])|([bfnrt])|u([0-9A-Fa-f]{4}))')
+_JSON_CONTROL = {b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t"}
+
+
+def unescape(raw: bytes, escape: str = "default") -> bytes:
+    """A value as nginx wrote it → the bytes it stood for (ngx_http_log_escape / ngx_escape_json).
+
+    default: `\\xXX` is that byte (nginx writes every `\\` as `\\x5C`, so there is no ambiguity);
+    json: `\\"` `\\\\` `\\n` `\\r` `\\t` `\\b` `\\f` and `\\u00XX` (other code points as UTF-8);
+    none: the bytes themselves.
+    """
+    if escape == "none" or b"\\" not in raw:
+        return raw
+    if escape == "json":
+        return _JSON_ESCAPE.sub(_json_char, raw)
+    return _DEFAULT_ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), raw)
+
+
+def _json_char(match: re.Match[bytes]) -> bytes:
+    plain, control, code = match.groups()
+    if plain:
+        return plain
+    if control:
+        return _JSON_CONTROL[control]
+    point = int(code, 16)
+    return bytes((point,)) if point < 0x80 else chr(point).encode("utf-8", "surrogatepass")
+
 
 _MONTHS = {m.encode(): i for i, m in enumerate(calendar.month_abbr) if m}
 
@@ -487,8 +468,6 @@ def time_parser(var: str) -> Callable[[bytes], float | None]:
             return None
 
     convert = {"time_local": parse_local, "time_iso8601": parse_iso, "msec": parse_msec}[var]
-    if var == "msec":
-        return convert
 
     def cached(raw: bytes) -> float | None:
         value = cache.get(raw)
@@ -502,23 +481,33 @@ def time_parser(var: str) -> Callable[[bytes], float | None]:
 
 
 def upstream_seconds(raw: bytes | None) -> float | None:
-    """`$upstream_response_time` may list several attempts ("0.01, 0.20 : 0.05"): their sum.
+    """`$upstream_response_time` may list several attempts ("0.01, 0.20 : 0.05"): their sum."""
+    return upstream_times(raw)[0]
 
-    `,` separates retries and ` : ` internal redirects; `-` is an attempt with no response.
+
+def upstream_times(raw: bytes | None) -> tuple[float | None, float | None]:
+    """`$upstream_response_time` → (sum of its attempts, the last attempt); None where none.
+
+    `,` separates attempts at several servers and ` : ` internal redirects; `-` is an attempt
+    with no time (escape=json and none write an absent value as nothing).
     """
-    if raw is None or raw in (b"-", b""):
-        return None
+    if not raw or raw == b"-":
+        return None, None
     total = 0.0
     seen = False
+    last: float | None = None
     for item in raw.replace(b":", b",").split(b","):
         item = item.strip()
         if item and item != b"-":
             try:
-                total += float(item)
-                seen = True
+                last = float(item)
             except ValueError:
-                return None
-    return total if seen else None
+                return None, None
+            total += last
+            seen = True
+        else:
+            last = None
+    return (total if seen else None), last
 
 
 def display(raw: bytes | None, *, limit: int = 300) -> str:
