@@ -10,7 +10,7 @@ from typing import Any
 
 import _cli
 import typer
-from edgecron.accesslog import LogReader, expand_paths, load_cursors, save_cursors
+from edgecron.accesslog import LogReader, expand_paths, line_numbers, load_cursors, save_cursors
 from edgecron.checks import (
     JOBS,
     Finding,
@@ -64,15 +64,19 @@ def check(
     cfg = _cli.settings("check-logs")
     now = _cli.utcnow()
     with _cli.user_errors():
-        fmt = resolve_format(log_format or cfg["LOG_FORMAT"], map_vars=cfg["LOG_MAP_VARS"])
+        fmt = resolve_format(log_format or cfg["LOG_FORMAT"], escape=cfg["LOG_ESCAPE"], map_vars=cfg["LOG_MAP_VARS"])
         window = (_when(since, now, "--since"), _when(until, now, "--until"))
         max_ages = _max_ages(cfg, max_age, now)
+    for warning in fmt.warnings:  # e.g. a JSON-shaped format read with default escaping
+        _cli.say(f"Warning: {warning}.")
     limits = Thresholds.from_settings(cfg)
     paths, unmatched, refused = expand_paths(log or cfg["ACCESS_LOGS"])
     with _cli.job("check-logs", cfg, dry_run=dry_run or no_state, lock_wait=wait) as run:
         state = run.state or _existing_state(cfg)
         cursors = load_cursors(state) if state is not None and not (no_state or from_start) else {}
-        reader = LogReader(paths, cursors_before=cursors, from_start=from_start or no_state)
+        reader = LogReader(
+            paths, cursors_before=cursors, from_start=from_start or no_state, max_line=cfg["LOG_MAX_LINE_BYTES"]
+        )
         new_summary = partial(LogSummary, fmt, since=window[0], until=window[1], slow_seconds=limits.p95_seconds)
         summary = new_summary()
         progress = _cli.Progress("reading")
@@ -81,7 +85,13 @@ def check(
         progress.close()
         summary.check_format(fmt.name if fmt.name != "custom" else "LOG_FORMAT")
         findings = log_findings(summary, limits)
-        findings += file_findings(reader.events, unmatched=unmatched, overlong=reader.stats.overlong, refused=refused)
+        findings += file_findings(
+            reader.events,
+            unmatched=unmatched,
+            overlong=reader.stats.overlong,
+            refused=refused,
+            max_line=cfg["LOG_MAX_LINE_BYTES"],
+        )
         if jobs and state is not None:
             findings += job_findings(
                 state, lock_dir=cfg.lock_dir, now=run.now(), limits=limits, max_ages=max_ages,
@@ -159,14 +169,30 @@ def _max_ages(cfg: Settings, max_age: str | None, now: datetime) -> dict[str, ti
 
 
 def _document(summary: LogSummary, reader: LogReader, findings: list[Finding], *, dry_run: bool) -> dict[str, Any]:
+    numbers = line_numbers(summary.malformed_at)
     return {
         "summary": {
-            "lines": summary.lines,
+            "lines": summary.lines,  # = requests + outside_window + malformed
             "requests": summary.requests,
             "outside_window": summary.outside_window,
             "malformed": summary.malformed,
+            "overlong": summary.overlong,
             "status_classes": summary.status_classes(),
+            "statuses": summary.status_counts(),
+            "client_closed_499": summary.statuses.get(b"499", 0),
+            "cache_status": (
+                {"variable": summary.cache_var, "counts": counts}
+                if (counts := summary.cache_status_counts()) is not None
+                else None
+            ),
             "request_time": summary.percentiles() if summary.has_request_time else None,
+            "upstream_response_time": summary.upstream_percentiles(),
+            "top_404_paths": summary.top_paths("404"),
+            "top_5xx_paths": summary.top_paths("5xx"),
+            "malformed_lines": [
+                {"file": path, "line": number, "offset": offset}
+                for (path, offset), number in zip(summary.malformed_at, numbers, strict=True)
+            ],
             "bytes_read": reader.stats.bytes_read,
             "files_read": reader.stats.files,
             "breaches": sum(1 for f in findings if f.breached),
@@ -190,10 +216,22 @@ def _report(doc: dict[str, Any], findings: list[Finding], *, json_out: bool, tab
             f"\n{s['lines']} lines, {s['requests']} requests, {s['malformed']} malformed, "
             f"{len(breaches)} breached" + (" (nothing saved)" if s["dry_run"] else "")
         )
+        _cli.out(_figures_line(s))
     for finding in breaches:  # under cron only this reaches the mail, on stderr
         _cli.say(f"BREACH [{finding.severity}] {finding.check}: {finding.summary}")
         for example in finding.examples[:5]:
             _cli.say(f"    {example}")
+
+
+def _figures_line(s: dict[str, Any]) -> str:
+    """One line: statuses (499 apart), cache statuses, where the first malformed line is."""
+    parts = [", ".join(f"{k} ×{n}" for k, n in s["status_classes"].items()) or "no requests"]
+    if s["cache_status"]:
+        parts.append("cache " + ", ".join(f"{k} ×{n}" for k, n in list(s["cache_status"]["counts"].items())[:5]))
+    if s["malformed_lines"]:
+        first = s["malformed_lines"][0]
+        parts.append(f"first malformed line: {first['file']}:{first['line'] or '?'}")
+    return "; ".join(parts)
 
 
 def _short(value: object) -> str:

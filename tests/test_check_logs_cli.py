@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -158,3 +159,104 @@ def test_a_glob_never_follows_a_symlink_out_of_the_log_directory(run_script, env
     [refused] = [f for f in doc["findings"] if f["check"] == "log_file_refused"]
     assert refused["value"] == str(logs / "evil.access.log")
     assert result.returncode == 1  # a breach: someone planted that link
+
+
+# --- issue 11: LOG_FORMAT pasted as in nginx.conf, LOG_ESCAPE, and what --json tells -----------------
+
+PASTED = """LOG_FORMAT=log_format  main  '$remote_addr - $remote_user [$time_local] "$request" '
+                  '$status $body_bytes_sent "$http_referer" '
+                  '"$http_user_agent" "$http_x_forwarded_for"';
+"""
+
+
+def main_lines(count: int) -> str:
+    return "".join(
+        f'198.51.100.1 - alice [{STAMP}] "GET /p?n={i} HTTP/1.1" 200 10 "-" "ua \\x22q\\x22" "203.0.113.9"\n'
+        for i in range(count)
+    )
+
+
+def checked(run_script, env_file: Path, log_text: str, settings: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """check_logs --json over a log of `log_text` with these .env lines; it must exit 0."""
+    log = env_file.parent / "access.log"
+    log.write_text(log_text)
+    with env_file.open("a") as fh:
+        fh.write(settings + f"ACCESS_LOGS={log}\n")
+    result = run_script("check_logs.py", "--json", "--no-jobs")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["summary"]  # type: ignore[no-any-return]
+
+
+def test_a_log_format_directive_pasted_over_lines_into_env_is_read(run_script, env_file: Path) -> None:  # type: ignore[no-untyped-def]
+    summary = checked(run_script, env_file, main_lines(60), PASTED)
+    assert (summary["requests"], summary["malformed"]) == (60, 0)
+
+
+def test_a_pasted_directive_without_its_semicolon_says_how_to_paste(run_script, env_file: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    with env_file.open("a") as fh:
+        fh.write(PASTED.replace("';\n", "'\n") + f"ACCESS_LOGS={workdir / 'access.log'}\n")
+    result = run_script("check_logs.py")
+    assert result.returncode == 2
+    assert "is a log_format directive without its closing ';'" in result.stderr
+    assert "pasted as is after LOG_FORMAT=, over as many lines as it takes" in result.stderr
+    assert "not a known setting" not in result.stderr and "Traceback" not in result.stderr
+
+
+JSON_FORMAT = '{"t":"$time_local","r":"$request","s":$status,"ua":"$http_user_agent","cs":"$upstream_cache_status"}'
+
+
+def json_lines(count: int) -> str:
+    return "".join(
+        f'{{"t":"{STAMP}","r":"GET /q?x=\\"{i}\\" HTTP/1.1","s":200,"ua":"a \\\\ \\"b\\"","cs":"HIT"}}\n'
+        for i in range(count)
+    )
+
+
+def test_a_bare_json_format_with_log_escape_json(run_script, env_file: Path) -> None:  # type: ignore[no-untyped-def]
+    summary = checked(run_script, env_file, json_lines(60), f"LOG_FORMAT='{JSON_FORMAT}'\nLOG_ESCAPE=json\n")
+    assert (summary["requests"], summary["malformed"]) == (60, 0)
+    assert summary["cache_status"] == {"variable": "upstream_cache_status", "counts": {"HIT": 60}}
+
+
+def test_a_json_shaped_format_without_escape_json_gets_a_hint(run_script, env_file: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    log = workdir / "access.log"
+    log.write_text(json_lines(60))
+    with env_file.open("a") as fh:
+        fh.write(f"ACCESS_LOGS={log}\nLOG_FORMAT='{JSON_FORMAT}'\n")
+    result = run_script("check_logs.py", "--no-jobs")
+    assert result.returncode == 2  # every line has \" : the format does not match
+    assert "Warning: LOG_FORMAT looks like JSON" in result.stderr
+    assert "Hint: LOG_FORMAT looks like JSON" in result.stderr and "set LOG_ESCAPE=json" in result.stderr
+
+
+def test_json_reports_statuses_cache_upstream_top_paths_and_malformed_places(
+    run_script, env_file: Path, workdir: Path
+) -> None:  # type: ignore[no-untyped-def]
+    log = workdir / "access.log"
+    body = (
+        lines(50)
+        + lines(7, path="/gone", status=404)
+        + lines(3, path="/api", status=502, rt=0.25)
+        + lines(2, path="/", status=499)
+        + "not a log line\n"
+        + "x" * 3000
+        + "\n"
+        + lines(1).replace(" - - [", " [")
+    )
+    log.write_text(body)
+    with env_file.open("a") as fh:
+        fh.write(f"ACCESS_LOGS={log}\nLOG_FORMAT=edgecron\nLOG_MAX_LINE_BYTES=2048\n")
+    result = run_script("check_logs.py", "--json", "--no-jobs")
+    doc = json.loads(result.stdout)
+    s = doc["summary"]
+    assert s["lines"] == 65 == s["requests"] + s["outside_window"] + s["malformed"]
+    assert (s["malformed"], s["overlong"]) == (3, 1)
+    assert s["statuses"] == {"200": 50, "404": 7, "499": 2, "502": 3}
+    assert s["client_closed_499"] == 2 and s["status_classes"]["499"] == 2 and s["status_classes"]["4xx"] == 7
+    assert s["cache_status"] == {"variable": "upstream_cache_status", "counts": {"MISS": 62}}
+    assert s["upstream_response_time"]["sum"]["p99"] == 0.25 and s["upstream_response_time"]["last"]["p50"] == 0.05
+    assert s["top_404_paths"] == [{"path": "/gone", "count": 7}]
+    assert s["top_5xx_paths"] == [{"path": "/api", "count": 3}]
+    assert [(m["file"], m["line"]) for m in s["malformed_lines"]] == [(str(log), 63), (str(log), 64), (str(log), 65)]
+    table = run_script("check_logs.py", "--summary", "--no-state", "--no-jobs")
+    assert f"2xx ×50, 499 ×2, 4xx ×7, 5xx ×3; cache MISS ×62; first malformed line: {log}:63" in table.stdout

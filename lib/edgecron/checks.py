@@ -523,7 +523,8 @@ class LogSummary:
                 f"did not parse; first bad line: {self.malformed_samples[0]!r}",
                 expected=f"lines in the format {fmt_name!r}: {self.fmt.text}",
                 hint="Nothing was recorded; set LOG_FORMAT to the log_format your nginx.conf uses "
-                "for this access_log (paste it as is), then rerun.",
+                "for this access_log (paste it as is), then rerun."
+                + "".join(f" Hint: {warning}." for warning in self.fmt.warnings),
             )
 
 
@@ -832,7 +833,12 @@ def log_findings(summary: LogSummary, limits: Thresholds) -> list[Finding]:
 
 
 def file_findings(
-    events: Sequence[LogEvent], *, unmatched: Sequence[str], overlong: int, refused: Sequence[str] = ()
+    events: Sequence[LogEvent],
+    *,
+    unmatched: Sequence[str],
+    overlong: int,
+    refused: Sequence[str] = (),
+    max_line: int = 65536,
 ) -> list[Finding]:
     """Rotation handled (info), truncation/gaps/missing/unreadable files (breach), long lines."""
     findings = []
@@ -857,7 +863,13 @@ def file_findings(
         )
     if overlong:
         findings.append(
-            Finding("overlong_lines", "ok", "info", f"{overlong} lines over 64 KiB were skipped", value=overlong)
+            Finding(
+                "overlong_lines",
+                "ok",
+                "info",
+                f"{overlong} lines over {max_line} bytes (LOG_MAX_LINE_BYTES) were counted as malformed",
+                value=overlong,
+            )
         )
     return findings
 

@@ -8,6 +8,7 @@ key in `.env` is a `ConfigError` naming the key, what was expected and what was 
 from __future__ import annotations
 
 import difflib
+import io
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -257,7 +258,23 @@ KEYS: tuple[Key, ...] = (
         "LOG_FORMAT",
         "combined",
         _text,
-        "nginx log_format string as in nginx.conf, or a preset: combined, edgecron.",
+        "nginx log_format as in nginx.conf: a preset (combined, edgecron), the format string, or the whole "
+        "log_format directive pasted as is (in .env it may span lines; it ends at its ';').",
+        "logs",
+    ),
+    Key(
+        "LOG_ESCAPE",
+        "",
+        _choice("default", "json", "none"),
+        "How nginx escaped the values of a bare LOG_FORMAT string: default, json (log_format … escape=json) "
+        "or none; a pasted directive says it itself.",
+        "logs",
+    ),
+    Key(
+        "LOG_MAX_LINE_BYTES",
+        "65536",
+        _int(1024, 16 << 20),
+        "Access-log lines longer than this are counted as malformed, not parsed.",
         "logs",
     ),
     Key("CHECK_5XX_RATE", "0.01", _float(0, 1), "Breach when 5xx responses exceed this share.", "logs"),
@@ -475,7 +492,7 @@ def load_settings(
         ) from None
     if env_file is not None and env_present:
         try:
-            raw = dotenv_values(env_file)
+            raw = _env_file_values(env_file)
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(
                 f"{env_file} cannot be read", got=exc, expected="a readable UTF-8 KEY=value file"
@@ -536,6 +553,62 @@ def load_settings(
         w for path, kind, is_dir in places if path is not None and (w := _loose_permissions(path, kind, is_dir))
     ]
     return Settings(parsed=values, env_file=env_file, base_dir=base_dir, warnings=tuple(warnings))
+
+
+_PASTED_DIRECTIVE = re.compile(r"(?:export\s+)?LOG_FORMAT\s*=\s*(log_format\s.*)", re.S)
+_ENV_KEY_LINE = re.compile(r"\s*(?:export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*=")
+_HOW_TO_PASTE = (
+    "the log_format directive from nginx.conf pasted as is after LOG_FORMAT=, over as many lines as it "
+    "takes, ending with its ';' (LOG_FORMAT=log_format main '$remote_addr …' NEWLINE '… $status';), "
+    "or the bare format string on one line"
+)
+
+
+def _env_file_values(env_file: Path) -> dict[str, str | None]:
+    """`.env` as python-dotenv reads it, except that LOG_FORMAT may be an nginx `log_format`
+    directive pasted as is: unquoted and over several lines, it ends at its `;` (dotenv alone
+    would read each further line as an unknown key). Its text is taken raw, no `${…}` expanded."""
+    lines = env_file.read_text(encoding="utf-8").splitlines(keepends=True)
+    for first, line in enumerate(lines):
+        match = _PASTED_DIRECTIVE.fullmatch(line.rstrip("\r\n"))
+        if not match:
+            continue
+        block = [match.group(1)]
+        last = first
+        while not _directive_ended("\n".join(block)):
+            last += 1
+            if last == len(lines) or _ENV_KEY_LINE.match(lines[last]):
+                raise ConfigError(
+                    f"LOG_FORMAT in {env_file} (line {first + 1}) is a log_format directive without its closing ';'",
+                    expected=_HOW_TO_PASTE,
+                )
+            block.append(lines[last].rstrip("\r\n"))
+        values = dotenv_values(stream=io.StringIO("".join(lines[:first] + lines[last + 1 :])))
+        values["LOG_FORMAT"] = "\n".join(block)
+        return dict(values)
+    return dict(dotenv_values(env_file))
+
+
+def _directive_ended(text: str) -> bool:
+    """True once `text` has a `;` outside quotes and comments (nginx.conf's rules)."""
+    quote, i = "", 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#":
+            newline = text.find("\n", i)
+            i = len(text) if newline < 0 else newline
+            continue
+        elif ch == ";":
+            return True
+        i += 1
+    return False
 
 
 def _loose_permissions(path: Path, kind: str, is_dir: bool) -> str | None:
