@@ -145,6 +145,11 @@ _SHAPES = {
     "request_length": rb"\d+",
     "pipe": rb"[p.]",
 }
+# Variables of a known alphabet (whatever the escape): a class instead of a lazy scan is faster.
+_CLASSES = {
+    "remote_addr": rb"[0-9A-Za-z:.%-]*",  # an IPv4/IPv6 address (with a zone), "unix:", or nothing
+    "upstream_cache_status": rb"[A-Z]*|-",
+}
 # Any other variable, by escape: default writes `"`, `\`, bytes < 0x20 and >= 0x7f as \xXX (so no
 # raw quote), json writes `\"`, `\\`, \n \r \t \b \f and \u00XX (bytes >= 0x7f raw), none writes
 # the raw bytes. Quoted values are greedy (the closing quote ends them), bare ones lazy.
@@ -209,7 +214,7 @@ class LogFormat:
 
         def split(lines: Sequence[bytes]) -> tuple[list[Any], list[int]]:
             rows = list(map(fullmatch, lines))
-            if None not in rows:
+            if all(rows):  # a match is true, None false: cheaper than `None in rows`
                 return rows, []
             bad = [i for i, row in enumerate(rows) if row is None]
             return [row for row in rows if row is not None], bad
@@ -392,7 +397,7 @@ def _compile(fmt: LogFormat, fields: tuple[str, ...]) -> tuple[re.Pattern[bytes]
             inside_quotes ^= token.literal.count('"') % 2 == 1
             continue
         var = token.var or ""
-        shape = _SHAPES.get(var) or (quoted_value if inside_quotes else bare_value)
+        shape = _SHAPES.get(var) or _CLASSES.get(var) or (quoted_value if inside_quotes else bare_value)
         if var in fields and var not in groups:
             groups[var] = len(groups) + 1
             pattern += b"(" + shape + b")"
