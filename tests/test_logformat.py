@@ -249,3 +249,20 @@ def test_a_broken_directive_is_a_config_error_saying_what(pasted: str, expected:
 def test_upstream_times_sum_and_last_attempt(raw: bytes, expected: tuple[float | None, float | None]) -> None:
     total, last = upstream_times(raw)
     assert (total, last) == (pytest.approx(expected[0]) if expected[0] is not None else None, expected[1])
+
+
+def test_a_bare_format_that_starts_with_a_quote_is_not_taken_for_nginx_pieces() -> None:
+    assert resolve_format('"$request" $status').text == '"$request" $status'
+    assert resolve_format("'$request' '$status'").text == "$request$status"
+    assert resolve_format("'\"$request\" '\n  '$status';").text == '"$request" $status'
+
+
+def test_a_header_with_spaces_logged_unquoted_cannot_set_the_fields_after_it() -> None:
+    # CF-Ray and CF-Connecting-IP are sent by whoever reaches nginx; the edgecron preset logs them
+    # bare, so their spaces can mimic "li=1": the flag nginx wrote last is the one read.
+    line = (
+        b'203.0.113.5 - - [28/Nov/2026:14:41:00 +0000] "GET / HTTP/1.1" 200 1 "-" "ua" rt=0.001 urt="-" '
+        b'cs=HIT ray=abc li=1 cip=6.6.6.6 cip=203.0.113.9 li=1 x li=0 cc="max-age=3600"'
+    )
+    values = resolve_format("edgecron").parser(["logged_in", "upstream_cache_status", "sent_http_cache_control"])(line)
+    assert values == (b"0", b"HIT", b"max-age=3600")

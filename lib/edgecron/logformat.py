@@ -128,6 +128,8 @@ class ColumnParser:
 
 
 _VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+# Only single-quoted pieces: a bare string that starts with `"` is a format whose lines start with one.
+_QUOTED_PIECES = re.compile(r"(?:\s*'(?:[^'\\]|\\.)*')+\s*;?\s*", re.S)
 ESCAPES = ("default", "json", "none")
 # Variables the log module writes itself, never escaped (ngx_http_log_vars), and their shapes.
 # request_time may read "-" in logs written by other servers in nginx's format.
@@ -152,14 +154,13 @@ _CLASSES = {
 }
 # Any other variable, by escape: default writes `"`, `\`, bytes < 0x20 and >= 0x7f as \xXX (so no
 # raw quote), json writes `\"`, `\\`, \n \r \t \b \f and \u00XX (bytes >= 0x7f raw), none writes
-# the raw bytes. Quoted values are greedy (the closing quote ends them), bare ones lazy.
+# the raw bytes. Greedy: where a value could hold the text that follows it (a header with spaces
+# logged unquoted), it extends to the right, so the variables after it, often nginx's own (a
+# `map` flag such as $logged_in), read what nginx wrote for them, not what a client sent.
 _VALUES = {
-    "default": (rb'[^"]*', rb'[^"]*?'),
-    "json": (
-        rb'[^"\\\x00-\x1f]*(?:\\(?:["\\bfnrt/]|u[0-9A-Fa-f]{4})[^"\\\x00-\x1f]*)*',
-        rb'(?:[^"\\\x00-\x1f]|\\(?:["\\bfnrt/]|u[0-9A-Fa-f]{4}))*?',
-    ),
-    "none": (rb".*?", rb".*?"),
+    "default": rb'[^"]*',
+    "json": rb'[^"\\\x00-\x1f]*(?:\\(?:["\\bfnrt/]|u[0-9A-Fa-f]{4})[^"\\\x00-\x1f]*)*',
+    "none": rb".*",
 }
 
 
@@ -252,7 +253,7 @@ def resolve_format(text: str, *, escape: str = "", map_vars: Iterable[str] = ())
         name = "custom"
         if re.match(r"log_format\s", raw):
             fmt, said = _directive(raw, escape)
-        elif raw[:1] in ("'", '"'):
+        elif _QUOTED_PIECES.fullmatch(raw):  # '…' '…' as split over lines in nginx.conf
             fmt = "".join(_conf_words(raw, what="LOG_FORMAT"))
         else:
             fmt = raw
@@ -387,17 +388,15 @@ def _check_variables(tokens: Iterable[Token], *, map_vars: Sequence[str]) -> Non
 @functools.lru_cache(maxsize=32)
 def _compile(fmt: LogFormat, fields: tuple[str, ...]) -> tuple[re.Pattern[bytes], dict[str, int]]:
     """The whole-line regex and the group number of each of `fields` (its first occurrence)."""
-    quoted_value, bare_value = _VALUES[fmt.escape]
+    value = _VALUES[fmt.escape]
     pattern = b""
-    inside_quotes = False
     groups: dict[str, int] = {}
     for token in fmt.tokens:
         if token.literal is not None:
             pattern += re.escape(token.literal.encode())
-            inside_quotes ^= token.literal.count('"') % 2 == 1
             continue
         var = token.var or ""
-        shape = _SHAPES.get(var) or _CLASSES.get(var) or (quoted_value if inside_quotes else bare_value)
+        shape = _SHAPES.get(var) or _CLASSES.get(var) or value
         if var in fields and var not in groups:
             groups[var] = len(groups) + 1
             pattern += b"(" + shape + b")"
