@@ -15,6 +15,8 @@ from edgecron.logformat import (
     upstream_seconds,
     upstream_times,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 FIELDS = [
     "remote_addr",
@@ -266,3 +268,33 @@ def test_a_header_with_spaces_logged_unquoted_cannot_set_the_fields_after_it() -
     )
     values = resolve_format("edgecron").parser(["logged_in", "upstream_cache_status", "sent_http_cache_control"])(line)
     assert values == (b"0", b"HIT", b"max-age=3600")
+
+
+def nginx_escape_default(value: bytes) -> bytes:
+    """ngx_http_log_escape, from its table: ", \\, bytes < 0x20 and >= 0x7f as \\xXX (upper case)."""
+    return b"".join(b"\\x%02X" % b if b in b'"\\' or b < 0x20 or b >= 0x7F else bytes((b,)) for b in value)
+
+
+def nginx_escape_json(value: bytes) -> bytes:
+    """ngx_escape_json: \\" \\\\ \\n \\r \\t \\b \\f, other bytes < 0x20 as \\u00XX, the rest raw."""
+    named = {0x0A: b"\\n", 0x0D: b"\\r", 0x09: b"\\t", 0x08: b"\\b", 0x0C: b"\\f"}
+    out = []
+    for b in value:
+        if b in b'"\\':
+            out.append(b"\\" + bytes((b,)))
+        elif b < 0x20:
+            out.append(named.get(b, b"\\u00%02X" % b))
+        else:
+            out.append(bytes((b,)))
+    return b"".join(out)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.binary(max_size=40))
+def test_every_value_nginx_escapes_parses_and_decodes_back(value: bytes) -> None:
+    for escape, encode in (("default", nginx_escape_default), ("json", nginx_escape_json)):
+        written = encode(value)
+        fmt = resolve_format('$status "$http_user_agent" "$http_referer"', escape=escape)
+        parsed = fmt.parser(["http_user_agent", "http_referer"])(b'200 "' + written + b'" "' + written + b'"')
+        assert parsed == (written, written)
+        assert unescape(written, escape) == value
