@@ -164,3 +164,16 @@ def test_line_numbers_in_a_gzipped_rotated_file(tmp_path: Path) -> None:
     with gzip.open(rotated, "wb") as fh:
         fh.write(b"a\nbb\nccc\n")
     assert line_numbers([(str(rotated), 0), (str(rotated), 5), (str(tmp_path / "gone"), 0)]) == [1, 3, None]
+
+
+def test_cache_status_from_a_cf_cache_status_header_variable() -> None:
+    fmt = '$remote_addr [$time_local] "$request" $status cf=$upstream_http_cf_cache_status'
+    lines = [
+        b'198.51.100.1 [28/Nov/2026:14:41:00 +0000] "GET / HTTP/1.1" 200 cf=HIT',
+        b'198.51.100.1 [28/Nov/2026:14:41:00 +0000] "GET /a HTTP/1.1" 200 cf=DYNAMIC',
+        b'198.51.100.1 [28/Nov/2026:14:41:00 +0000] "GET /b HTTP/1.1" 200 cf=-',
+    ]
+    summary = summarize(lines, fmt)
+    assert summary.cache_var == "upstream_http_cf_cache_status"
+    assert summary.cache_status_counts() == {"HIT": 1, "DYNAMIC": 1, "-": 1}
+    assert summarize(lines[:1], "combined").cache_status_counts() is None  # the format cannot tell
