@@ -147,7 +147,8 @@ _SHAPES = {
     "request_length": rb"\d+",
     "pipe": rb"[p.]",
 }
-# Variables of a known alphabet (whatever the escape): a class instead of a lazy scan is faster.
+# Variables of a known alphabet (whatever the escape): matched by it, they cost less and cannot
+# take in the text that follows them.
 _CLASSES = {
     "remote_addr": rb"[0-9A-Za-z:.%-]*",  # an IPv4/IPv6 address (with a zone), "unix:", or nothing
     "upstream_cache_status": rb"[A-Z]*|-",
