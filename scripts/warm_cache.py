@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import sys
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
@@ -13,10 +12,12 @@ from urllib.parse import urljoin
 import _cli
 import typer
 from edgecron.config import Settings
+from edgecron.dropped import REASONS, DroppedUrls
 from edgecron.errors import ExitCode, InputError
 from edgecron.http import make_session
 from edgecron.runner import JobRun
-from edgecron.sitemap import SitemapReader
+from edgecron.safetext import visible
+from edgecron.sitemap import SitemapEntry, SitemapReader
 from edgecron.warm import (
     WarmOptions,
     WarmResult,
@@ -73,13 +74,13 @@ def warm(
         urls_handle = _open_urls_file(urls_file) if urls_file else None
     with _cli.job("warm", cfg, dry_run=dry_run, lock_wait=wait) as run:
         reader = SitemapReader.from_settings(make_session(), cfg, on_sitemap=lambda url: run.log("sitemap", url=url))
-        skipped: Counter[str] = Counter()
+        dropped = reader.report.dropped  # one count of drops: the reader's and the plan's
         sources = _sources(cfg, reader, sitemap=sitemap, urls_handle=urls_handle)
         planned = plan_urls(
-            sources, allowed_hosts=cfg.allowed_hosts, bypass_paths=cfg["BYPASS_PATHS"], skipped=skipped, limit=limit
+            sources, allowed_hosts=cfg.allowed_hosts, bypass_paths=cfg["BYPASS_PATHS"], dropped=dropped, limit=limit
         )
         if dry_run:
-            _dry_run(planned, reader=reader, skipped=skipped, run=run, cfg=cfg, json_out=json_out)
+            _dry_run(planned, reader=reader, run=run, cfg=cfg, json_out=json_out)
             return
         assert run.state is not None  # real runs always have the state database
         progress = _cli.Progress("warming")
@@ -88,22 +89,22 @@ def warm(
             planned, options=options, stop=run.stop, store=store, on_result=lambda r: progress.advance(note=r.url)
         )
         progress.close()
-        skipped.update(reader.report.skipped)  # <loc> off-host / too long, counted by the reader
         still_cold = _verify(run, options) if verify and not run.stop.is_set() else None
         run.counts = {
             "requested": summary.requested,
             **summary.outcomes,
-            **{f"skipped_{k}": v for k, v in skipped.items()},
+            **_dropped_counts(dropped),
             **({"still_not_cached": len(still_cold)} if still_cold is not None else {}),
         }
         problems = _finish_sources(reader, summary.requested, run)
         if not run.stop.is_set():
-            _check_something_planned(summary.requested, skipped, cfg.allowed_hosts)
+            _check_something_planned(summary.requested, dropped, cfg.allowed_hosts)
+        _warn_dropped(dropped)
         if summary.failure_rate > threshold or problems:
             run.exit_code = ExitCode.PROBLEMS
         _report(
             summary,
-            skipped=skipped,
+            dropped=dropped,
             problems=problems,
             still_cold=still_cold,
             json_out=json_out,
@@ -112,16 +113,31 @@ def warm(
         )
 
 
-def _dry_run(
-    planned: Iterator[str], *, reader: SitemapReader, skipped: Counter[str], run: JobRun, cfg: Settings, json_out: bool
-) -> None:
-    listed = _print_dry_run(planned, json_out=json_out)
-    skipped.update(reader.report.skipped)
-    run.counts = {"would_request": listed, **skipped}
+def _dry_run(planned: Iterator[str], *, reader: SitemapReader, run: JobRun, cfg: Settings, json_out: bool) -> None:
+    dropped = reader.report.dropped
+    listed = _print_dry_run(planned, dropped=dropped, json_out=json_out)
+    run.counts = {"would_request": listed, **_dropped_counts(dropped)}
     for message in _finish_sources(reader, listed, run):  # a real run would exit 1 on these too
         _cli.say(f"sitemap problem: {message}")
         run.exit_code = ExitCode.PROBLEMS
-    _check_something_planned(listed, skipped, cfg.allowed_hosts)
+    _check_something_planned(listed, dropped, cfg.allowed_hosts)
+    _warn_dropped(dropped)
+
+
+def _dropped_counts(dropped: DroppedUrls) -> dict[str, int]:
+    return {f"dropped_{reason}": count for reason, count in dropped.counts.items()}
+
+
+def _warn_dropped(dropped: DroppedUrls) -> None:
+    """One line on stderr, also under cron: the sitemap lists pages that will never be warmed (exit stays 0)."""
+    if not dropped.total:
+        return
+    first = dropped.first[0]
+    where = f", in {visible(first.sitemap)}" if first.sitemap else ""
+    _cli.say(
+        f"warning: {dropped.total} listed URLs will not be warmed: {dropped.summary()} "
+        f"(first: {visible(first.url)}: {REASONS[first.reason]}{where}); --json lists the first {dropped.KEEP}."
+    )
 
 
 def _verify(run: JobRun, options: WarmOptions) -> list[dict[str, object]]:
@@ -138,7 +154,9 @@ def _verify(run: JobRun, options: WarmOptions) -> list[dict[str, object]]:
     return still_cold
 
 
-def _sources(cfg: Settings, reader: SitemapReader, *, sitemap: list[str], urls_handle: TextIO | None) -> Iterator[str]:
+def _sources(
+    cfg: Settings, reader: SitemapReader, *, sitemap: list[str], urls_handle: TextIO | None
+) -> Iterator[str | SitemapEntry]:
     """URLs from --urls-file, else --sitemap, else SITEMAP_URLS, else robots.txt discovery."""
     if urls_handle is not None:
         yield from _read_urls_file(urls_handle, site_url=cfg.get("SITE_URL") or "")
@@ -146,8 +164,7 @@ def _sources(cfg: Settings, reader: SitemapReader, *, sitemap: list[str], urls_h
     sitemaps = list(sitemap) or list(cfg["SITEMAP_URLS"])
     if not sitemaps:
         sitemaps = reader.discover(cfg.require("SITE_URL"))
-    for entry in reader.iter_entries(sitemaps):
-        yield entry.url
+    yield from reader.iter_entries(sitemaps)
 
 
 def _open_urls_file(path: str) -> TextIO:
@@ -175,7 +192,7 @@ def _read_urls_file(handle: TextIO, *, site_url: str) -> Iterator[str]:
             yield item
 
 
-def _print_dry_run(planned: Iterator[str], *, json_out: bool) -> int:
+def _print_dry_run(planned: Iterator[str], *, dropped: DroppedUrls, json_out: bool) -> int:
     count = 0
     if json_out:
         sys.stdout.write('{"dry_run": true, "would_request": [')
@@ -185,18 +202,19 @@ def _print_dry_run(planned: Iterator[str], *, json_out: bool) -> int:
         else:
             _cli.out(f"[dry-run] GET {url}")
         count += 1
-    sys.stdout.write(f'], "count": {count}}}\n' if json_out else "")
+    if json_out:  # the drops are known once the listing is done
+        sys.stdout.write(f'], "count": {count}, "dropped": {_cli.json_text(dropped.as_dict())}}}\n')
     if not json_out:  # asked for explicitly, so shown under cron too
         _cli.say(f"[dry-run] {count} URLs would be requested; nothing was requested.")
     return count
 
 
-def _check_something_planned(planned: int, skipped: Counter[str], allowed_hosts: tuple[str, ...]) -> None:
-    """URLs were listed but every one was skipped: a host or path misconfiguration, not a quiet success."""
-    if planned == 0 and skipped:
+def _check_something_planned(planned: int, dropped: DroppedUrls, allowed_hosts: tuple[str, ...]) -> None:
+    """URLs were listed but every one was dropped: a host or path misconfiguration, not a quiet success."""
+    if planned == 0 and dropped.total:
         raise InputError(
             "no URL was warmed: every URL listed was skipped",
-            got=", ".join(f"{reason} {count}" for reason, count in skipped.items()),
+            got=dropped.summary(),
             expected=f"URLs on ALLOWED_HOSTS ({', '.join(allowed_hosts) or 'empty: set SITE_URL'}) outside BYPASS_PATHS",
         )
 
@@ -214,7 +232,7 @@ def _finish_sources(reader: SitemapReader, used: int, run: JobRun) -> list[str]:
 def _report(
     summary: WarmSummary,
     *,
-    skipped: Counter[str],
+    dropped: DroppedUrls,
     problems: list[str],
     still_cold: list[dict[str, object]] | None,
     json_out: bool,
@@ -230,13 +248,13 @@ def _report(
                     "outcomes": dict(summary.outcomes),
                     "cache_status": dict(summary.cache_statuses),
                     "data_centres": dict(summary.data_centres),
-                    "skipped": dict(skipped),
                     "failure_rate": round(summary.failure_rate, 4),
                     "interrupted": summary.interrupted,
                 },
                 "failures": failed,
                 "slowest": [r.as_dict() for r in summary.slowest],
                 "sitemap_problems": problems,
+                "dropped": dropped.as_dict(),
                 "still_not_cached": still_cold,
             }
         )
@@ -249,7 +267,7 @@ def _report(
         _cli.out(
             _cli.table(
                 [(k, v) for k, v in summary.outcomes.most_common()]
-                + [(f"skipped: {k}", v) for k, v in skipped.items()],
+                + [(f"dropped: {REASONS[k]}", v) for k, v in dropped.counts.items()],
                 ["outcome", "URLs"],
             )
         )

@@ -104,7 +104,9 @@ def test_warm_dry_run_json_is_valid_json_with_hostile_sitemap_urls(
     )
     assert result.returncode == 0, result.stderr
     assert_inert(result.stdout, result.stderr)
-    assert json.loads(result.stdout) == {"dry_run": True, "would_request": [f"{base}/clean"], "count": 1}
+    doc = json.loads(result.stdout)
+    assert (doc["would_request"], doc["count"]) == ([f"{base}/clean"], 1)
+    assert doc["dropped"]["counts"] == {"invalid": 3}  # listed with their sitemap, escaped like every string
 
 
 # --- feed item URL → outbox → purge outbox / jobs.py status -------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,6 +19,7 @@ import pytest
 import requests
 import urllib3
 from edgecron.config import load_settings
+from edgecron.dropped import DroppedUrls
 from edgecron.errors import InputError
 from edgecron.feed import HttpSource, Position, RawRecord, Validator
 from edgecron.http import host_allowed, make_session, open_checked
@@ -101,7 +101,7 @@ def test_sitemap_loc_and_index_child_are_refused(allowed: LoopbackSite, internal
     reader = SitemapReader(make_session(retries=0), allowed_hosts=ALLOWED, timeout=5)
     entries = [e.url for e in reader.iter_entries([allowed.url("/index.xml")])]
     assert entries == [allowed.url("/ok")]
-    assert reader.report.skipped == {"unsafe-url": 2}
+    assert reader.report.dropped.counts == {"invalid": 2}
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
@@ -130,9 +130,9 @@ def test_feed_item_url_is_rejected_and_never_rewarmed(allowed: LoopbackSite, int
     item = {"id": "1", "url": smuggle(allowed), "updated_at": "2026-12-01T00:00:00Z", "title": "t", "body": "b"}
     rejected = validator.check(RawRecord(Position(1), item))
     assert getattr(rejected, "field", None) == "url"
-    skipped: Counter[str] = Counter()  # the re-warm of changed items (and purge --warm) plans with this
-    assert list(plan_urls([smuggle(allowed)], allowed_hosts=ALLOWED, bypass_paths=(), skipped=skipped)) == []
-    assert skipped == Counter({"unsafe-url": 1})
+    dropped = DroppedUrls()  # the re-warm of changed items (and purge --warm) plans with this
+    assert list(plan_urls([smuggle(allowed)], allowed_hosts=ALLOWED, bypass_paths=(), dropped=dropped)) == []
+    assert dropped.counts == {"invalid": 1}
 
 
 def test_warm_request_is_refused_even_when_not_planned(allowed: LoopbackSite, internal: LoopbackSite) -> None:
@@ -160,8 +160,8 @@ def test_warm_script_end_to_end_never_reaches_the_internal_host(
         fh.write(f"SITE_URL=http://127.0.0.1:{allowed.port}\nWARM_RATE=0\n")
     proc = run_script("warm_cache.py", "--sitemap", allowed.url("/s.xml"), "--json")
     assert proc.returncode == 0, proc.stderr
-    summary = json.loads(proc.stdout)["summary"]
-    assert summary["requested"] == 1 and summary["skipped"] == {"unsafe-url": 1}
+    doc = json.loads(proc.stdout)
+    assert doc["summary"]["requested"] == 1 and doc["dropped"]["counts"] == {"invalid": 1}
 
 
 def test_purge_script_urls_warm_end_to_end_never_reaches_the_internal_host(
@@ -270,7 +270,7 @@ def test_allowed_hosts_with_an_ipv6_literal_matches(tmp_path: Path) -> None:
     try:
         site.routes["/v6"] = Route(body=b"six")
         planned = list(
-            plan_urls([site.url("/v6")], allowed_hosts=cfg.allowed_hosts, bypass_paths=(), skipped=Counter())
+            plan_urls([site.url("/v6")], allowed_hosts=cfg.allowed_hosts, bypass_paths=(), dropped=DroppedUrls())
         )
         result = Warmer(WarmOptions(rate=0, allowed_hosts=cfg.allowed_hosts)).fetch_one(planned[0])
         assert (result.outcome, result.bytes) == ("not-cacheable", 3)

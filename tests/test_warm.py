@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import urllib3
+from edgecron.dropped import DroppedUrls
 from edgecron.state import open_state
 from edgecron.warm import (
     RateLimiter,
@@ -96,7 +97,7 @@ def test_classify(status: int, hdrs: dict[str, str], expected: tuple[str, str | 
 
 
 def test_plan_urls_filters_and_counts() -> None:
-    skipped: Counter[str] = Counter()
+    dropped = DroppedUrls()
     urls = [
         "https://www.example.com/a",
         "https://WWW.EXAMPLE.COM/b",  # host compared case-insensitively
@@ -109,7 +110,7 @@ def test_plan_urls_filters_and_counts() -> None:
         "https://www.example.com/c",
     ]
     planned = list(
-        plan_urls(urls, allowed_hosts=["www.example.com"], bypass_paths=["/admin", "/cart"], skipped=skipped)
+        plan_urls(urls, allowed_hosts=["www.example.com"], bypass_paths=["/admin", "/cart"], dropped=dropped)
     )
     assert planned == [
         "https://www.example.com/a",
@@ -117,7 +118,7 @@ def test_plan_urls_filters_and_counts() -> None:
         "https://www.example.com/a?page=2",
         "https://www.example.com/c",
     ]
-    assert skipped == Counter({"off-host": 2, "bypass-path": 2, "duplicate": 1})
+    assert dropped.counts == Counter({"off-host": 1, "invalid": 1, "bypass-path": 2, "duplicate": 1})
 
 
 def test_plan_urls_limit_stops_reading_the_source() -> None:
@@ -128,7 +129,9 @@ def test_plan_urls_limit_stops_reading_the_source() -> None:
             pulled.append(i)
             yield f"https://www.example.com/p{i}"
 
-    planned = list(plan_urls(source(), allowed_hosts=["www.example.com"], bypass_paths=[], skipped=Counter(), limit=3))
+    planned = list(
+        plan_urls(source(), allowed_hosts=["www.example.com"], bypass_paths=[], dropped=DroppedUrls(), limit=3)
+    )
     assert len(planned) == 3
     assert len(pulled) <= 4  # lazily: a million-URL sitemap is not read to warm three
 

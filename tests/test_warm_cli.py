@@ -132,7 +132,7 @@ def test_only_allowed_hosts_are_fetched(warm, httpserver: HTTPServer, httpserver
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["summary"]["requested"] == 1
-    assert doc["summary"]["skipped"] == {"off-host": 2}
+    assert doc["dropped"]["counts"] == {"off-host": 1, "invalid": 1}
     assert httpserver_ipv4.log == []
     assert requested_paths(httpserver) == ["/a"]
 
@@ -153,7 +153,7 @@ def test_bypass_paths_and_duplicates_are_skipped_and_counted(warm, httpserver: H
     proc = warm("--urls-file", "-", "--json", input="\n".join(lines), env={"BYPASS_PATHS": "/admin,/cart,/private"})
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc["summary"]["skipped"] == {"bypass-path": 3, "duplicate": 2}
+    assert doc["dropped"]["counts"] == {"bypass-path": 3, "duplicate": 2}
     assert sorted(requested_paths(httpserver)) == ["/a", "/b"]
 
 
@@ -295,7 +295,12 @@ def test_dry_run_json(warm, httpserver: HTTPServer) -> None:
     httpserver.expect_request("/s.xml").respond_with_data(urlset([*pages, pages[0]]))
     proc = warm("--dry-run", "--json", "--sitemap", httpserver.url_for("/s.xml"))
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == {"dry_run": True, "would_request": pages, "count": 3}
+    dropped = {
+        "total": 1,
+        "counts": {"duplicate": 1},
+        "first": [{"url": pages[0], "reason": "duplicate", "sitemap": httpserver.url_for("/s.xml")}],
+    }
+    assert json.loads(proc.stdout) == {"dry_run": True, "would_request": pages, "count": 3, "dropped": dropped}
 
 
 def test_limit(warm, workdir: Path, httpserver: HTTPServer) -> None:
@@ -311,14 +316,13 @@ def test_json_document_shape(warm, site: DemoSite) -> None:
     proc = warm("--json", env={"SITE_URL": site.url})
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert set(doc) == {"summary", "failures", "slowest", "sitemap_problems", "still_not_cached"}
+    assert set(doc) == {"summary", "failures", "slowest", "sitemap_problems", "dropped", "still_not_cached"}
     summary = doc["summary"]
     assert set(summary) == {
         "requested",
         "outcomes",
         "cache_status",
         "data_centres",
-        "skipped",
         "failure_rate",
         "interrupted",
     }
@@ -327,7 +331,7 @@ def test_json_document_shape(warm, site: DemoSite) -> None:
     assert summary["outcomes"] == {"filled": 12, "not-cacheable": 1}
     assert summary["cache_status"] == {"MISS": 12, "DYNAMIC": 1}
     assert summary["data_centres"] == {"FRA": 13}  # the demo site's cf-ray suffix
-    assert summary["skipped"] == {"bypass-path": 1}
+    assert doc["dropped"]["counts"] == {"bypass-path": 1}
     assert summary["failure_rate"] == 0 and summary["interrupted"] is False
     assert doc["failures"] == [] and doc["sitemap_problems"] == [] and doc["still_not_cached"] is None
     assert {"url", "outcome", "http_status", "cache_status", "age", "cf_ray", "elapsed_ms", "bytes"} <= set(
@@ -356,9 +360,97 @@ def test_a_hostile_cf_ray_is_counted_as_unknown_and_never_printed(warm, httpserv
         assert "\x1b" not in output and "owned" not in output
 
 
-def test_silent_under_cron_on_success(warm, site: DemoSite) -> None:
-    proc = warm(env={"SITE_URL": site.url})
+def test_silent_under_cron_on_success(warm, httpserver: HTTPServer) -> None:
+    for i in range(3):
+        httpserver.expect_request(f"/p{i}").respond_with_data("x")
+    pages = [httpserver.url_for(f"/p{i}") for i in range(3)]
+    httpserver.expect_request("/sitemap.xml").respond_with_data(urlset(pages))
+    proc = warm("--sitemap", httpserver.url_for("/sitemap.xml"))
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    assert len(requested_paths(httpserver)) == 4
+
+
+def test_a_sitemap_listing_a_bypass_path_is_one_warning_under_cron(warm, workdir: Path, site: DemoSite) -> None:
+    """The demo site lists /account (a BYPASS_PATHS page) in its sitemap: warmed without it, exit 0,
+    and one line that reaches cron mail and the event log (hence the ping body)."""
+    proc = warm(env={"SITE_URL": site.url})
+    assert (proc.returncode, proc.stdout) == (0, ""), proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("warning: 1 listed URLs will not be warmed: bypass path 1 ")
+    assert f"{site.url}/account" in line and f"{site.url}/sitemap-pages.xml" in line
+    events = [json.loads(e) for e in (workdir / "state" / "logs" / "warm.jsonl").read_text().splitlines()]
+    assert [e["text"] for e in events if e["event"] == "said"] == [line]
+
+
+def test_every_drop_reason_is_counted_once_and_listed(
+    warm, httpserver: HTTPServer, httpserver_ipv4: HTTPServer
+) -> None:
+    base = httpserver.url_for("").rstrip("/")
+    other = httpserver_ipv4.url_for("/x.xml")  # 127.0.0.1: not an allowed host
+    httpserver.expect_request("/a").respond_with_data("x", headers={"cf-cache-status": "HIT"})
+    httpserver.expect_request("/sitemap.xml").respond_with_data(
+        f'<sitemapindex xmlns="{NS}"><sitemap><loc>{other}</loc></sitemap>'
+        f"<sitemap><loc>{base}/pages.xml</loc></sitemap><sitemap><loc>{base}/list.txt</loc></sitemap></sitemapindex>"
+    )
+    long_url = f"{base}/{'l' * 2100}"
+    httpserver.expect_request("/pages.xml").respond_with_data(
+        urlset(
+            [
+                f"{base}/a",
+                f"{base}/a",
+                "https://evil.example/x",
+                long_url,
+                f"{base}/cart/1",
+                f"{base}/a?token=s3cr3t-value",
+            ]
+        )
+    )
+    httpserver.expect_request("/list.txt").respond_with_data(f"{base}/a\nnot a url\n")
+    proc = warm("--sitemap", httpserver.url_for("/sitemap.xml"), "--json")
+    assert proc.returncode == 0, proc.stderr  # warming worked: drops alone do not fail a run
+    doc = json.loads(proc.stdout)
+    assert doc["summary"]["requested"] == 2
+    dropped = doc["dropped"]
+    assert dropped["counts"] == {
+        "off-host-child": 1,
+        "duplicate": 2,
+        "off-host": 1,
+        "too-long": 1,
+        "bypass-path": 1,
+        "invalid": 1,
+    }
+    assert dropped["total"] == 7 == len(dropped["first"])
+    by_reason = {item["reason"]: item for item in dropped["first"]}
+    assert by_reason["off-host-child"] == {"url": other, "reason": "off-host-child", "sitemap": f"{base}/sitemap.xml"}
+    assert by_reason["invalid"] == {"url": "not a url", "reason": "invalid", "sitemap": f"{base}/list.txt"}
+    assert by_reason["too-long"]["url"].startswith(long_url[:300]) and len(by_reason["too-long"]["url"]) < 400
+    assert by_reason["bypass-path"]["sitemap"] == f"{base}/pages.xml"
+    assert httpserver_ipv4.log == []
+    [line] = proc.stderr.splitlines()
+    assert "off-host 1, invalid 1, too long 1, duplicate 2, bypass path 1, off-host child 1" in line
+
+
+def test_dropped_urls_are_redacted_and_capped_at_100(warm, httpserver: HTTPServer) -> None:
+    base = httpserver.url_for("").rstrip("/")
+    httpserver.expect_request("/a").respond_with_data("x")
+    listed = [f"{base}/a"] + [f"https://evil.example/p{i}?api_key=leaked-key-{i}" for i in range(150)]
+    httpserver.expect_request("/sitemap.xml").respond_with_data(urlset(listed))
+    proc = warm("--sitemap", httpserver.url_for("/sitemap.xml"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    dropped = json.loads(proc.stdout)["dropped"]
+    assert dropped["counts"] == {"off-host": 150} and len(dropped["first"]) == 100
+    assert dropped["first"][99]["url"] == "https://evil.example/p99?api_key=***"
+    assert "leaked-key" not in proc.stdout + proc.stderr
+
+
+def test_a_dry_run_warns_about_drops_too(warm, httpserver: HTTPServer) -> None:
+    base = httpserver.url_for("").rstrip("/")
+    httpserver.expect_request("/sitemap.txt").respond_with_data(f"{base}/a\n{base}/a\n<junk>\n")
+    proc = warm("--dry-run", "--sitemap", httpserver.url_for("/sitemap.txt"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"[dry-run] GET {base}/a"]
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "invalid 1, duplicate 1" in warnings[0]
 
 
 def test_failures_go_to_stderr_under_cron(warm, httpserver: HTTPServer) -> None:

@@ -5,29 +5,46 @@ decompressed size capped, index depth capped, loops skipped, every `<loc>` and c
 through the URL policy (`urls.py`: allowed hosts only, nothing two parsers read differently), at
 most `max_urls` per file, `<loc>` under 2,048 characters, and each download within the timeout
 (WARM_TIMEOUT: the whole response, not each read). Problems with one sitemap are collected and
-reading goes on with the others; the caller decides whether nothing-at-all is fatal.
+reading goes on with the others; the caller decides whether nothing-at-all is fatal. Every listed
+URL that is not taken is counted in `report.dropped` with its reason.
+
+A page is the `<loc>` that is a direct child of `<url>` (an index child: of `<sitemap>`) in the
+sitemap namespace or none: image, video, news and hreflang extensions (`image:loc`,
+`video:content_loc`, `xhtml:link`, any foreign element, even one named `loc`) are not pages.
+XML is read with pyexpat directly (a depth counter, three element names; ~3x ElementTree's
+iterparse), fed at least as many new bytes as expat holds for an unfinished token: expat before
+2.6 re-scans that token on every feed (CVE-2023-52425), quadratic for a 40 MiB comment.
 """
 
 from __future__ import annotations
 
-import io
+import pyexpat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
-from xml.etree.ElementTree import ParseError
 
-import defusedxml.ElementTree as SafeET
 import requests
-from defusedxml.common import DefusedXmlException, DTDForbidden
 
 from .config import Settings
+from .dropped import DroppedUrls
 from .errors import EdgecronError, InputError, UpstreamUnavailable
 from .http import fetch_capped
 from .urls import UrlPolicy, UrlRefused
 
 MAX_LOC_CHARS = 2048
-# UrlRefused.reason -> the skip counter shown to the operator
-SKIP_REASONS = {"not-http": "loc-not-absolute", "off-host": "off-host", "unsafe-url": "unsafe-url"}
+SITEMAP_NS = "http://www.sitemaps.org/schemas/sitemap/0.9"
+# The protocol's namespace, none, and the spellings generators have shipped (https, Google's 0.84).
+SITEMAP_NAMESPACES = (
+    "",
+    SITEMAP_NS,
+    "https://www.sitemaps.org/schemas/sitemap/0.9",
+    "http://www.google.com/schemas/sitemap/0.84",
+)
+NS_SEP = " "  # expat reports "namespace local"; a namespace URI holds no space
+MIN_FEED = 1 << 20  # bytes per expat Parse() call at least: few calls, and each far larger than a URL entry
+# A text sitemap whose first lines hold no URL is something else (an error page, JSON, a typo'd path).
+TEXT_PROBE_LINES = 50
+NO_LOC = "(no <loc>)"
 
 
 @dataclass(frozen=True)
@@ -41,33 +58,120 @@ class SitemapEntry:
 class SitemapReport:
     sitemaps_read: int = 0
     urls_seen: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    dropped: DroppedUrls = field(default_factory=DroppedUrls)
     problems: list[EdgecronError] = field(default_factory=list)
 
-    def skip(self, reason: str) -> None:
-        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+class _SitemapXml:
+    """expat handlers for one file: which `<loc>`/`<lastmod>` belong to which entry, nothing else.
+
+    Depth 1 is the root, 2 an entry (`url` or `sitemap`), 3 its `loc`/`lastmod`; any other element,
+    at any depth, is skipped by name. Text is collected only inside a wanted element (the handler
+    is installed on its start and removed on its end, so whitespace elsewhere costs nothing).
+    """
+
+    def __init__(self, parser: pyexpat.XMLParserType, *, url: str) -> None:
+        self.parser = parser
+        self.url = url
+        self.kind: str | None = None  # "url" (a urlset) or "sitemap" (an index), once the root is read
+        self.entry_name = self.loc_name = self.lastmod_name = ""
+        self.depth = 0
+        self.in_entry = False
+        self.loc: str | None = None
+        self.lastmod: str | None = None
+        self.text: list[str] | None = None  # the text of the wanted element being read
+        self.reading_loc = False
+        self.mixed = False  # an element inside <loc>: not a URL
+        self.found: list[tuple[str | None, str | None]] = []
+        parser.StartElementHandler = self.start
+        parser.EndElementHandler = self.end
+
+    def start(self, name: str, attrs: object) -> None:
+        depth = self.depth = self.depth + 1
+        if depth == 3:
+            if self.in_entry and (name == self.loc_name or name == self.lastmod_name):
+                self.reading_loc = name == self.loc_name
+                self.text = []
+                self.parser.CharacterDataHandler = self.text.append
+        elif depth == 2:
+            if name == self.entry_name:
+                self.in_entry = True
+                self.loc = self.lastmod = None
+        elif depth == 1:
+            self.root(name)
+        elif self.text is not None:
+            self.mixed = True
+            self.parser.CharacterDataHandler = None
+
+    def end(self, name: str) -> None:
+        depth = self.depth
+        self.depth = depth - 1
+        if depth == 3:
+            if self.text is not None:
+                value = "".join(self.text).strip()
+                if not self.reading_loc:
+                    self.lastmod = value or None
+                elif self.loc is None:  # a second <loc> in one entry is not a second page
+                    self.loc = "" if self.mixed else value
+                self.parser.CharacterDataHandler = None
+                self.text = None
+                self.mixed = False
+        elif depth == 2 and self.in_entry:
+            self.found.append((self.loc, self.lastmod))
+            self.in_entry = False
+
+    def root(self, name: str) -> None:
+        namespace, _, local = name.rpartition(NS_SEP)
+        if namespace not in SITEMAP_NAMESPACES or local not in ("urlset", "sitemapindex"):
+            raise InputError(
+                f"sitemap {self.url} is not a sitemap" + (" (it is an HTML page)" if local.lower() == "html" else ""),
+                got=f"<{local}>" + (f" in namespace {namespace}" if namespace else ""),
+                expected=f"<urlset> or <sitemapindex> in namespace {SITEMAP_NS} or none (check SITEMAP_URLS)",
+            )
+        self.kind = "url" if local == "urlset" else "sitemap"
+        prefix = namespace + NS_SEP if namespace else ""
+        self.entry_name, self.loc_name, self.lastmod_name = (prefix + self.kind, prefix + "loc", prefix + "lastmod")
+        intern = self.parser.intern  # expat hands back these very objects: name comparisons are identity
+        for wanted in (self.entry_name, self.loc_name, self.lastmod_name):
+            intern.setdefault(wanted, wanted)
+        self.entry_name, self.loc_name, self.lastmod_name = (
+            intern[self.entry_name],
+            intern[self.loc_name],
+            intern[self.lastmod_name],
+        )
 
 
-class _ChunkReader(io.RawIOBase):
-    """File-like view over an iterator of byte chunks, so iterparse can stream from the network."""
+def _refuse_doctype(name: str, sysid: str | None, pubid: str | None, has_internal_subset: bool) -> None:
+    raise _Doctype(name or "")
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = b""
 
-    def readable(self) -> bool:
-        return True
+def _refuse_entity(name: str, *args: object) -> None:
+    raise _Entities(name or "")
 
-    def readinto(self, target) -> int:
-        while not self._buffer:
-            try:
-                self._buffer = next(self._chunks)
-            except StopIteration:
-                return 0
-        n = min(len(target), len(self._buffer))
-        target[:n] = self._buffer[:n]
-        self._buffer = self._buffer[n:]
-        return n
+
+def _refuse_external(context: str, base: str | None, sysid: str | None, pubid: str | None) -> int:
+    raise _Entities(sysid or "")
+
+
+class _Doctype(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+class _Entities(Exception):
+    pass
+
+
+def _safe_parser() -> pyexpat.XMLParserType:
+    """An expat parser that refuses DOCTYPE, ENTITY declarations and external references (as defusedxml does)."""
+    parser = pyexpat.ParserCreate(namespace_separator=NS_SEP)
+    parser.StartDoctypeDeclHandler = _refuse_doctype
+    parser.EntityDeclHandler = _refuse_entity
+    parser.UnparsedEntityDeclHandler = _refuse_entity
+    parser.ExternalEntityRefHandler = _refuse_external
+    parser.buffer_text = True  # one text call per element, not one per internal buffer
+    return parser
 
 
 class SitemapReader:
@@ -143,7 +247,6 @@ class SitemapReader:
 
     def _read(self, url: str, *, depth: int) -> Iterator[SitemapEntry]:
         if url in self._visited:
-            self.report.skip("sitemap-loop")
             self.report.problems.append(
                 InputError(f"sitemap {url} is listed again (a loop)", expected="each sitemap listed once")
             )
@@ -189,80 +292,100 @@ class SitemapReader:
     def _parse_xml(
         self, url: str, chunks: Iterator[bytes], *, head: bytes = b""
     ) -> Iterator[tuple[str, str, str | None]]:
+        parser = _safe_parser()
+        xml = _SitemapXml(parser, url=url)
         count = 0
-        root_kind = None
-        loc: str | None = None
-        lastmod: str | None = None
-        try:
-            events = SafeET.iterparse(_ChunkReader(chunks), events=("start", "end"), forbid_dtd=True)
-            for event, elem in events:
-                tag = elem.tag.rsplit("}", 1)[-1].lower()  # tolerate a missing namespace
-                if root_kind is None:
-                    if tag not in ("urlset", "sitemapindex"):
-                        raise InputError(
-                            f"sitemap {url} is not a sitemap" + (" (it is an HTML page)" if tag == "html" else ""),
-                            got=f"<{tag}>",
-                            expected="<urlset> or <sitemapindex> (check SITEMAP_URLS)",
-                        )
-                    root_kind = "sitemap" if tag == "sitemapindex" else "url"
+        pending: list[bytes] = []
+        size = fed = 0
+        final = False
+        while not final:
+            chunk = next(chunks, None)
+            final = chunk is None
+            if chunk is not None:
+                pending.append(chunk)
+                size += len(chunk)
+                # expat < 2.6 re-scans an unfinished token on each call: give it at least as much new
+                # data as it holds back, so the total re-scanning stays linear (CVE-2023-52425).
+                held = fed - max(parser.CurrentByteIndex, 0)
+                if size < MIN_FEED or size < held:
                     continue
-                if event == "start":
+            data = b"".join(pending)
+            pending.clear()
+            fed, size = fed + len(data), 0
+            failure: EdgecronError | None = None
+            try:
+                parser.Parse(data, final)
+            except EdgecronError as err:  # the root is not a sitemap (raised by a handler)
+                failure = err
+            except _Doctype as exc:
+                what = "is an HTML page" if exc.name.lower() == "html" else "declares a DOCTYPE"
+                failure = InputError(
+                    f"sitemap {url} {what}",
+                    got=f"<!DOCTYPE {exc.name}>",
+                    expected="a sitemap without DOCTYPE or ENTITY declarations (refused for safety)",
+                )
+            except _Entities as exc:
+                failure = InputError(
+                    f"sitemap {url} uses XML entities", got=str(exc), expected="plain XML (entities refused for safety)"
+                )
+            except pyexpat.ExpatError as exc:
+                failure = self._not_xml(url, exc, head=head, root_read=xml.kind is not None)
+            found, xml.found = xml.found, []
+            for loc, lastmod in found:  # what was read before a failure is kept
+                entry = self._accept(url, loc, child=xml.kind == "sitemap")
+                if entry is None:
                     continue
-                if tag == "loc":
-                    loc = (elem.text or "").strip()
-                elif tag == "lastmod":
-                    lastmod = (elem.text or "").strip() or None
-                elif tag in ("url", "sitemap"):
-                    if loc:
-                        entry = self._accept(url, loc)
-                        if entry is not None:
-                            count += 1
-                            if count > self.max_urls:
-                                self._too_many(url)
-                                return
-                            yield root_kind, entry, lastmod
-                    loc, lastmod = None, None
-                    elem.clear()
-        except DTDForbidden as exc:
-            what = "is an HTML page" if (exc.name or "").lower() == "html" else "declares a DOCTYPE"
-            raise InputError(
-                f"sitemap {url} {what}",
-                got=f"<!DOCTYPE {exc.name}>",
-                expected="a sitemap without DOCTYPE or ENTITY declarations (refused for safety)",
-            ) from None
-        except DefusedXmlException as exc:
-            raise InputError(
-                f"sitemap {url} uses XML entities",
-                got=type(exc).__name__,
-                expected="plain XML (entities refused for safety)",
-            ) from None
-        except ParseError as exc:
-            if root_kind is None and head.lower().startswith((b"<!doctype html", b"<html")):
-                raise InputError(
-                    f"sitemap {url} is an HTML page",
-                    got=head[:40].decode("utf-8", "replace"),
-                    expected="<urlset> or <sitemapindex> (check SITEMAP_URLS)",
-                ) from None
-            raise InputError(
-                f"sitemap {url} is not well-formed XML",
-                got=str(exc),
-                expected="a complete <urlset> or <sitemapindex> document; URLs before the error were kept",
-            ) from None
-        if root_kind is None:
-            raise InputError(f"sitemap {url} is empty", expected="a <urlset> or <sitemapindex> document")
+                count += 1
+                if count > self.max_urls:
+                    self._too_many(url)
+                    return
+                yield xml.kind or "url", entry, lastmod
+            if failure is not None:
+                raise failure
+
+    @staticmethod
+    def _not_xml(url: str, exc: pyexpat.ExpatError, *, head: bytes, root_read: bool) -> InputError:
+        if not root_read and head.lower().startswith((b"<!doctype html", b"<html")):
+            return InputError(
+                f"sitemap {url} is an HTML page",
+                got=head[:40].decode("utf-8", "replace"),
+                expected="<urlset> or <sitemapindex> (check SITEMAP_URLS)",
+            )
+        if not root_read and exc.code == pyexpat.errors.codes[pyexpat.errors.XML_ERROR_NO_ELEMENTS]:
+            return InputError(f"sitemap {url} is empty", expected="a <urlset> or <sitemapindex> document")
+        return InputError(
+            f"sitemap {url} is not well-formed XML",
+            got=str(exc),
+            expected="a complete <urlset> or <sitemapindex> document; URLs before the error were kept",
+        )
 
     def _parse_text(self, url: str, chunks: Iterator[bytes]) -> Iterator[tuple[str, str, str | None]]:
+        """One URL per line; a line that is not one is dropped as invalid (too long: too-long).
+
+        Until the first URL line the file may be something else: junk is held back, and a file
+        whose first TEXT_PROBE_LINES lines (or all of them) hold no URL is refused as a whole.
+        """
         count = 0
-        for raw in _lines(chunks, max_line=4 * MAX_LOC_CHARS, what=f"sitemap {url}"):
+        held_back: list[tuple[str, str]] = []  # (reason, line) before the first URL line
+        listing = False
+        for raw, too_long in _lines(chunks, max_line=4 * MAX_LOC_CHARS):
             line = raw.decode("utf-8", "replace").strip().lstrip("\ufeff")
             if not line or line.startswith("#"):
                 continue
-            if not line.startswith(("http://", "https://")):
-                raise InputError(
-                    f"sitemap {url} is neither XML nor a plain-text URL list",
-                    got=line[:80],
-                    expected="<urlset>/<sitemapindex> XML or one absolute URL per line",
-                )
+            if too_long or not line[:8].lower().startswith(("http://", "https://")):
+                reason = "too-long" if too_long else "invalid"
+                if listing:
+                    self.report.dropped.add(reason, line, sitemap=url)
+                    continue
+                held_back.append((reason, line))
+                if too_long or len(held_back) >= TEXT_PROBE_LINES:
+                    raise self._not_a_list(url, held_back)
+                continue
+            if not listing:
+                listing = True
+                for reason, junk in held_back:
+                    self.report.dropped.add(reason, junk, sitemap=url)
+                held_back.clear()
             entry = self._accept(url, line)
             if entry is None:
                 continue
@@ -271,6 +394,17 @@ class SitemapReader:
                 self._too_many(url)
                 return
             yield "url", entry, None
+        if held_back:
+            raise self._not_a_list(url, held_back)
+
+    @staticmethod
+    def _not_a_list(url: str, held_back: list[tuple[str, str]]) -> InputError:
+        reason, first = held_back[0]
+        return InputError(
+            f"sitemap {url} is neither XML nor a plain-text URL list",
+            got=f"a line longer than {4 * MAX_LOC_CHARS} bytes" if reason == "too-long" else first[:80],
+            expected="<urlset>/<sitemapindex> XML or one absolute URL per line",
+        )
 
     def _too_many(self, url: str) -> None:
         self.report.problems.append(
@@ -280,14 +414,18 @@ class SitemapReader:
             )
         )
 
-    def _accept(self, sitemap_url: str, loc: str) -> str | None:
+    def _accept(self, sitemap_url: str, loc: str | None, *, child: bool = False) -> str | None:
+        """The URL to use, or None with the drop counted (`child`: an index's child sitemap)."""
+        if not loc:
+            self.report.dropped.add("invalid", NO_LOC, sitemap=sitemap_url)
+            return None
         if len(loc) >= MAX_LOC_CHARS:
-            self.report.skip("loc-too-long")
+            self.report.dropped.add("too-long", loc, sitemap=sitemap_url)
             return None
         try:
             url = self.policy.check(loc)
         except UrlRefused as refused:
-            self.report.skip(SKIP_REASONS[refused.reason])
+            self.report.dropped.refused(refused, loc, sitemap=sitemap_url, child=child)
             return None
         self.report.urls_seen += 1
         return url
@@ -299,19 +437,28 @@ def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     yield from rest
 
 
-def _lines(chunks: Iterator[bytes], *, max_line: int, what: str) -> Iterator[bytes]:
+def _lines(chunks: Iterator[bytes], *, max_line: int) -> Iterator[tuple[bytes, bool]]:
+    """(line, False) for each line; (its first `max_line` bytes, True) for a longer one, the rest
+    skipped as it arrives: the buffer never holds more than one chunk and `max_line` bytes."""
     pending = b""
+    skipping = False
     for chunk in chunks:
+        if skipping:
+            end = chunk.find(b"\n")
+            if end < 0:
+                continue
+            skipping = False
+            chunk = chunk[end + 1 :]
         pending += chunk
         *complete, pending = pending.split(b"\n")
-        yield from complete
+        for line in complete:
+            yield (line[:max_line], True) if len(line) > max_line else (line, False)
         if len(pending) > max_line:  # no URL is this long; stop before the buffer grows quadratically
-            raise InputError(
-                f"{what} has a line longer than {max_line} bytes",
-                expected="one absolute URL (under 2,048 characters) per line",
-            )
-    if pending:
-        yield pending
+            yield pending[:max_line], True
+            pending = b""
+            skipping = True
+    if pending and not skipping:
+        yield (pending[:max_line], True) if len(pending) > max_line else (pending, False)
 
 
-__all__ = ["SitemapEntry", "SitemapReader", "SitemapReport", "UpstreamUnavailable"]
+__all__ = ["SITEMAP_NS", "SitemapEntry", "SitemapReader", "SitemapReport", "UpstreamUnavailable"]

@@ -25,6 +25,8 @@ import urllib3
 
 from . import USER_AGENT
 from .config import Settings
+from .dropped import DroppedUrls
+from .sitemap import SitemapEntry
 from .state import StateDB, iso
 from .urls import UrlPolicy, UrlRefused
 
@@ -130,14 +132,17 @@ class SeenUrls:
 
 
 def plan_urls(
-    urls: Iterable[str],
+    urls: Iterable[str | SitemapEntry],
     *,
     allowed_hosts: Iterable[str],
     bypass_paths: Iterable[str],
-    skipped: Counter[str],
+    dropped: DroppedUrls,
     limit: int | None = None,
 ) -> Iterator[str]:
-    """URLs the URL policy allows, normalised, without duplicates and BYPASS_PATHS; stop after `limit`."""
+    """URLs the URL policy allows, normalised, without duplicates and BYPASS_PATHS; stop after `limit`.
+
+    Each URL left out is counted in `dropped` with its reason (and its sitemap, for an entry).
+    """
     policy = UrlPolicy(allowed_hosts)
     bypass = tuple(bypass_paths)
     seen = SeenUrls()
@@ -145,16 +150,17 @@ def plan_urls(
     for listed in urls:
         if limit is not None and emitted >= limit:
             return
+        text, sitemap = (listed, None) if isinstance(listed, str) else (listed.url, listed.sitemap)
         try:
-            url = policy.check(listed)
+            url = policy.check(text)  # a sitemap entry is already in the normal form: a regex match
         except UrlRefused as refused:
-            skipped["unsafe-url" if refused.reason == "unsafe-url" else "off-host"] += 1
+            dropped.refused(refused, text, sitemap=sitemap)
             continue
         if bypass and (urlsplit(url).path or "/").startswith(bypass):
-            skipped["bypass-path"] += 1
+            dropped.add("bypass-path", url, sitemap=sitemap)
             continue
         if not seen.add(url):
-            skipped["duplicate"] += 1
+            dropped.add("duplicate", url, sitemap=sitemap)
             continue
         emitted += 1
         yield url
@@ -608,7 +614,9 @@ def rewarm(
 ) -> WarmSummary | None:
     """Warm URLs another job just changed (purged, imported), with the usual filters; None if none qualify."""
     planned = list(
-        plan_urls(urls, allowed_hosts=settings.allowed_hosts, bypass_paths=settings["BYPASS_PATHS"], skipped=Counter())
+        plan_urls(
+            urls, allowed_hosts=settings.allowed_hosts, bypass_paths=settings["BYPASS_PATHS"], dropped=DroppedUrls()
+        )
     )
     if not planned:
         return None
