@@ -21,6 +21,7 @@ from __future__ import annotations
 import pyexpat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import urljoin
 
 import requests
@@ -47,8 +48,7 @@ TEXT_PROBE_LINES = 50
 NO_LOC = "(no <loc>)"
 
 
-@dataclass(frozen=True)
-class SitemapEntry:
+class SitemapEntry(NamedTuple):  # a tuple: a million of them are made per run, a frozen dataclass costs 3x
     url: str
     lastmod: str | None
     sitemap: str
@@ -66,79 +66,79 @@ class _SitemapXml:
     """expat handlers for one file: which `<loc>`/`<lastmod>` belong to which entry, nothing else.
 
     Depth 1 is the root, 2 an entry (`url` or `sitemap`), 3 its `loc`/`lastmod`; any other element,
-    at any depth, is skipped by name. Text is collected only inside a wanted element (the handler
-    is installed on its start and removed on its end, so whitespace elsewhere costs nothing).
+    at any depth, is passed over by name. The handlers are closures (no attribute lookups: they run
+    four times per URL) and text goes straight to `list.append` (no Python frame per text piece);
+    the list is emptied at each entry, so only an entry's own text is ever held.
     """
 
     def __init__(self, parser: pyexpat.XMLParserType, *, url: str) -> None:
-        self.parser = parser
-        self.url = url
         self.kind: str | None = None  # "url" (a urlset) or "sitemap" (an index), once the root is read
-        self.entry_name = self.loc_name = self.lastmod_name = ""
-        self.depth = 0
-        self.in_entry = False
-        self.loc: str | None = None
-        self.lastmod: str | None = None
-        self.text: list[str] | None = None  # the text of the wanted element being read
-        self.reading_loc = False
-        self.mixed = False  # an element inside <loc>: not a URL
-        self.found: list[tuple[str | None, str | None]] = []
-        parser.StartElementHandler = self.start
-        parser.EndElementHandler = self.end
+        self.found: list[tuple[str | None, str | None]] = []  # (loc, lastmod) per entry, taken after each Parse
+        found = self.found
+        text: list[str] = []
+        parser.CharacterDataHandler = text.append
+        entry_name = loc_name = lastmod_name = ""
+        depth = 0
+        in_entry = False
+        reading = 0  # 1: inside the entry's <loc>, 2: its <lastmod>
+        mixed = False  # an element inside <loc>/<lastmod>: not a value
+        loc: str | None = None
+        lastmod: str | None = None
 
-    def start(self, name: str, attrs: object) -> None:
-        depth = self.depth = self.depth + 1
-        if depth == 3:
-            if self.in_entry and (name == self.loc_name or name == self.lastmod_name):
-                self.reading_loc = name == self.loc_name
-                self.text = []
-                self.parser.CharacterDataHandler = self.text.append
-        elif depth == 2:
-            if name == self.entry_name:
-                self.in_entry = True
-                self.loc = self.lastmod = None
-        elif depth == 1:
-            self.root(name)
-        elif self.text is not None:
-            self.mixed = True
-            self.parser.CharacterDataHandler = None
+        def start(name: str, attrs: object) -> None:
+            nonlocal depth, in_entry, reading, mixed, loc, lastmod
+            depth += 1
+            if depth == 3:
+                if in_entry and (name is loc_name or name is lastmod_name):
+                    reading = 1 if name is loc_name else 2
+                    text.clear()
+            elif depth == 2:
+                text.clear()
+                if name is entry_name:
+                    in_entry = True
+                    loc = lastmod = None
+            elif depth == 1:
+                root(name)
+            elif reading:
+                mixed = True
 
-    def end(self, name: str) -> None:
-        depth = self.depth
-        self.depth = depth - 1
-        if depth == 3:
-            if self.text is not None:
-                value = "".join(self.text).strip()
-                if not self.reading_loc:
-                    self.lastmod = value or None
-                elif self.loc is None:  # a second <loc> in one entry is not a second page
-                    self.loc = "" if self.mixed else value
-                self.parser.CharacterDataHandler = None
-                self.text = None
-                self.mixed = False
-        elif depth == 2 and self.in_entry:
-            self.found.append((self.loc, self.lastmod))
-            self.in_entry = False
+        def end(name: str) -> None:
+            nonlocal depth, in_entry, reading, mixed, loc, lastmod
+            depth -= 1
+            if depth == 2:
+                if reading:
+                    value = "" if mixed else "".join(text).strip()
+                    if reading == 2:
+                        lastmod = value or None
+                    elif loc is None:  # a second <loc> in one entry is not a second page
+                        loc = value
+                    reading = 0
+                    mixed = False
+            elif depth == 1:
+                text.clear()
+                if in_entry:
+                    found.append((loc, lastmod))
+                    in_entry = False
 
-    def root(self, name: str) -> None:
-        namespace, _, local = name.rpartition(NS_SEP)
-        if namespace not in SITEMAP_NAMESPACES or local not in ("urlset", "sitemapindex"):
-            raise InputError(
-                f"sitemap {self.url} is not a sitemap" + (" (it is an HTML page)" if local.lower() == "html" else ""),
-                got=f"<{local}>" + (f" in namespace {namespace}" if namespace else ""),
-                expected=f"<urlset> or <sitemapindex> in namespace {SITEMAP_NS} or none (check SITEMAP_URLS)",
-            )
-        self.kind = "url" if local == "urlset" else "sitemap"
-        prefix = namespace + NS_SEP if namespace else ""
-        self.entry_name, self.loc_name, self.lastmod_name = (prefix + self.kind, prefix + "loc", prefix + "lastmod")
-        intern = self.parser.intern  # expat hands back these very objects: name comparisons are identity
-        for wanted in (self.entry_name, self.loc_name, self.lastmod_name):
-            intern.setdefault(wanted, wanted)
-        self.entry_name, self.loc_name, self.lastmod_name = (
-            intern[self.entry_name],
-            intern[self.loc_name],
-            intern[self.lastmod_name],
-        )
+        def root(name: str) -> None:
+            nonlocal entry_name, loc_name, lastmod_name
+            namespace, _, local = name.rpartition(NS_SEP)
+            if namespace not in SITEMAP_NAMESPACES or local not in ("urlset", "sitemapindex"):
+                raise InputError(
+                    f"sitemap {url} is not a sitemap" + (" (it is an HTML page)" if local.lower() == "html" else ""),
+                    got=f"<{local}>" + (f" in namespace {namespace}" if namespace else ""),
+                    expected=f"<urlset> or <sitemapindex> in namespace {SITEMAP_NS} or none (check SITEMAP_URLS)",
+                )
+            self.kind = "url" if local == "urlset" else "sitemap"
+            prefix = namespace + NS_SEP if namespace else ""
+            # expat hands back the objects in its intern table: the names compare by identity
+            intern = parser.intern
+            entry_name = intern.setdefault(prefix + self.kind, prefix + self.kind)
+            loc_name = intern.setdefault(prefix + "loc", prefix + "loc")
+            lastmod_name = intern.setdefault(prefix + "lastmod", prefix + "lastmod")
+
+        parser.StartElementHandler = start
+        parser.EndElementHandler = end
 
 
 def _refuse_doctype(name: str, sysid: str | None, pubid: str | None, has_internal_subset: bool) -> None:
@@ -151,6 +151,10 @@ def _refuse_entity(name: str, *args: object) -> None:
 
 def _refuse_external(context: str, base: str | None, sysid: str | None, pubid: str | None) -> int:
     raise _Entities(sysid or "")
+
+
+class _Unfit(Exception):
+    """A <loc> that is empty or too long (the slow path of the reading loop)."""
 
 
 class _Doctype(Exception):
@@ -261,18 +265,15 @@ class SitemapReader:
             self.on_sitemap(url)
         children: list[str] = []
         try:
-            for kind, loc, lastmod in self._parse(url):
-                if kind == "sitemap":
-                    children.append(loc)
-                else:
-                    yield SitemapEntry(loc, lastmod, url)
+            yield from self._parse(url, children)
             self.report.sitemaps_read += 1
         except EdgecronError as err:
             self.report.problems.append(err)
         for child in children:  # children after the parent is closed: one open download at a time
             yield from self._read(child, depth=depth + 1)
 
-    def _parse(self, url: str) -> Iterator[tuple[str, str, str | None]]:
+    def _parse(self, url: str, children: list[str]) -> Iterator[SitemapEntry]:
+        """The pages `url` lists; the child sitemaps of an index go to `children`."""
         body = fetch_capped(
             self.session,
             url,
@@ -285,16 +286,16 @@ class SitemapReader:
         head = first.lstrip(b"\xef\xbb\xbf").lstrip()
         chunks = _chain(first, body)
         if head.startswith(b"<"):
-            yield from self._parse_xml(url, chunks, head=head)
+            yield from self._parse_xml(url, chunks, children, head=head)
         else:
             yield from self._parse_text(url, chunks)
 
     def _parse_xml(
-        self, url: str, chunks: Iterator[bytes], *, head: bytes = b""
-    ) -> Iterator[tuple[str, str, str | None]]:
+        self, url: str, chunks: Iterator[bytes], children: list[str], *, head: bytes = b""
+    ) -> Iterator[SitemapEntry]:
         parser = _safe_parser()
         xml = _SitemapXml(parser, url=url)
-        count = 0
+        count = taken = 0
         pending: list[bytes] = []
         size = fed = 0
         final = False
@@ -330,16 +331,28 @@ class SitemapReader:
                 )
             except pyexpat.ExpatError as exc:
                 failure = self._not_xml(url, exc, head=head, root_read=xml.kind is not None)
-            found, xml.found = xml.found, []
-            for loc, lastmod in found:  # what was read before a failure is kept
-                entry = self._accept(url, loc, child=xml.kind == "sitemap")
-                if entry is None:
+            index = xml.kind == "sitemap"
+            check = self.policy.check
+            for loc, lastmod in xml.found:  # what was read before a failure is kept
+                try:  # _accept() inlined: this loop runs once per URL
+                    if not loc or len(loc) >= MAX_LOC_CHARS:
+                        raise _Unfit
+                    entry = check(loc)
+                except (_Unfit, UrlRefused):
+                    self._accept(url, loc, child=index)  # counts the drop with its reason
                     continue
                 count += 1
                 if count > self.max_urls:
+                    self.report.urls_seen += count - taken
                     self._too_many(url)
                     return
-                yield xml.kind or "url", entry, lastmod
+                if index:
+                    children.append(entry)
+                else:
+                    yield SitemapEntry(entry, lastmod, url)
+            self.report.urls_seen += count - taken
+            taken = count
+            xml.found.clear()
             if failure is not None:
                 raise failure
 
@@ -359,7 +372,7 @@ class SitemapReader:
             expected="a complete <urlset> or <sitemapindex> document; URLs before the error were kept",
         )
 
-    def _parse_text(self, url: str, chunks: Iterator[bytes]) -> Iterator[tuple[str, str, str | None]]:
+    def _parse_text(self, url: str, chunks: Iterator[bytes]) -> Iterator[SitemapEntry]:
         """One URL per line; a line that is not one is dropped as invalid (too long: too-long).
 
         Until the first URL line the file may be something else: junk is held back, and a file
@@ -393,7 +406,7 @@ class SitemapReader:
             if count > self.max_urls:
                 self._too_many(url)
                 return
-            yield "url", entry, None
+            yield SitemapEntry(entry, None, url)
         if held_back:
             raise self._not_a_list(url, held_back)
 

@@ -33,14 +33,16 @@ UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
 # A URL exactly as parse_url would rebuild it: lower-case scheme and host, a port without leading
 # zeros, a path (no "." or ".." segment: checked apart) and query of the characters urllib3 leaves
 # alone (RFC 3986 unreserved, sub-delims, ':', '@', '/', '?' in the query) or upper-case %XX.
-_SAFE = r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-F]{2})"
+# Runs of plain characters are matched possessively (one step per run, not per character: this
+# check runs on every sitemap <loc>); '%' and '?' are outside the runs, so nothing is given back.
+_SAFE_CHARS = r"A-Za-z0-9\-._~!$&'()*+,;=:@/"
+_PATH = r"(?:[" + _SAFE_CHARS + r"]++|%[0-9A-F]{2})*+"
+_QUERY = r"(?:[" + _SAFE_CHARS + r"?]++|%[0-9A-F]{2})*+"
 
 
 def _normal_form(hosts: list[str]) -> re.Pattern[str]:
     host = "(?:" + "|".join(re.escape(h) for h in hosts) + ")"
-    return re.compile(
-        r"https?://" + host + r"(?::(?P<port>[1-9][0-9]{0,4}))?/" + _SAFE + r"*(?:\?(?:" + _SAFE + r"|\?)*)?"
-    )
+    return re.compile(r"https?://" + host + r"(?::(?P<port>[1-9][0-9]{0,4}))?/" + _PATH + r"(?:\?" + _QUERY + r")?")
 
 
 class UrlRefused(ValueError):
