@@ -82,7 +82,9 @@ def out(text: str = "") -> None:
     Written to the buffered stream, not through click's echo, which flushes every line: a dry run
     listing a million URLs spent more time flushing than reading its sitemaps.
     """
-    sys.stdout.write(visible_lines(redact(text)) + "\n")
+    text = redact(text)
+    plain = text.isascii() and text.isprintable()  # a URL line: nothing to escape, skip the translate
+    sys.stdout.write((text if plain else visible_lines(text)) + "\n")
 
 
 def interactive() -> bool:

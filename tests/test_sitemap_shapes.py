@@ -61,6 +61,8 @@ def test_extension_elements_are_ignored_at_any_depth(httpserver: HTTPServer) -> 
     foreign = httpserver.url_for("/not-a-page")
     body = f"""<urlset xmlns="{NS}" {EXTENSIONS}>
 <url>
+  <loc>{page}</loc>
+  <lastmod>2026-11-01</lastmod>
   <video:video>
     <video:thumbnail_loc>{foreign}/thumb.jpg</video:thumbnail_loc>
     <video:content_loc>{foreign}/movie.mp4</video:content_loc>
@@ -70,10 +72,8 @@ def test_extension_elements_are_ignored_at_any_depth(httpserver: HTTPServer) -> 
   <xhtml:link rel="alternate" hreflang="de" href="{foreign}/de"/>
   <news:news><news:publication><news:name>x</news:name></news:publication><news:loc>{foreign}/n</news:loc></news:news>
   <odd:loc>{foreign}/odd-loc</odd:loc>
-  <odd:wrap><loc xmlns="{NS}">{foreign}/nested-sitemap-ns-loc</loc></odd:wrap>
-  <loc>{page}</loc>
+  <odd:wrap><loc xmlns="{NS}">{foreign}/nested-sitemap-ns-loc</loc><lastmod xmlns="{NS}">1998-01-01</lastmod></odd:wrap>
   <odd:lastmod>1999-01-01</odd:lastmod>
-  <lastmod>2026-11-01</lastmod>
 </url>
 </urlset>"""
     entries, _ = read(httpserver, body)
@@ -86,7 +86,7 @@ def test_index_children_ignore_extension_locs(httpserver: HTTPServer) -> None:
         f'<urlset xmlns="{NS}"><url><loc>{page}</loc></url></urlset>'
     )
     body = f"""<sitemapindex xmlns="{NS}" {EXTENSIONS}>
-<sitemap><odd:loc>{httpserver.url_for("/never.xml")}</odd:loc><loc>{httpserver.url_for("/pages.xml")}</loc></sitemap>
+<sitemap><loc>{httpserver.url_for("/pages.xml")}</loc><odd:loc>{httpserver.url_for("/never.xml")}</odd:loc></sitemap>
 </sitemapindex>"""
     entries, _ = read(httpserver, body)
     assert entries == [(page, None)]

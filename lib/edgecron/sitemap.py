@@ -75,6 +75,7 @@ class _SitemapXml:
         self.kind: str | None = None  # "url" (a urlset) or "sitemap" (an index), once the root is read
         self.found: list[tuple[str | None, str | None]] = []  # (loc, lastmod) per entry, taken after each Parse
         found = self.found
+        intern = parser.intern  # not the parser itself: a handler holding it is a cycle that keeps its buffers
         text: list[str] = []
         parser.CharacterDataHandler = text.append
         entry_name = loc_name = lastmod_name = ""
@@ -132,7 +133,6 @@ class _SitemapXml:
             self.kind = "url" if local == "urlset" else "sitemap"
             prefix = namespace + NS_SEP if namespace else ""
             # expat hands back the objects in its intern table: the names compare by identity
-            intern = parser.intern
             entry_name = intern.setdefault(prefix + self.kind, prefix + self.kind)
             loc_name = intern.setdefault(prefix + "loc", prefix + "loc")
             lastmod_name = intern.setdefault(prefix + "lastmod", prefix + "lastmod")

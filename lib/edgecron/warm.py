@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from urllib.parse import urlsplit
 
 import urllib3
 
@@ -156,7 +155,7 @@ def plan_urls(
         except UrlRefused as refused:
             dropped.refused(refused, text, sitemap=sitemap)
             continue
-        if bypass and (urlsplit(url).path or "/").startswith(bypass):
+        if bypass and _path(url).startswith(bypass):
             dropped.add("bypass-path", url, sitemap=sitemap)
             continue
         if not seen.add(url):
@@ -164,6 +163,16 @@ def plan_urls(
             continue
         emitted += 1
         yield url
+
+
+def _path(url: str) -> str:
+    """The path of a URL in the URL policy's normal form (`scheme://host[:port]/path?query`, no
+    fragment): what `urlsplit(url).path` gives, at a tenth of its cost (it runs once per URL)."""
+    start = url.find("/", url.find("://") + 3)
+    if start < 0:
+        return "/"
+    end = url.find("?", start)
+    return url[start:] if end < 0 else url[start:end]
 
 
 class RateLimiter:
