@@ -11,9 +11,11 @@ URL that is not taken is counted in `report.dropped` with its reason.
 A page is the `<loc>` that is a direct child of `<url>` (an index child: of `<sitemap>`) in the
 sitemap namespace or none: image, video, news and hreflang extensions (`image:loc`,
 `video:content_loc`, `xhtml:link`, any foreign element, even one named `loc`) are not pages.
-XML is read with pyexpat directly (a depth counter, three element names; ~3x ElementTree's
-iterparse), fed at least as many new bytes as expat holds for an unfinished token: expat before
-2.6 re-scans that token on every feed (CVE-2023-52425), quadratic for a 40 MiB comment.
+XML is read with pyexpat directly (a depth counter, three element names; 2.5x faster than the
+pure-Python parser defusedxml's iterparse runs), DOCTYPE, ENTITY and external references refused
+by handlers as defusedxml does, and fed at least as many new bytes as expat holds for an unfinished
+token: expat before 2.6 re-scans that token on every feed (CVE-2023-52425), quadratic for a 40 MiB
+comment.
 """
 
 from __future__ import annotations
@@ -296,23 +298,21 @@ class SitemapReader:
         parser = _safe_parser()
         xml = _SitemapXml(parser, url=url)
         count = taken = 0
-        pending: list[bytes] = []
-        size = fed = 0
+        pending = bytearray()  # appended to, not joined: one copy of a large token, not two
+        fed = 0
         final = False
         while not final:
             chunk = next(chunks, None)
             final = chunk is None
             if chunk is not None:
-                pending.append(chunk)
-                size += len(chunk)
+                pending += chunk
                 # expat < 2.6 re-scans an unfinished token on each call: give it at least as much new
                 # data as it holds back, so the total re-scanning stays linear (CVE-2023-52425).
                 held = fed - max(parser.CurrentByteIndex, 0)
-                if size < MIN_FEED or size < held:
+                if len(pending) < MIN_FEED or len(pending) < held:
                     continue
-            data = b"".join(pending)
-            pending.clear()
-            fed, size = fed + len(data), 0
+            data, pending = pending, bytearray()
+            fed += len(data)
             failure: EdgecronError | None = None
             try:
                 parser.Parse(data, final)
