@@ -135,7 +135,7 @@ def _warn_dropped(dropped: DroppedUrls) -> None:
     first = dropped.first[0]
     where = f", in {visible(first.sitemap)}" if first.sitemap else ""
     _cli.say(
-        f"warning: {dropped.total} listed URLs will not be warmed: {dropped.summary()} "
+        f"warning: {dropped.total} listed URLs were dropped, not warmed: {dropped.summary()} "
         f"(first: {visible(first.url)}: {REASONS[first.reason]}{where}); --json lists the first {dropped.KEEP}."
     )
 

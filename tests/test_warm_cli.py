@@ -376,7 +376,7 @@ def test_a_sitemap_listing_a_bypass_path_is_one_warning_under_cron(warm, workdir
     proc = warm(env={"SITE_URL": site.url})
     assert (proc.returncode, proc.stdout) == (0, ""), proc.stderr
     [line] = proc.stderr.splitlines()
-    assert line.startswith("warning: 1 listed URLs will not be warmed: bypass path 1 ")
+    assert line.startswith("warning: 1 listed URLs were dropped, not warmed: bypass path 1 ")
     assert f"{site.url}/account" in line and f"{site.url}/sitemap-pages.xml" in line
     events = [json.loads(e) for e in (workdir / "state" / "logs" / "warm.jsonl").read_text().splitlines()]
     assert [e["text"] for e in events if e["event"] == "said"] == [line]
