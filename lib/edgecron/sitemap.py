@@ -95,8 +95,7 @@ class _SitemapXml:
                 if in_entry and (name is loc_name or name is lastmod_name):
                     reading = 1 if name is loc_name else 2
                     text.clear()
-            elif depth == 2:
-                text.clear()
+            elif depth == 2:  # the text before it was emptied at the end of the previous one
                 if name is entry_name:
                     in_entry = True
                     loc = lastmod = None
