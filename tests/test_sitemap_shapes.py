@@ -174,3 +174,26 @@ def test_a_40_mib_comment_is_read_through(httpserver: HTTPServer) -> None:
     entries, reader = read(httpserver, b"".join(parts), path="/big.xml.gz")
     assert entries == [(page, None)]
     assert reader.report.problems == []
+
+
+def test_cdata_entities_and_a_second_loc(httpserver: HTTPServer) -> None:
+    """CDATA (some CMS plugins write it) and `&amp;` are read as XML says; a second `<loc>` in one
+    `<url>` is not a second page; a `<loc>` with markup inside is no URL."""
+    a, b = httpserver.url_for("/a"), httpserver.url_for("/b")
+    body = f"""<urlset xmlns="{NS}">
+<url><loc><![CDATA[{a}?x=1&y=2]]></loc></url>
+<url><loc>{b}?x=1&amp;y=2</loc><loc>{httpserver.url_for("/second")}</loc></url>
+<url><loc>{httpserver.url_for("/c")}<b xmlns="urn:x">d</b></loc></url>
+</urlset>"""
+    entries, reader = read(httpserver, body)
+    assert entries == [(f"{a}?x=1&y=2", None), (f"{b}?x=1&y=2", None)]
+    assert dict(reader.report.dropped.counts) == {"invalid": 1}
+
+
+def test_deep_nesting_of_foreign_elements_is_passed_over(httpserver: HTTPServer) -> None:
+    page = httpserver.url_for("/p")
+    deep = "<x:d>" * 5000 + f"<loc>{httpserver.url_for('/deep')}</loc>" + "</x:d>" * 5000
+    body = f'<urlset xmlns="{NS}" xmlns:x="urn:x"><url>{deep}<loc>{page}</loc></url></urlset>'
+    entries, reader = read(httpserver, body)
+    assert entries == [(page, None)]
+    assert reader.report.problems == []
