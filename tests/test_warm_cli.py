@@ -326,12 +326,12 @@ def test_json_document_shape(warm, site: DemoSite) -> None:
         "failure_rate",
         "interrupted",
     }
-    # 5 pages + 5 fixed pages + 4 assets, minus /account (a bypass path)
+    # 5 pages + 4 fixed pages (not /account: a bypass path, not in the sitemap) + 4 assets
     assert summary["requested"] == 13
     assert summary["outcomes"] == {"filled": 12, "not-cacheable": 1}
     assert summary["cache_status"] == {"MISS": 12, "DYNAMIC": 1}
     assert summary["data_centres"] == {"FRA": 13}  # the demo site's cf-ray suffix
-    assert doc["dropped"]["counts"] == {"bypass-path": 1}
+    assert doc["dropped"] == {"total": 0, "counts": {}, "first": []}
     assert summary["failure_rate"] == 0 and summary["interrupted"] is False
     assert doc["failures"] == [] and doc["sitemap_problems"] == [] and doc["still_not_cached"] is None
     assert {"url", "outcome", "http_status", "cache_status", "age", "cf_ray", "elapsed_ms", "bytes"} <= set(
@@ -360,24 +360,24 @@ def test_a_hostile_cf_ray_is_counted_as_unknown_and_never_printed(warm, httpserv
         assert "\x1b" not in output and "owned" not in output
 
 
-def test_silent_under_cron_on_success(warm, httpserver: HTTPServer) -> None:
-    for i in range(3):
-        httpserver.expect_request(f"/p{i}").respond_with_data("x")
-    pages = [httpserver.url_for(f"/p{i}") for i in range(3)]
-    httpserver.expect_request("/sitemap.xml").respond_with_data(urlset(pages))
-    proc = warm("--sitemap", httpserver.url_for("/sitemap.xml"))
-    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
-    assert len(requested_paths(httpserver)) == 4
-
-
-def test_a_sitemap_listing_a_bypass_path_is_one_warning_under_cron(warm, workdir: Path, site: DemoSite) -> None:
-    """The demo site lists /account (a BYPASS_PATHS page) in its sitemap: warmed without it, exit 0,
-    and one line that reaches cron mail and the event log (hence the ping body)."""
+def test_silent_under_cron_on_success(warm, site: DemoSite) -> None:
     proc = warm(env={"SITE_URL": site.url})
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+
+
+def test_a_sitemap_listing_a_bypass_path_is_one_warning_under_cron(warm, workdir: Path, httpserver: HTTPServer) -> None:
+    """A sitemap listing a BYPASS_PATHS page (WooCommerce's /cart/ in a page sitemap): warmed without
+    it, exit 0, and one line that reaches cron mail and the event log (hence the ping body)."""
+    httpserver.expect_request("/").respond_with_data("home", headers={"cf-cache-status": "HIT"})
+    httpserver.expect_request("/sitemap-pages.xml").respond_with_data(
+        urlset([httpserver.url_for("/"), httpserver.url_for("/cart/")])
+    )
+    proc = warm("--sitemap", httpserver.url_for("/sitemap-pages.xml"))
     assert (proc.returncode, proc.stdout) == (0, ""), proc.stderr
     [line] = proc.stderr.splitlines()
     assert line.startswith("warning: 1 listed URLs were dropped, not warmed: bypass path 1 ")
-    assert f"{site.url}/account" in line and f"{site.url}/sitemap-pages.xml" in line
+    assert httpserver.url_for("/cart/") in line and httpserver.url_for("/sitemap-pages.xml") in line
+    assert requested_paths(httpserver) == ["/sitemap-pages.xml", "/"]
     events = [json.loads(e) for e in (workdir / "state" / "logs" / "warm.jsonl").read_text().splitlines()]
     assert [e["text"] for e in events if e["event"] == "said"] == [line]
 
