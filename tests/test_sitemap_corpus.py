@@ -61,12 +61,11 @@ def case(id: str, name: str, url: str, *children: Served, missing: int = 0, **kw
     return Case(id, Served(name, url, **kw), children, missing)  # type: ignore[arg-type]
 
 
+WP = "http://www.example.com"  # WordPress 6.1.9 as generated here
+WP_CHILDREN = ("posts-post-1", "posts-page-1", "taxonomies-category-1", "taxonomies-post_tag-1", "users-1")
+
 URLSETS = [
-    case(
-        "wordpress-core-posts",
-        "wordpress/wp-sitemap-posts-post-1.xml",
-        "http://example.org/wp-sitemap-posts-post-1.xml",
-    ),
+    case("wordpress-core-posts", "wordpress/wp-sitemap-posts-post-1.xml", f"{WP}/wp-sitemap-posts-post-1.xml"),
     pytest.param(
         case("yoast-images", "yoast/post-sitemap1.xml", "https://primicia.com.ve/post-sitemap1.xml"),
         marks=IMAGE_LOC_BUG,
@@ -103,9 +102,8 @@ INDEXES = [
     case(
         "wordpress-core-index",
         "wordpress/wp-sitemap.xml",
-        "http://example.org/wp-sitemap.xml",
-        Served("wordpress/wp-sitemap-posts-post-1.xml", "http://example.org/wp-sitemap-posts-post-1.xml"),
-        missing=4,
+        f"{WP}/wp-sitemap.xml",
+        *(Served(f"wordpress/wp-sitemap-{part}.xml", f"{WP}/wp-sitemap-{part}.xml") for part in WP_CHILDREN),
     ),
     case("yoast-index", "yoast/sitemap_index.xml", "https://primicia.com.ve/sitemap_index.xml", missing=4),
     case("google-xml-sitemaps-index", "google-xml-sitemaps/sitemap.xml", "https://elpitazo.net/sitemap.xml", missing=4),
@@ -205,16 +203,28 @@ def test_a_generator_that_leaves_an_ampersand_raw_keeps_the_pages_before_it(corp
     assert "not well-formed XML" in problem.message
 
 
-def test_robots_txt_of_a_generator_leads_to_its_sitemap(corpus_site: CorpusSite) -> None:
-    """Discovery as warm does it without SITEMAP_URLS: jekyll-sitemap's robots.txt names its sitemap."""
-    corpus_site.serve(
-        Served("jekyll/robots.txt", "http://www.example.com/robots.txt", headers={"Content-Type": "text/plain"})
-    )
-    corpus_site.serve(Served("jekyll/sitemap.xml", "http://www.example.com/sitemap.xml"))
+@pytest.mark.parametrize(
+    ("generator", "sitemap", "children"),
+    [
+        ("jekyll", "sitemap.xml", ()),
+        pytest.param("next-sitemap", "sitemap.xml", ("sitemap-0.xml",), marks=IMAGE_LOC_BUG),
+        ("wordpress", "wp-sitemap.xml", tuple(f"wp-sitemap-{part}.xml" for part in WP_CHILDREN)),
+    ],
+)
+def test_robots_txt_of_a_generator_leads_to_all_its_pages(
+    generator: str, sitemap: str, children: tuple[str, ...], corpus_site: CorpusSite
+) -> None:
+    """Discovery as warm does it without SITEMAP_URLS: the generator's own robots.txt names its sitemap."""
+    text = {"Content-Type": "text/plain; charset=utf-8"}
+    corpus_site.serve(Served(f"{generator}/robots.txt", "http://www.example.com/robots.txt", headers=text))
+    for name in (sitemap, *children):
+        corpus_site.serve(Served(f"{generator}/{name}", f"http://www.example.com/{name}"))
     reader = corpus_site.reader("www.example.com", seen=[])
     sitemaps = reader.discover("http://www.example.com")
-    assert sitemaps == ["http://www.example.com/sitemap.xml"]
-    assert [entry.url for entry in reader.iter_entries(sitemaps)] == expected("jekyll/sitemap.xml")
+    assert sitemaps == [f"http://www.example.com/{sitemap}"]
+    pages = [entry.url for entry in reader.iter_entries(sitemaps)]
+    assert pages == [page for name in children or (sitemap,) for page in expected(f"{generator}/{name}")]
+    assert reader.report.problems == []
 
 
 def test_the_django_gzip_body_is_the_same_document(corpus_site: CorpusSite) -> None:
