@@ -71,6 +71,7 @@ URLSETS = [
         case("yoast-images", "yoast/post-sitemap1.xml", "https://primicia.com.ve/post-sitemap1.xml"),
         marks=IMAGE_LOC_BUG,
     ),
+    pytest.param(case("rank-math-images", "rank-math/post-sitemap.xml", f"{WP}/post-sitemap.xml"), marks=IMAGE_LOC_BUG),
     pytest.param(
         case(
             "shopify-products-images", "shopify/sitemap_products_1.xml", "https://purecane.com/sitemap_products_1.xml"
@@ -113,6 +114,16 @@ INDEXES = [
         *(Served(f"wordpress/wp-sitemap-{part}.xml", f"{WP}/wp-sitemap-{part}.xml") for part in WP_CHILDREN),
     ),
     case("yoast-index", "yoast/sitemap_index.xml", "https://primicia.com.ve/sitemap_index.xml", missing=4),
+    pytest.param(
+        case(
+            "rank-math-index",
+            "rank-math/sitemap_index.xml",
+            f"{WP}/sitemap_index.xml",
+            Served("rank-math/post-sitemap.xml", f"{WP}/post-sitemap.xml"),
+            missing=2,
+        ),
+        marks=IMAGE_LOC_BUG,
+    ),
     case("shopify-index", "shopify/sitemap.xml", "https://purecane.com/sitemap.xml", missing=4),
     case("google-xml-sitemaps-index", "google-xml-sitemaps/sitemap.xml", "https://elpitazo.net/sitemap.xml", missing=4),
     case(
