@@ -65,6 +65,8 @@ def case(id: str, name: str, url: str, *children: Served, missing: int = 0, **kw
 WP = "http://www.example.com"  # WordPress 6.1.9 as generated here
 WP_CHILDREN = ("posts-post-1", "posts-page-1", "taxonomies-category-1", "taxonomies-post_tag-1", "users-1")
 
+DRUPAL = "http://www.example.com/sitemap.xml"  # simple_sitemap's index; its chunks add ?page=N
+
 URLSETS = [
     case("wordpress-core-posts", "wordpress/wp-sitemap-posts-post-1.xml", f"{WP}/wp-sitemap-posts-post-1.xml"),
     pytest.param(
@@ -89,6 +91,11 @@ URLSETS = [
         marks=IMAGE_LOC_BUG,
     ),
     case("next-sitemap-news", "next-sitemap/server-sitemap-news.xml", "http://www.example.com/server-sitemap.xml"),
+    case("drupal-hreflang", "drupal-simple-sitemap/sitemap-page-1.xml", f"{DRUPAL}?page=1"),
+    pytest.param(
+        case("drupal-hreflang-images", "drupal-simple-sitemap/sitemap-page-2.xml", f"{DRUPAL}?page=2"),
+        marks=IMAGE_LOC_BUG,
+    ),
     case("django-i18n-alternates", "django/sitemap-pages.xml", "http://www.example.com/sitemap-pages.xml"),
     case("django-entities", "django/sitemap-articles.xml", "http://www.example.com/sitemap-articles.xml"),
     case(
@@ -139,6 +146,16 @@ INDEXES = [
             "next-sitemap/sitemap.xml",
             "http://www.example.com/sitemap.xml",
             Served("next-sitemap/sitemap-0.xml", "http://www.example.com/sitemap-0.xml"),
+        ),
+        marks=IMAGE_LOC_BUG,
+    ),
+    pytest.param(
+        case(
+            "drupal-index",
+            "drupal-simple-sitemap/sitemap.xml",
+            DRUPAL,
+            Served("drupal-simple-sitemap/sitemap-page-1.xml", f"{DRUPAL}?page=1"),
+            Served("drupal-simple-sitemap/sitemap-page-2.xml", f"{DRUPAL}?page=2"),
         ),
         marks=IMAGE_LOC_BUG,
     ),
