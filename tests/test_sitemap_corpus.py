@@ -15,6 +15,8 @@ is read from a loopback mirror URL, its pages still on the generator's host.
 from __future__ import annotations
 
 import gzip
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -58,22 +60,32 @@ class Case:
     missing: int = 0  # children the corpus lacks (or https): each a problem, never a request off loopback
 
 
-def case(id: str, name: str, url: str, *children: Served, missing: int = 0, **kw: object) -> Case:
-    return Case(id, Served(name, url, **kw), children, missing)  # type: ignore[arg-type]
+def case(
+    id: str,
+    name: str,
+    url: str,
+    *children: Served,
+    missing: int = 0,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> Case:
+    return Case(id, Served(name, url, headers or dict(XML), body), children, missing)
 
 
-WP = "http://www.example.com"  # WordPress 6.1.9 as generated here
+SITE = "http://www.example.com"  # the host of every file generated here
 WP_CHILDREN = ("posts-post-1", "posts-page-1", "taxonomies-category-1", "taxonomies-post_tag-1", "users-1")
 
 DRUPAL = "http://www.example.com/sitemap.xml"  # simple_sitemap's index; its chunks add ?page=N
 
 URLSETS = [
-    case("wordpress-core-posts", "wordpress/wp-sitemap-posts-post-1.xml", f"{WP}/wp-sitemap-posts-post-1.xml"),
+    case("wordpress-core-posts", "wordpress/wp-sitemap-posts-post-1.xml", f"{SITE}/wp-sitemap-posts-post-1.xml"),
     pytest.param(
         case("yoast-images", "yoast/post-sitemap1.xml", "https://primicia.com.ve/post-sitemap1.xml"),
         marks=IMAGE_LOC_BUG,
     ),
-    pytest.param(case("rank-math-images", "rank-math/post-sitemap.xml", f"{WP}/post-sitemap.xml"), marks=IMAGE_LOC_BUG),
+    pytest.param(
+        case("rank-math-images", "rank-math/post-sitemap.xml", f"{SITE}/post-sitemap.xml"), marks=IMAGE_LOC_BUG
+    ),
     pytest.param(
         case(
             "shopify-products-images", "shopify/sitemap_products_1.xml", "https://purecane.com/sitemap_products_1.xml"
@@ -117,16 +129,16 @@ INDEXES = [
     case(
         "wordpress-core-index",
         "wordpress/wp-sitemap.xml",
-        f"{WP}/wp-sitemap.xml",
-        *(Served(f"wordpress/wp-sitemap-{part}.xml", f"{WP}/wp-sitemap-{part}.xml") for part in WP_CHILDREN),
+        f"{SITE}/wp-sitemap.xml",
+        *(Served(f"wordpress/wp-sitemap-{part}.xml", f"{SITE}/wp-sitemap-{part}.xml") for part in WP_CHILDREN),
     ),
     case("yoast-index", "yoast/sitemap_index.xml", "https://primicia.com.ve/sitemap_index.xml", missing=4),
     pytest.param(
         case(
             "rank-math-index",
             "rank-math/sitemap_index.xml",
-            f"{WP}/sitemap_index.xml",
-            Served("rank-math/post-sitemap.xml", f"{WP}/post-sitemap.xml"),
+            f"{SITE}/sitemap_index.xml",
+            Served("rank-math/post-sitemap.xml", f"{SITE}/post-sitemap.xml"),
             missing=2,
         ),
         marks=IMAGE_LOC_BUG,
@@ -187,16 +199,24 @@ class CorpusSite:
     def reader(self, *hosts: str, seen: list[str]) -> SitemapReader:
         """The reader as warm_cache.py builds it (from settings), its session through this site."""
         settings = load_settings(environ={"ALLOWED_HOSTS": ",".join((*hosts, self.site.host))}, env_file=None)
-        session = make_session(retries=0)
+        session = make_session(retries=0)  # warm's 3 retries would only slow down the refused https children
         session.proxies = {"http": self.site.url(""), "https": self.site.url("")}
         return SitemapReader.from_settings(session, settings, on_sitemap=seen.append)
 
 
-@pytest.fixture
-def corpus_site():  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def corpus_server():  # type: ignore[no-untyped-def]
     site = LoopbackSite("127.0.0.1", name="corpus")
-    yield CorpusSite(site)
+    yield site
     site.close()
+
+
+@pytest.fixture
+def corpus_site(corpus_server: LoopbackSite) -> CorpusSite:
+    """The module's server, emptied: each test serves only its own generator's files."""
+    corpus_server.routes.clear()
+    corpus_server.hits.clear()
+    return CorpusSite(corpus_server)
 
 
 def host_of(url: str) -> str:
@@ -263,32 +283,30 @@ def test_robots_txt_of_a_generator_leads_to_all_its_pages(
     assert reader.report.problems == []
 
 
-def test_the_django_gzip_body_is_the_same_document(corpus_site: CorpusSite) -> None:
+def test_the_django_gzip_body_is_the_same_document() -> None:
     """The fixture pair is what Django's GZipMiddleware sent: the gzip body decompresses to the plain file."""
     plain = (REAL / "django/sitemap-articles.xml").read_bytes()
     assert gzip.decompress((REAL / "django/sitemap-articles.xml.gz-body").read_bytes()) == plain
 
 
 @IMAGE_LOC_BUG
-def test_warm_dry_run_on_a_yoast_sitemap_lists_the_pages_and_no_image(warm_yoast) -> None:  # type: ignore[no-untyped-def]
-    proc, site = warm_yoast
-    listed = [
-        line.removeprefix("[dry-run] GET ") for line in proc.stdout.splitlines() if line.startswith("[dry-run] GET ")
-    ]
-    assert listed == expected("yoast/post-sitemap1.xml"), proc.stdout + proc.stderr
+@pytest.mark.parametrize(
+    ("name", "host"),
+    [("yoast/post-sitemap1.xml", "primicia.com.ve"), ("shopify/sitemap_products_1.xml", "purecane.com")],
+    ids=["yoast", "shopify"],
+)
+def test_warm_dry_run_on_a_sitemap_with_images_lists_the_pages_and_no_image(
+    name: str, host: str, run_script: Callable[..., subprocess.CompletedProcess[str]], corpus_server: LoopbackSite
+) -> None:
+    """warm_cache.py --dry-run as an operator runs it: the file read from loopback, its pages on their own host."""
+    corpus_server.routes.clear()
+    corpus_server.hits.clear()
+    path = f"/mirror/{name}"
+    corpus_server.routes[path] = Route(body=(REAL / name).read_bytes(), headers=XML)
+    env = {"SITE_URL": corpus_server.url(""), "ALLOWED_HOSTS": f"127.0.0.1,{host}", "WARM_RATE": "0"}
+    proc = run_script("warm_cache.py", "--dry-run", "--sitemap", corpus_server.url(path), env=env)
+    prefix = "[dry-run] GET "
+    listed = [line.removeprefix(prefix) for line in proc.stdout.splitlines() if line.startswith(prefix)]
+    assert listed == expected(name), proc.stdout + proc.stderr
     assert proc.returncode == 0, proc.stderr
-    assert site.hits == ["/mirror/yoast/post-sitemap1.xml"]  # the sitemap only: a dry run requests no page
-
-
-@pytest.fixture
-def warm_yoast(run_script):  # type: ignore[no-untyped-def]
-    """warm_cache.py --dry-run on the Yoast file, read from loopback, its pages on the Yoast site's host."""
-    site = LoopbackSite("127.0.0.1", name="yoast")
-    url = site.url("/mirror/yoast/post-sitemap1.xml")
-    site.routes["/mirror/yoast/post-sitemap1.xml"] = Route(
-        body=(REAL / "yoast/post-sitemap1.xml").read_bytes(), headers=XML
-    )
-    env = {"SITE_URL": site.url(""), "ALLOWED_HOSTS": "127.0.0.1,primicia.com.ve", "WARM_RATE": "0"}
-    proc = run_script("warm_cache.py", "--dry-run", "--sitemap", url, env=env)
-    yield proc, site
-    site.close()
+    assert corpus_server.hits == [path]  # the sitemap only: a dry run requests no page
