@@ -37,7 +37,9 @@ class LoopbackSite:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 site.hits.append(self.path)
-                route = site.routes.get(self.path.split("?")[0], site.default)
+                # a route for the exact path and query wins (Drupal's sitemap chunks differ only by their
+                # query: /sitemap.xml?page=2), else the route for the path
+                route = site.routes.get(self.path) or site.routes.get(self.path.split("?")[0], site.default)
                 with contextlib.suppress(OSError):  # the client went away: how a cut download looks here
                     site._answer(self, route)
 
