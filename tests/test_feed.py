@@ -6,6 +6,7 @@ import csv
 import json
 import random
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -424,3 +425,62 @@ def test_csv_unreadable_records_end_where_csv_itself_ends_them(tmp_path: Path) -
             got.append((record.data["id"], record.data))
     assert got == expected
     assert sum(1 for _, v in got if isinstance(v, str)) >= 10  # the case under test did happen
+
+
+class Crash(BaseException):
+    """The process dying right after a commit: nothing after it runs, not even the run's end."""
+
+
+def test_a_csv_import_that_dies_after_any_commit_resumes_to_the_same_rows_and_each_reject_once(
+    tmp_path: Path,
+) -> None:
+    from edgecron.content import ContentStore
+    from edgecron.importer import Importer, ImportOptions
+
+    path = tmp_path / "feed.csv"
+    path.write_text(
+        CSV_HEADER
+        + csv_row("k1", "a\nb")
+        + csv_row("k2", "z" * (LIMIT + 1) + "\n" + csv_row("k8", "smuggled"))
+        + csv_row("k3", "c")
+        + csv_row("k4", "q" * (LIMIT + 3))
+        + csv_row("k5", "d\ne")
+    )
+
+    def run(store: ContentStore, run_id: str, *, die_after: int | None = None) -> None:
+        commits = []
+
+        def after_commit() -> int:
+            commits.append(1)
+            if len(commits) == die_after:
+                raise Crash
+            return 0
+
+        importer = Importer(
+            store=store,
+            source=module.CsvSource(path, max_field=BIG),
+            validator=module.Validator(allowed_hosts=HOSTS, max_body_bytes=BIG),
+            options=ImportOptions(batch_size=1, max_reject_rate=1.0),
+            run_id=run_id,
+            now=lambda: datetime(2026, 3, 1, tzinfo=UTC),
+            forward_purges=after_commit,
+        )
+        try:
+            importer.run()
+        except Crash:
+            pass
+
+    def outcome(store: ContentStore) -> tuple[list[tuple], list[tuple]]:
+        rejects = store.conn.execute("SELECT position, item_key, field FROM rejects ORDER BY id").fetchall()
+        return store.snapshot(), [tuple(r) for r in rejects]
+
+    with ContentStore(tmp_path / "reference.db") as reference:
+        run(reference, "whole")
+        expected = outcome(reference)
+    assert [key for key, *_ in expected[0]] == ["k1", "k3", "k5"]
+    assert expected[1] == [("record 2 (lines 4-6)", "k2", "body"), ("record 4 (line 8)", "k4", "body")]
+    for die_after in range(1, 6):  # a checkpoint on, and right after, each record and reject
+        with ContentStore(tmp_path / f"died-{die_after}.db") as store:
+            run(store, "first", die_after=die_after)
+            run(store, "rerun")
+            assert outcome(store) == expected, f"died after commit {die_after}"
