@@ -96,6 +96,7 @@ def run(
         )
         report = importer.report
         table = summary or dry_run or _cli.is_tty()
+        file_source = isinstance(feed, JsonlSource | CsvSource)
         try:
             importer.run()
             job.counts.update(report.counts)
@@ -110,31 +111,31 @@ def run(
                 raise  # a bug: keep its traceback
             job.counts.update(report.counts)
             if report.committed is not None:  # the error's own hint may say "Nothing was changed"
-                error.hint = _kept(report.committed, error, file_source=isinstance(feed, JsonlSource | CsvSource))
+                error.hint = _kept(report.committed, error, file_source=file_source)
             doc = report.as_dict() | {"dry_run": dry_run, "purge": None, "warm": None, "error": error.as_dict()}
             _print_report(doc, json_out=json_out, table=table)
             raise error from None
         doc = report.as_dict() | {"dry_run": dry_run, "purge": sent, "warm": warmed}
         _print_report(doc, json_out=json_out, table=table)
         if report.stopped and report.committed is not None:  # interrupted: the frame says so next
-            _cli.say(_kept(report.committed, None, file_source=isinstance(feed, JsonlSource | CsvSource)))
+            _cli.say(_kept(report.committed, None, file_source=file_source))
 
 
 def _kept(committed: Committed, error: EdgecronError | None, *, file_source: bool) -> str:
-    """What a run that ended early wrote, and what a rerun does: instead of "Nothing was changed"."""
+    """What a run that ended early wrote and what a rerun does: said instead of "Nothing was changed"."""
     c = committed
     wrote = (
         f"{c.inserted} inserted, {c.updated} updated, {c.removed} removed, {c.rejected} rejected, "
         f"{c.purges_queued} URL(s) queued for purge"
     )
-    if not c.rerun_continues:  # the import finished; what failed came after it
-        return (
-            f"The import finished and is kept: {wrote}. Fix the cause above and rerun: it finds those items "
-            "unchanged; queued purges stay in the outbox until sent."
-        )
-    if error is None:
+    if error is None:  # interrupted: the job frame says what a rerun does
         return f"Kept from this run: {wrote}; checkpoint after {c.checkpoint}."
     rerun = "Safe to rerun later" if error.exit_code == ExitCode.TEMPFAIL else "Fix the cause above and rerun"
+    if not c.rerun_continues:  # the import finished; what failed came after it
+        return (
+            f"The import finished and is kept: {wrote}. {rerun}: it finds those items unchanged; "
+            "queued purges stay in the outbox until sent."
+        )
     edited = " (a file edited since is read again from its start; unchanged items are skipped)" if file_source else ""
     return f"Kept from this run: {wrote}; checkpoint after {c.checkpoint}. {rerun}: it continues from the checkpoint{edited}."
 

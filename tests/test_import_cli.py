@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -521,35 +522,42 @@ def test_a_failure_after_the_import_finished_says_the_import_is_kept(run_script,
     assert len(outbox_of(workdir / "state", "pending")) == 2
 
 
-def test_sigterm_after_committed_batches_says_what_was_kept(
-    env_file: Path, base_env: dict[str, str], httpserver: HTTPServer
-) -> None:
+def run_with_second_page_held(
+    env_file: Path, base_env: dict[str, str], httpserver: HTTPServer, meanwhile: Callable[[subprocess.Popen], None]
+) -> tuple[int, str]:
+    """An import of /a (items a, b; one batch) then /b (c, d), with `meanwhile(process)` done while
+    the run waits for /b, i.e. after its first commit; returns the exit code and stderr."""
     host = f"localhost:{httpserver.port}"
-    b = httpserver.url_for("/b")
     requested, release = threading.Event(), threading.Event()
 
     def second_page(request: Request) -> Response:
         requested.set()
-        release.wait(30)  # answered once the run has had its SIGTERM
+        release.wait(30)
         return Response(json.dumps({"items": [item("c", host=host), item("d", host=host)], "next": "/c"}))
 
-    feed_server(
-        env_file,
-        httpserver,
-        {"/a": {"items": [item("a", host=host), item("b", host=host)], "next": "/b"}},
-        IMPORT_BATCH=2,
-    )
+    first = {"/a": {"items": [item("a", host=host), item("b", host=host)], "next": "/b"}}
+    feed_server(env_file, httpserver, first, IMPORT_BATCH=2)
     httpserver.expect_request("/b").respond_with_handler(second_page)
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "scripts" / SCRIPT)], env=base_env, stderr=subprocess.PIPE, text=True
     )
     try:
         assert requested.wait(30), "the run never asked for the second page"
-        proc.send_signal(signal.SIGTERM)
+        meanwhile(proc)
     finally:
         release.set()
         _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 143
+    return proc.returncode, stderr
+
+
+def test_sigterm_after_committed_batches_says_what_was_kept(
+    env_file: Path, base_env: dict[str, str], httpserver: HTTPServer
+) -> None:
+    code, stderr = run_with_second_page_held(
+        env_file, base_env, httpserver, lambda proc: proc.send_signal(signal.SIGTERM)
+    )
+    b = httpserver.url_for("/b")
+    assert code == 143
     assert stderr.splitlines() == [
         f"Kept from this run: 4 inserted, 0 updated, 0 removed, 0 rejected, 4 URL(s) queued for purge; "
         f"checkpoint after {b} item 2.",
@@ -558,6 +566,28 @@ def test_sigterm_after_committed_batches_says_what_was_kept(
     state = env_file.parent / "state"
     assert kept_in(state) == (["a", "b", "c", "d"], 4, 0, (b, 2))
     assert "/c" not in [req.path for req, _ in httpserver.log]
+
+
+def test_a_state_db_broken_mid_run_says_what_was_kept_not_that_nothing_changed(
+    env_file: Path, base_env: dict[str, str], httpserver: HTTPServer
+) -> None:
+    state = env_file.parent / "state"
+
+    def break_the_outbox(proc: subprocess.Popen) -> None:  # the second batch's purges cannot be handed over
+        with sqlite3.connect(state / "state.db", timeout=10) as conn:
+            conn.execute("ALTER TABLE outbox RENAME TO outbox_gone")
+
+    code, stderr = run_with_second_page_held(env_file, base_env, httpserver, break_the_outbox)
+    b = httpserver.url_for("/b")
+    assert code == 2
+    assert stderr.splitlines() == [
+        "Error: a database is unusable: got 'no such table: outbox', expected a SQLite file written by edgecron.",
+        f"Kept from this run: 4 inserted, 0 updated, 0 removed, 0 rejected, 2 URL(s) queued for purge; "
+        f"checkpoint after {b} item 2. Fix the cause above and rerun: it continues from the checkpoint.",
+    ]
+    with sqlite3.connect(state / "state.db") as conn:
+        conn.execute("ALTER TABLE outbox_gone RENAME TO outbox")
+    assert kept_in(state) == (["a", "b", "c", "d"], 2, 0, (b, 2))
 
 
 def test_a_csv_body_over_the_field_limit_is_one_body_reject_at_its_record_and_the_rest_imports(

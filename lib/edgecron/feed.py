@@ -60,8 +60,9 @@ FALSE_WORDS = frozenset({"false", "0", "no", ""})
 class Position:
     """Where a record sits in its source: a line/row number, or an item index on an HTTP page.
 
-    `index` is all a resume needs (and all a checkpoint keeps). A CSV record also names its record
-    number and first line, for people: a quoted field may span lines, so the two differ."""
+    A resume needs `index` and `page` alone, and a checkpoint keeps only those and `unit`. A CSV
+    record also carries its record number and first line, for people: a quoted field may span
+    lines, so the record number and the line differ."""
 
     index: int
     page: str | None = None
