@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import _cli
@@ -14,7 +15,7 @@ from edgecron.cloudflare import CloudflareClient, interruptible_sleep
 from edgecron.config import Settings
 from edgecron.content import ContentStore
 from edgecron.errors import ConfigError, EdgecronError, ExitCode, InputError, LockHeld, from_unexpected
-from edgecron.feed import CsvSource, HttpSource, JsonlSource, Validator, open_source, parse_field_map
+from edgecron.feed import HttpSource, Validator, open_source, parse_field_map
 from edgecron.http import make_session
 from edgecron.importer import Committed, Importer, ImportOptions, forward_purges, parse_duration
 from edgecron.lock import JobLock
@@ -96,7 +97,7 @@ def run(
         )
         report = importer.report
         table = summary or dry_run or _cli.is_tty()
-        file_source = isinstance(feed, JsonlSource | CsvSource)
+        file_source = isinstance(getattr(feed, "path", None), Path)  # its checkpoint holds while it is unchanged
         try:
             importer.run()
             job.counts.update(report.counts)
