@@ -523,7 +523,7 @@ def test_a_failure_after_the_import_finished_says_the_import_is_kept(run_script,
 
 
 def run_with_second_page_held(
-    env_file: Path, base_env: dict[str, str], httpserver: HTTPServer, meanwhile: Callable[[subprocess.Popen], None]
+    env_file: Path, base_env: dict[str, str], httpserver: HTTPServer, *, meanwhile: Callable[[subprocess.Popen], None]
 ) -> tuple[int, str]:
     """An import of /a (items a, b; one batch) then /b (c, d), with `meanwhile(process)` done while
     the run waits for /b, i.e. after its first commit; returns the exit code and stderr."""
@@ -554,7 +554,7 @@ def test_sigterm_after_committed_batches_says_what_was_kept(
     env_file: Path, base_env: dict[str, str], httpserver: HTTPServer
 ) -> None:
     code, stderr = run_with_second_page_held(
-        env_file, base_env, httpserver, lambda proc: proc.send_signal(signal.SIGTERM)
+        env_file, base_env, httpserver, meanwhile=lambda proc: proc.send_signal(signal.SIGTERM)
     )
     b = httpserver.url_for("/b")
     assert code == 143
@@ -577,7 +577,7 @@ def test_a_state_db_broken_mid_run_says_what_was_kept_not_that_nothing_changed(
         with sqlite3.connect(state / "state.db", timeout=10) as conn:
             conn.execute("ALTER TABLE outbox RENAME TO outbox_gone")
 
-    code, stderr = run_with_second_page_held(env_file, base_env, httpserver, break_the_outbox)
+    code, stderr = run_with_second_page_held(env_file, base_env, httpserver, meanwhile=break_the_outbox)
     b = httpserver.url_for("/b")
     assert code == 2
     assert stderr.splitlines() == [

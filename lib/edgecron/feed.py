@@ -375,7 +375,9 @@ class CsvSource:
                     return
                 except csv.Error as exc:
                     record += 1
-                    reject = self._unreadable(lines, header, exc, record=record)  # reads to the record's end
+                    reject = self._unreadable(
+                        lines, header=header, error=exc, record=record
+                    )  # reads to the record's end
                     if lines.count > skip:
                         yield reject
                     continue
@@ -386,7 +388,7 @@ class CsvSource:
                 record += 1
                 if lines.count <= skip:
                     continue
-                pos = _csv_position(record, lines.first, lines.count)
+                pos = _csv_position(record, first=lines.first, last=lines.count)
                 if len(row) > width:
                     yield Reject(pos, "(row)", f"{width} columns", f"{len(row)}")
                     continue
@@ -408,7 +410,7 @@ class CsvSource:
             )
         return header
 
-    def _unreadable(self, lines: _CsvLines, header: list[str], error: csv.Error, *, record: int) -> Reject:
+    def _unreadable(self, lines: _CsvLines, *, header: list[str], error: csv.Error, record: int) -> Reject:
         """The reject for a record csv gave up on, after reading the rest of it (not through csv)."""
         first = lines.first
         scan = _RecordScan(self.field_limit)
@@ -421,11 +423,11 @@ class CsvSource:
         except UnicodeDecodeError as exc:
             raise self._not_utf8(exc) from None
         scan.close()
-        position = _csv_position(record, first, lines.count)
+        position = _csv_position(record, first=first, last=lines.count)
         if scan.over is None:  # not the field limit: another csv error
             return Reject(position, "(row)", "a valid CSV row", str(error))
         column = header[scan.over] if scan.over < len(header) else f"(column {scan.over + 1})"
-        key = self._key_before(header, "".join(lines.kept)[: scan.over_start], scan.over)
+        key = self._key_before(header, before="".join(lines.kept)[: scan.over_start], column=scan.over)
         if column == self.body_column:
             expected = f"at most {self.max_field} bytes (IMPORT_MAX_BODY_BYTES)"
             return Reject(position, column, expected, f"{scan.over_bytes} bytes", key)
@@ -435,9 +437,9 @@ class CsvSource:
     def _not_utf8(self, exc: UnicodeDecodeError) -> InputError:
         return InputError(f"CSV file {self.path} is not UTF-8", got=str(exc), expected="UTF-8 text")
 
-    def _key_before(self, header: list[str], before: str, over: int) -> str | None:
+    def _key_before(self, header: list[str], *, before: str, column: int) -> str | None:
         """The record's key when its column comes before the field over the limit."""
-        if self.key_column not in header or header.index(self.key_column) >= over:
+        if self.key_column not in header or header.index(self.key_column) >= column:
             return None
         try:
             cells = next(csv.reader(io.StringIO(before)), [])
@@ -450,7 +452,7 @@ class CsvSource:
 CSV_FIELD_LIMIT = 131072  # csv's default field_size_limit, in characters
 
 
-def _csv_position(record: int, first: int, last: int) -> Position:
+def _csv_position(record: int, *, first: int, last: int) -> Position:
     return Position(last, unit="row ending on line", record=record, first_line=first)
 
 
