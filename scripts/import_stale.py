@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import _cli
@@ -13,10 +14,10 @@ import typer
 from edgecron.cloudflare import CloudflareClient, interruptible_sleep
 from edgecron.config import Settings
 from edgecron.content import ContentStore
-from edgecron.errors import ConfigError, ExitCode, InputError, LockHeld
+from edgecron.errors import ConfigError, EdgecronError, ExitCode, InputError, LockHeld, from_unexpected
 from edgecron.feed import HttpSource, Validator, open_source, parse_field_map
 from edgecron.http import make_session
-from edgecron.importer import Importer, ImportOptions, forward_purges, parse_duration
+from edgecron.importer import Committed, Importer, ImportOptions, forward_purges, parse_duration
 from edgecron.lock import JobLock
 from edgecron.outbox import PurgeOutbox
 from edgecron.purge import send_outbox
@@ -94,15 +95,50 @@ def run(
             ),
             forward_purges=relay,
         )
-        report = importer.run()
-        job.counts.update(report.counts)
-        job.log("imported", **report.counts, backup=report.backup, resumed_from=report.resumed_from)
-        if report.counts["rejected"]:
-            job.exit_code = ExitCode.PROBLEMS
-        sent = _send_purges(cfg, job, outbox) if purge and outbox else None
-        warmed = _warm(cfg, job, report.live_urls) if warm and not dry_run and not job.stop.is_set() else None
+        report = importer.report
+        table = summary or dry_run or _cli.is_tty()
+        file_source = isinstance(getattr(feed, "path", None), Path)  # its checkpoint holds while it is unchanged
+        try:
+            importer.run()
+            job.counts.update(report.counts)
+            job.log("imported", **report.counts, backup=report.backup, resumed_from=report.resumed_from)
+            if report.counts["rejected"]:
+                job.exit_code = ExitCode.PROBLEMS
+            sent = _send_purges(cfg, job, outbox) if purge and outbox else None
+            warmed = _warm(cfg, job, report.live_urls) if warm and not dry_run and not job.stop.is_set() else None
+        except Exception as exc:
+            error = from_unexpected(exc)
+            if error is None:
+                raise  # a bug: keep its traceback
+            job.counts.update(report.counts)
+            if report.committed is not None:  # the error's own hint may say "Nothing was changed"
+                error.hint = _kept(report.committed, error, file_source=file_source)
+            doc = report.as_dict() | {"dry_run": dry_run, "purge": None, "warm": None, "error": error.as_dict()}
+            _print_report(doc, json_out=json_out, table=table)
+            raise error from None
         doc = report.as_dict() | {"dry_run": dry_run, "purge": sent, "warm": warmed}
-        _print_report(doc, json_out=json_out, table=summary or dry_run or _cli.is_tty())
+        _print_report(doc, json_out=json_out, table=table)
+        if report.stopped and report.committed is not None:  # interrupted: the frame says so next
+            _cli.say(_kept(report.committed, None, file_source=file_source))
+
+
+def _kept(committed: Committed, error: EdgecronError | None, *, file_source: bool) -> str:
+    """What a run that ended early wrote and what a rerun does: said instead of "Nothing was changed"."""
+    c = committed
+    wrote = (
+        f"{c.inserted} inserted, {c.updated} updated, {c.removed} removed, {c.rejected} rejected, "
+        f"{c.purges_queued} URL(s) queued for purge"
+    )
+    if error is None:  # interrupted: the job frame says what a rerun does
+        return f"Kept from this run: {wrote}; checkpoint after {c.checkpoint}."
+    rerun = "Safe to rerun later" if error.exit_code == ExitCode.TEMPFAIL else "Fix the cause above and rerun"
+    if not c.rerun_continues:  # the import finished; what failed came after it
+        return (
+            f"The import finished and is kept: {wrote}. {rerun}: it finds those items unchanged; "
+            "queued purges stay in the outbox until sent."
+        )
+    edited = " (a file edited since is read again from its start; unchanged items are skipped)" if file_source else ""
+    return f"Kept from this run: {wrote}; checkpoint after {c.checkpoint}. {rerun}: it continues from the checkpoint{edited}."
 
 
 def _open_feed(cfg: Settings, spec: str, store: ContentStore, options: ImportOptions) -> Any:

@@ -10,13 +10,15 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from edgecron.content import SCHEMA, SCHEMA_VERSION
 from pytest_httpserver import HTTPServer
-from werkzeug import Response
+from werkzeug import Request, Response
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = "import_stale.py"
@@ -221,7 +223,12 @@ def test_past_max_reject_rate_the_run_exits_2_keeping_committed_batches(
     result = run_script(SCRIPT, "--max-reject-rate", "0.1")
     assert result.returncode == 2
     assert "Error: 5 of 10 items rejected" in result.stderr and "line 6: (line)" in result.stderr
-    assert [row[0] for row in items_of(workdir / "state" / "content.db")] == [f"ok{i}" for i in range(5)]
+    assert result.stderr.splitlines()[-1] == (
+        "Kept from this run: 5 inserted, 0 updated, 0 removed, 5 rejected, 5 URL(s) queued for purge; checkpoint "
+        "after line 10. Fix the cause above and rerun: it continues from the checkpoint (a file edited since is "
+        "read again from its start; unchanged items are skipped)."
+    )
+    assert kept_in(workdir / "state") == ([f"ok{i}" for i in range(5)], 5, 5, (None, 10))
 
 
 def test_a_feed_page_failing_exits_75_keeping_progress_and_the_rerun_continues(
@@ -234,8 +241,13 @@ def test_a_feed_page_failing_exits_75_keeping_progress_and_the_rerun_continues(
     httpserver.expect_request("/feed/2").respond_with_response(Response("boom", status=500))
     result = run_script(SCRIPT)
     assert result.returncode == 75
-    assert "kept failing after 3 attempts" in result.stderr and "rerun later" in result.stderr
-    assert [r[0] for r in items_of(env_file.parent / "state" / "content.db")] == ["a", "b"]
+    assert result.stderr.splitlines() == [
+        f"Error: feed page {httpserver.url_for('/feed/2')} kept failing after 3 attempts: got 500, expected HTTP 200.",
+        "Kept from this run: 2 inserted, 0 updated, 0 removed, 0 rejected, 2 URL(s) queued for purge; checkpoint "
+        f"after {httpserver.url_for('/feed')} item 2. Safe to rerun later: it continues from the checkpoint.",
+    ]
+    state = env_file.parent / "state"
+    assert kept_in(state) == (["a", "b"], 2, 0, (httpserver.url_for("/feed"), 2))
 
     httpserver.clear()
     httpserver.expect_request("/feed").respond_with_json(page1)
@@ -332,3 +344,277 @@ def test_demo_feed_import_purges_and_rewarms_exactly_the_changed_pages(
     assert "(updated)" in edited.text and edited.headers["cf-cache-status"] == "HIT"  # re-warmed
     assert untouched.headers["cf-cache-status"] == "HIT"  # still cached from the first warm
     assert removed.status_code == 404
+
+
+# --- a run that stops after committing batches says what it kept -------------------------------
+
+
+def kept_in(state_dir: Path) -> tuple[list[str], int, int, tuple[str | None, int | None]]:
+    """What content.db and state.db hold after one import run, to check the stop message against:
+    the item keys, the URLs the run queued for purge, its rejects, and the checkpoint (page, index)."""
+    with sqlite3.connect(state_dir / "content.db") as conn:
+        (run_id,) = conn.execute("SELECT run_id FROM import_runs").fetchone()
+        checkpoint = conn.execute("SELECT resume_page, resume_index FROM checkpoints").fetchone()
+        rejects = conn.execute("SELECT count(*) FROM rejects").fetchone()[0]
+    keys = [row[0] for row in items_of(state_dir / "content.db")]
+    return keys, sum(1 for _, source in outbox_of(state_dir) if source == f"import:{run_id}"), rejects, checkpoint
+
+
+def feed_server(env_file: Path, httpserver: HTTPServer, pages: dict[str, object], **keys: object) -> str:
+    """Serve `pages` (path → JSON document, or bytes as they are) as the import's feed; returns the host."""
+    host = f"localhost:{httpserver.port}"
+    configure(env_file, SITE_URL=f"http://{host}", IMPORT_SOURCE=httpserver.url_for("/a"), **keys)
+    for path, page in pages.items():
+        if isinstance(page, bytes):
+            httpserver.expect_request(path).respond_with_data(page, content_type="application/json")
+        else:
+            httpserver.expect_request(path).respond_with_json(page)
+    return host
+
+
+def kept_line(counts: str, checkpoint: str, *, rerun: str = "Fix the cause above and rerun") -> str:
+    return f"Kept from this run: {counts}; checkpoint after {checkpoint}. {rerun}: it continues from the checkpoint."
+
+
+def test_a_loop_after_committed_batches_says_what_was_kept_and_the_rerun_continues(
+    run_script, env_file: Path, httpserver: HTTPServer
+) -> None:
+    host = f"localhost:{httpserver.port}"
+    a, b = httpserver.url_for("/a"), httpserver.url_for("/b")
+    pages = {"/a": {"items": [item("a", host=host), item("b", host=host)], "next": "/b"}}
+    feed_server(env_file, httpserver, pages | {"/b": {"items": [item("c", host=host)], "next": "/a"}}, IMPORT_BATCH=2)
+    result = run_script(SCRIPT)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"Error: feed next link loops back to {a}, a page already read: got '{a}', expected each next link to lead "
+        "to a new page, and null on the last page.",
+        kept_line("3 inserted, 0 updated, 0 removed, 0 rejected, 3 URL(s) queued for purge", f"{b} item 1"),
+    ]
+    state = env_file.parent / "state"
+    assert kept_in(state) == (["a", "b", "c"], 3, 0, (b, 1))
+
+    httpserver.clear()  # the feed is fixed: the rerun starts after the checkpoint, not at /a
+    feed_server(env_file, httpserver, pages | {"/b": {"items": [item("c", host=host)], "next": None}})
+    rerun = run_script(SCRIPT, "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    doc = json.loads(rerun.stdout)
+    assert (doc["resumed_from"], doc["counts"]["read"]) == (f"{b} item 1", 0)
+    assert [req.path for req, _ in httpserver.log] == ["/b"]
+
+
+def test_an_off_host_next_link_after_items_says_what_was_kept(
+    run_script, env_file: Path, httpserver: HTTPServer
+) -> None:
+    host = f"localhost:{httpserver.port}"
+    away = "https://evil.example.net/p?page=2"
+    feed_server(env_file, httpserver, {"/a": {"items": [item("a", host=host), item("b", host=host)], "next": away}})
+    result = run_script(SCRIPT)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"Error: feed page {away} leads to a host that is not allowed: got 'evil.example.net', expected one of "
+        "ALLOWED_HOSTS: localhost.",
+        kept_line(
+            "2 inserted, 0 updated, 0 removed, 0 rejected, 2 URL(s) queued for purge",
+            f"{httpserver.url_for('/a')} item 2",
+        ),
+    ]
+    state = env_file.parent / "state"
+    assert kept_in(state) == (["a", "b"], 2, 0, (httpserver.url_for("/a"), 2))
+
+
+def test_a_malformed_page_after_items_says_what_was_kept_also_in_json(
+    run_script, env_file: Path, httpserver: HTTPServer
+) -> None:
+    host = f"localhost:{httpserver.port}"
+    a, b = httpserver.url_for("/a"), httpserver.url_for("/b")
+    feed_server(env_file, httpserver, {"/a": {"items": [item("a", host=host)], "next": "/b"}, "/b": b"{oops"})
+    state = env_file.parent / "state"
+    result = run_script(SCRIPT, "--json")
+    assert result.returncode == 2
+    what = f"feed page {b} is not valid JSON"
+    assert result.stderr.splitlines() == [
+        f"Error: {what}: got 'Expecting property name enclosed in double quotes: line 1 column 2 (char 1)', "
+        "expected a JSON object with an items list.",
+        kept_line("1 inserted, 0 updated, 0 removed, 0 rejected, 1 URL(s) queued for purge", f"{a} item 1"),
+    ]
+    doc = json.loads(result.stdout)
+    assert doc["stopped"] == what and doc["error"]["what"] == what
+    assert doc["committed"] == {
+        "inserted": 1,
+        "updated": 0,
+        "removed": 0,
+        "rejected": 0,
+        "purges_queued": 1,
+        "checkpoint": f"{a} item 1",
+        "rerun_continues": True,
+    }
+    assert kept_in(state) == (["a"], 1, 0, (a, 1))
+
+
+def test_the_reject_rate_limit_after_committed_batches_says_what_was_kept(
+    run_script, env_file: Path, httpserver: HTTPServer
+) -> None:
+    host = f"localhost:{httpserver.port}"
+    b = httpserver.url_for("/b")
+    bad = [item("x", host="evil.example.net"), {**item("y", host=host), "updated_at": "yesterday"}]
+    pages = {
+        "/a": {"items": [item(k, host=host) for k in "abc"], "next": "/b"},
+        "/b": {"items": [*bad, item("d", host=host)], "next": "/c"},
+        "/c": {"items": [item("e", host=host)], "next": None},  # never read: the run stops before it
+    }
+    feed_server(env_file, httpserver, pages, IMPORT_BATCH=3)
+    result = run_script(SCRIPT, "--max-reject-rate", "0.2")
+    assert result.returncode == 2
+    first = (
+        f"{b} item 1: url: got 'http://evil.example.net/articles/x', expected an absolute http(s) URL on "
+        "ALLOWED_HOSTS (localhost)"
+    )
+    second = f"{b} item 2: updated_at: got 'yesterday', expected an ISO 8601 timestamp with a timezone, such as 2026-01-31T12:00:00Z"
+    assert result.stderr.splitlines() == [
+        "2 item(s) rejected:",
+        f"  {first}",
+        f"  {second}",
+        f"Error: 2 of 6 items rejected, over the limit of 20% (first: {first}; {second}): expected at most 20% "
+        "rejected (--max-reject-rate).",
+        kept_line("4 inserted, 0 updated, 0 removed, 2 rejected, 4 URL(s) queued for purge", f"{b} item 3"),
+    ]
+    state = env_file.parent / "state"
+    assert kept_in(state) == (["a", "b", "c", "d"], 4, 2, (b, 3))
+    assert "/c" not in [req.path for req, _ in httpserver.log]
+
+
+def test_a_stop_that_committed_nothing_still_says_nothing_was_changed(
+    run_script, env_file: Path, httpserver: HTTPServer
+) -> None:
+    host = f"localhost:{httpserver.port}"
+    a = httpserver.url_for("/a")
+    feed_server(env_file, httpserver, {"/a": {"items": [], "next": "/b"}, "/b": {"items": [], "next": "/a"}})
+    result = run_script(SCRIPT)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"Error: feed next link loops back to {a}, a page already read: got '{a}', expected each next link to lead "
+        "to a new page, and null on the last page.",
+        "Nothing was changed; fix the input and rerun.",
+    ]
+    assert items_of(env_file.parent / "state" / "content.db") == []
+
+    httpserver.clear()  # a dry run writes nothing, whatever it read before the stop
+    pages = {"/a": {"items": [item("a", host=host)], "next": "/b"}, "/b": {"items": [], "next": "/a"}}
+    feed_server(env_file, httpserver, pages)
+    dry = run_script(SCRIPT, "--dry-run", "--json")
+    assert dry.returncode == 2
+    assert dry.stderr.splitlines()[1:] == ["Nothing was changed; fix the input and rerun."]
+    assert json.loads(dry.stdout)["committed"] is None
+    assert items_of(env_file.parent / "state" / "content.db") == []
+
+
+def test_a_failure_after_the_import_finished_says_the_import_is_kept(run_script, env_file: Path, workdir: Path) -> None:
+    configure(env_file)
+    write_feed(workdir / "feed.jsonl", [item("a"), item("b")])
+    result = run_script(SCRIPT, "--purge")  # CF_ZONE_ID is not set: found only when sending
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "Error: CF_ZONE_ID is not set: expected the zone id (32 hex characters).",
+        "The import finished and is kept: 2 inserted, 0 updated, 0 removed, 0 rejected, 2 URL(s) queued for purge. "
+        "Fix the cause above and rerun: it finds those items unchanged; queued purges stay in the outbox until sent.",
+    ]
+    assert kept_in(workdir / "state") == (["a", "b"], 2, 0, (None, None))
+    assert len(outbox_of(workdir / "state", "pending")) == 2
+
+
+def run_with_second_page_held(
+    env_file: Path, base_env: dict[str, str], httpserver: HTTPServer, *, meanwhile: Callable[[subprocess.Popen], None]
+) -> tuple[int, str]:
+    """An import of /a (items a, b; one batch) then /b (c, d), with `meanwhile(process)` done while
+    the run waits for /b, i.e. after its first commit; returns the exit code and stderr."""
+    host = f"localhost:{httpserver.port}"
+    requested, release = threading.Event(), threading.Event()
+
+    def second_page(request: Request) -> Response:
+        requested.set()
+        release.wait(30)
+        return Response(json.dumps({"items": [item("c", host=host), item("d", host=host)], "next": "/c"}))
+
+    first = {"/a": {"items": [item("a", host=host), item("b", host=host)], "next": "/b"}}
+    feed_server(env_file, httpserver, first, IMPORT_BATCH=2)
+    httpserver.expect_request("/b").respond_with_handler(second_page)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / SCRIPT)], env=base_env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert requested.wait(30), "the run never asked for the second page"
+        meanwhile(proc)
+    finally:
+        release.set()
+        _, stderr = proc.communicate(timeout=60)
+    return proc.returncode, stderr
+
+
+def test_sigterm_after_committed_batches_says_what_was_kept(
+    env_file: Path, base_env: dict[str, str], httpserver: HTTPServer
+) -> None:
+    code, stderr = run_with_second_page_held(
+        env_file, base_env, httpserver, meanwhile=lambda proc: proc.send_signal(signal.SIGTERM)
+    )
+    b = httpserver.url_for("/b")
+    assert code == 143
+    assert stderr.splitlines() == [
+        f"Kept from this run: 4 inserted, 0 updated, 0 removed, 0 rejected, 4 URL(s) queued for purge; "
+        f"checkpoint after {b} item 2.",
+        "Interrupted by signal 15: finished items are kept; a rerun continues.",
+    ]
+    state = env_file.parent / "state"
+    assert kept_in(state) == (["a", "b", "c", "d"], 4, 0, (b, 2))
+    assert "/c" not in [req.path for req, _ in httpserver.log]
+
+
+def test_a_state_db_broken_mid_run_says_what_was_kept_not_that_nothing_changed(
+    env_file: Path, base_env: dict[str, str], httpserver: HTTPServer
+) -> None:
+    state = env_file.parent / "state"
+
+    def break_the_outbox(proc: subprocess.Popen) -> None:  # the second batch's purges cannot be handed over
+        with sqlite3.connect(state / "state.db", timeout=10) as conn:
+            conn.execute("ALTER TABLE outbox RENAME TO outbox_gone")
+
+    code, stderr = run_with_second_page_held(env_file, base_env, httpserver, meanwhile=break_the_outbox)
+    b = httpserver.url_for("/b")
+    assert code == 2
+    assert stderr.splitlines() == [
+        "Error: a database is unusable: got 'no such table: outbox', expected a SQLite file written by edgecron.",
+        f"Kept from this run: 4 inserted, 0 updated, 0 removed, 0 rejected, 2 URL(s) queued for purge; "
+        f"checkpoint after {b} item 2. Fix the cause above and rerun: it continues from the checkpoint.",
+    ]
+    with sqlite3.connect(state / "state.db") as conn:
+        conn.execute("ALTER TABLE outbox_gone RENAME TO outbox")
+    assert kept_in(state) == (["a", "b", "c", "d"], 2, 0, (b, 2))
+
+
+def test_a_csv_body_over_the_field_limit_is_one_body_reject_at_its_record_and_the_rest_imports(
+    run_script, env_file: Path, workdir: Path
+) -> None:
+    limit = 131072  # csv's field limit when IMPORT_MAX_BODY_BYTES is below it
+    configure(env_file, IMPORT_SOURCE=workdir / "feed.csv", IMPORT_MAX_BODY_BYTES=1000, IMPORT_MAX_REJECT_RATE=0.5)
+
+    def row(key: str, body: str) -> str:
+        return f'{key},http://www.example.com/articles/{key},2026-02-01T00:00:00Z,{key},"{body}"\n'
+
+    smuggled = row("k9", "inside a quoted body")
+    (workdir / "feed.csv").write_text(
+        "id,url,updated_at,title,body\n"
+        + row("k1", "one\ntwo")  # record 1, lines 2-3
+        + row("k2", "x" * (limit + 1) + "\n" + smuggled.replace('"', '""'))  # record 2, lines 4-6
+        + row("k3", "after")  # record 3, line 7
+    )
+    result = run_script(SCRIPT)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "1 item(s) rejected:",
+        f"  record 2 (lines 4-6): body: got {limit + 1 + 1 + len(smuggled)} bytes, expected at most 1000 bytes "
+        "(IMPORT_MAX_BODY_BYTES)",
+    ]
+    assert [r[0] for r in items_of(workdir / "state" / "content.db")] == ["k1", "k3"]  # not k9
+    with sqlite3.connect(workdir / "state" / "content.db") as conn:
+        assert conn.execute("SELECT position, item_key, field FROM rejects").fetchall() == [
+            ("record 2 (lines 4-6)", "k2", "body")
+        ]

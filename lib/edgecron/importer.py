@@ -51,6 +51,36 @@ class ImportOptions:
 
 
 @dataclass
+class Committed:
+    """What a run has written so far. Each batch commits in one transaction with its checkpoint, so
+    this stays true however the run ends: it is what a stopped run reports instead of "nothing was
+    changed"."""
+
+    inserted: int = 0
+    updated: int = 0
+    removed: int = 0
+    rejected: int = 0
+    purges_queued: int = 0  # URLs this run added to the purge outbox
+    checkpoint: str | None = None  # the saved resume position; None once the run completed
+
+    @property
+    def rerun_continues(self) -> bool:
+        """A rerun of the same source starts after `checkpoint` rather than at the beginning."""
+        return self.checkpoint is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "removed": self.removed,
+            "rejected": self.rejected,
+            "purges_queued": self.purges_queued,
+            "checkpoint": self.checkpoint,
+            "rerun_continues": self.rerun_continues,
+        }
+
+
+@dataclass
 class ImportReport:
     run_id: str
     source: str
@@ -61,6 +91,7 @@ class ImportReport:
     resumed_from: str | None = None
     backup: str | None = None
     stopped: str | None = None  # why the run ended early, if it did
+    committed: Committed | None = None  # None while this run has written nothing
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +101,7 @@ class ImportReport:
             "resumed_from": self.resumed_from,
             "backup": self.backup,
             "stopped": self.stopped,
+            "committed": None if self.committed is None else self.committed.as_dict(),
             "rejects": [r.as_dict() for r in self.rejects],
             "changed_urls": self.changed_urls,
             "warm_urls": self.live_urls,
@@ -98,7 +130,7 @@ class Importer:
         now: Callable[[], datetime],
         stop: threading.Event | None = None,
         backup: Callable[[], str | None] = lambda: None,
-        forward_purges: Callable[[], object] = lambda: None,
+        forward_purges: Callable[[], int] = lambda: 0,
     ) -> None:
         self.store = store
         self.source = source
@@ -198,10 +230,21 @@ class Importer:
             removed=self.remembered,
             revived=self.revived,
         )
+        committed = self._committed(last)
         self.remembered.clear()
         self.revived.clear()
         self.overlay.clear()
-        self.forward_purges()
+        committed.purges_queued += self.forward_purges()
+
+    def _committed(self, checkpoint: Position | None) -> Committed:
+        """Note what the commit just made holds: the counts so far, and the checkpoint saved with it."""
+        committed = self.report.committed or Committed()
+        counts = self.counts
+        committed.inserted, committed.updated = counts["inserted"], counts["updated"]
+        committed.removed, committed.rejected = counts["removed"], counts["rejected"]
+        committed.checkpoint = checkpoint.label() if checkpoint is not None else None
+        self.report.committed = committed
+        return committed
 
     def _last_copies(self, items: list[FeedItem]) -> list[FeedItem]:
         """Collapse a batch's copies of one key into the copy that wins, by the same rule used
@@ -332,7 +375,6 @@ class Importer:
                 f"{rejected} of {seen} items rejected, over the limit of {self.options.max_reject_rate:.0%}"
                 f" (first: {reasons})",
                 expected=f"at most {self.options.max_reject_rate:.0%} rejected (--max-reject-rate)",
-                hint="Batches committed before the stop are kept; fix the feed and rerun.",
             )
 
     def _finish(self, status: str) -> None:
@@ -343,7 +385,7 @@ class Importer:
             high = progress.high
             cursor = progress.cursor if high is None or (progress.cursor and progress.cursor >= high) else high
             progress = Checkpoint(progress.source, cursor=cursor)
-        self.store.finish_run(
+        wrote = self.store.finish_run(
             run_id=self.run_id,
             started_at=self.started_at,
             status=status,
@@ -351,6 +393,8 @@ class Importer:
             checkpoint=progress,
             now=self.now(),
         )
+        if wrote:
+            self._committed(progress.resume)
 
 
 def forward_purges(store: ContentStore, outbox: PurgeOutbox, *, now: datetime) -> int:
