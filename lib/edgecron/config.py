@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 
 from .errors import ConfigError
 from .redact import register_secret
+from .sources import FORMATS
 
 
 class Secret:
@@ -120,6 +122,16 @@ def _choice(*options: str) -> Callable[[str], str]:
         return value
 
     return parse
+
+
+def _zone_name(text: str) -> str:
+    name = text.strip()
+    if name:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("an IANA time zone name such as UTC or Europe/Berlin, or empty") from None
+    return name
 
 
 def _zone_id(text: str) -> str:
@@ -308,6 +320,21 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("IMPORT_AUTH_FILE", "", _path, "File holding IMPORT_AUTH_HEADER's line instead (e.g. a credential).", "import"),
     Key("IMPORT_FIELD_MAP", "", _text, "Source field names, e.g. id=guid,updated_at=modified.", "import"),
+    Key(
+        "IMPORT_FORMAT",
+        "auto",
+        _choice(*FORMATS),
+        "How IMPORT_SOURCE is read: auto (from Content-Type and first bytes; a file also by extension), json, jsonl,"
+        " csv, wordpress, rss, atom or jsonfeed; field rules per format in `import_stale.py run --help`.",
+        "import",
+    ),
+    Key(
+        "IMPORT_NAIVE_TIMEZONE",
+        "",
+        _zone_name,
+        "Time zone of feed timestamps without an offset, e.g. UTC or Europe/Berlin; empty: such items are rejected.",
+        "import",
+    ),
     Key("CONTENT_DB", "", _path, "Content store (default STATE_DIR/content.db).", "import"),
     Key(
         "IMPORT_BATCH", "500", _int(1, 100000), "Items per transaction (rows and checkpoint commit together).", "import"
