@@ -46,7 +46,7 @@ def purge_job_sent_everything(state_dir: Path) -> None:
 
 
 def serve(httpserver: HTTPServer, kind: str, site: Site) -> str:
-    path, _, query = SOURCES[kind].partition("?")
+    path = SOURCES[kind].partition("?")[0]
     handler = wordpress_handler(site) if kind == "wordpress" else document_handler(site, kind)
     httpserver.expect_request(path).respond_with_handler(handler)
     return site.base + SOURCES[kind]

@@ -23,7 +23,8 @@ TYPE_FORMATS = {
     "application/feed+json": "jsonfeed",
 }
 # Before the root element: an XML declaration, processing instructions, comments, a DOCTYPE.
-PROLOG = re.compile(rb"\s*(?:<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>|\s)*", re.S | re.I)
+# A DOCTYPE is skipped here only to name the root: the parser refuses it (and its entities) after.
+PROLOG = re.compile(rb"\s*(?:<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^\[>]*(?:\[.*?\])?\s*>|\s)*", re.S | re.I)
 ROOT_TAG = re.compile(rb"<([A-Za-z_][\w.:-]*)([^>]*)>?")
 HEAD_BYTES = 4096
 
@@ -99,8 +100,6 @@ def _detect_xml(head: bytes, *, declared: str | None, where: str) -> Detected:
         return Detected(None, "an RSS 1.0 (RDF) document (only RSS 2.0 and Atom are read)", by)
     if local == "html":
         return Detected(None, "an HTML page", by)
-    if tag.lower() == "!doctype":
-        return Detected(None, "a document with a DOCTYPE (refused for safety)", by)
     if declared is not None:
         return Detected(None, f"XML with root <{tag}>, although served as {declared}", by)
     return Detected(None, f"XML with root <{tag}>", by)
