@@ -107,3 +107,18 @@ def test_a_real_source_imports_then_writes_nothing_then_takes_exactly_one_revisi
     assert [body.strip() for url, _, _, body in items_of(db).values() if url == site.url_of(revised)] == [
         revised.body.strip()
     ]
+
+
+def test_an_rss_edit_with_an_unchanged_pubdate_is_caught_by_max_age_as_the_runbook_says(
+    run_script, env_file: Path, httpserver: HTTPServer
+) -> None:
+    site = Site(base=f"http://localhost:{httpserver.port}", posts=sample_posts(3))
+    source = serve(httpserver, "rss", site)
+    env_file.write_text(env_file.read_text() + f"SITE_URL={site.base}\nIMPORT_SOURCE={source}\n")
+    assert run_script(SCRIPT).returncode == 0
+    edited = site.posts[0]
+    edited.body = "<p>Edited in WordPress: pubDate stays the publication time.</p>"
+    behind = json.loads(run_script(SCRIPT, "--json").stdout)["counts"]
+    assert (behind["updated"], behind["behind_cursor"]) == (0, 2)  # the limit the runbook names (the newest is re-read)
+    rechecked = json.loads(run_script(SCRIPT, "--json", "--max-age", "0s").stdout)
+    assert rechecked["counts"]["updated"] == 1 and rechecked["changed_urls"] == [site.url_of(edited)]
