@@ -500,7 +500,7 @@ class HttpSource:
             try:
                 page = self._fetch(url)
             except InputError as exc:
-                if resume is not None and not self.pages_read and exc.got in (400, 404, 410) and url != self.url:
+                if resume is not None and reader is None and exc.got in (400, 404, 410) and url != self.url:
                     url, resume = self.url, None  # the resumed page is gone: read from the start
                     seen.clear()
                     continue
