@@ -52,7 +52,7 @@ def run(
         None, help="Stop (exit 2) past this share of rejects [IMPORT_MAX_REJECT_RATE]."
     ),
     max_age: str = typer.Option(None, help="Also re-check stored items older than this (30d, 12h)."),
-    source: str = typer.Option(None, help="Feed URL or .jsonl/.csv path [IMPORT_SOURCE]."),
+    source: str = typer.Option(None, help="Feed URL or file (.jsonl, .csv, .json, .xml) [IMPORT_SOURCE]."),
     feed_format: str = typer.Option(
         None, "--format", help=f"How the source is read: {', '.join(FORMATS)} [IMPORT_FORMAT, default auto]."
     ),

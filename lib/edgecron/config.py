@@ -309,7 +309,14 @@ KEYS: tuple[Key, ...] = (
     Key("CHECK_LOCK_MAX_SECONDS", "3600", _int(1), "Breach when a job has held its lock longer than this.", "logs"),
     Key("CHECK_OUTBOX_MAX_ATTEMPTS", "3", _int(1), "Breach when a purge outbox item failed this many times.", "logs"),
     Key("CHECK_DEPLOY_WINDOW_MINUTES", "60", _int(1), "Minutes compared before and after the last deploy.", "logs"),
-    Key("IMPORT_SOURCE", "", _text, "Feed to import: an http(s) JSON API URL, or a .jsonl / .csv file path.", "import"),
+    Key(
+        "IMPORT_SOURCE",
+        "",
+        _text,
+        "Feed to import: an http(s) URL (JSON API, WordPress REST, RSS, Atom, JSON Feed) or a file path"
+        " (.jsonl, .csv, or one saved document: .json, .xml, .rss, .atom).",
+        "import",
+    ),
     Key(
         "IMPORT_AUTH_HEADER",
         "",
