@@ -85,8 +85,7 @@ def wordpress_handler(site: Site):
                 "data": {"status": 400},
             }
             return Response(json.dumps(error), status=400, content_type="application/json; charset=UTF-8")
-        chunk = posts[(page - 1) * per_page : page * per_page]
-        body = json.dumps([_wp_post(site, p) for p in chunk], ensure_ascii=True).replace("/", "\\/")
+        body = wp_page_body(site, posts[(page - 1) * per_page : page * per_page])
         headers = {"X-WP-Total": str(total), "X-WP-TotalPages": str(pages)}
         links = []
         base_query = {k: v for k, v in request.args.items() if k != "page"}
@@ -99,6 +98,11 @@ def wordpress_handler(site: Site):
         return Response(body, headers=headers, content_type="application/json; charset=UTF-8")
 
     return handle
+
+
+def wp_page_body(site: Site, posts: list[Post]) -> bytes:
+    """A page of posts as wp_json_encode writes it: `\\/` for `/`, `\\uXXXX` past ASCII."""
+    return json.dumps([_wp_post(site, p) for p in posts], ensure_ascii=True).replace("/", "\\/").encode()
 
 
 def _wp_post(site: Site, post: Post) -> dict:
