@@ -475,3 +475,14 @@ def test_the_chosen_format_is_in_the_event_log_and_on_a_terminal(
     assert chosen["format"] == "atom" and "Content-Type application/atom+xml" in chosen["chosen_by"]
     code, screen = run_in_terminal(SCRIPT)
     assert code == 0 and "format atom: detected from Content-Type application/atom+xml" in screen
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [(b"", "it is an empty document"), (b'{"items": [', "it is not valid JSON (Expecting value: line 1")],
+)
+def test_auto_names_an_empty_or_broken_document(body: bytes, says: str, httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/api").respond_with_data(body, content_type="application/json")
+    with pytest.raises(InputError) as err:
+        list(source(httpserver, "/api").records())
+    assert says in err.value.message

@@ -45,15 +45,17 @@ def detect(page: Page, *, suffix: str = "") -> Detected:
         return _detect_json(page, declared=declared, where=where)
     if head[:1] == b"<":
         return _detect_xml(head, declared=declared, where=where)
-    shown = head[:40].decode("utf-8", "replace") or "an empty document"
+    if not head:
+        return Detected(None, "an empty document", where or "its length")
+    shown = head[:40].decode("utf-8", "replace")
     return Detected(None, f"neither JSON nor XML (it starts {shown!r})", where or "its first bytes")
 
 
 def _detect_json(page: Page, *, declared: str | None, where: str) -> Detected:
     try:
         doc: Any = json.loads(page.body)
-    except (ValueError, RecursionError):
-        return Detected(None, "not valid JSON although it starts like JSON", where or "its first bytes")
+    except (ValueError, RecursionError) as exc:
+        return Detected(None, f"not valid JSON ({exc})", where or "its first bytes")
     by = ", ".join(filter(None, (where, "its JSON")))
     if isinstance(doc, dict) and str(doc.get("version", "")).startswith(JSON_FEED_VERSION):
         return Detected("jsonfeed", f"a JSON Feed ({doc['version']})", by)
