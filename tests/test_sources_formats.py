@@ -486,3 +486,16 @@ def test_auto_names_an_empty_or_broken_document(body: bytes, says: str, httpserv
     with pytest.raises(InputError) as err:
         list(source(httpserver, "/api").records())
     assert says in err.value.message
+
+
+def test_wordpress_400_past_x_wp_totalpages_is_the_end(httpserver: HTTPServer) -> None:
+    base = f"http://localhost:{httpserver.port}"
+    past_end = {"code": "rest_post_invalid_page_number", "message": "The page number requested is larger than the number of pages available.", "data": {"status": 400}}  # fmt: skip
+    httpserver.expect_request("/wp-json/wp/v2/posts", query_string="page=3").respond_with_json(past_end, status=400)
+    httpserver.expect_request("/wp-json/wp/v2/posts").respond_with_json(
+        [_one_post(base)],  # a plugin's Link skips past the last page the headers announce
+        headers={"X-WP-Total": "2", "X-WP-TotalPages": "2", "Link": f'<{base}/wp-json/wp/v2/posts?page=3>; rel="next"'},
+    )
+    feed = source(httpserver, "/wp-json/wp/v2/posts", fmt="wordpress")
+    assert len(list(feed.records())) == 1
+    assert [req.query_string for req, _ in httpserver.log] == [b"", b"page=3"]
