@@ -44,7 +44,7 @@ from .sources.detect import Choice, choose
 from .sources.jsonfeed import JsonFeedReader
 from .sources.page import Page, PageItems, media_type
 from .sources.wordpress import WordPressReader
-from .sources.xmlfeeds import AtomReader, RssReader
+from .sources.xmlfeeds import AtomReader, RssReader, refuse_field_map
 from .urls import UrlPolicy
 
 FIELDS = ("id", "url", "updated_at", "title", "body", "deleted")
@@ -739,8 +739,8 @@ def open_source(
     """The source named by IMPORT_SOURCE read as IMPORT_FORMAT: an http(s) URL, or a file
     (.jsonl / .ndjson, .csv, or one document: .json, .xml, .rss, .atom)."""
     spec = spec.strip()
-    if format in FIXED_FIELDS and field_map:
-        RssReader(field_map)  # raises: the fields of RSS and Atom are fixed
+    if format in FIXED_FIELDS:
+        refuse_field_map(field_map, "RSS" if format == "rss" else "Atom")
     if spec.startswith(("http://", "https://")):
         if session is None:
             raise ValueError("an HTTP source needs a session")

@@ -32,9 +32,6 @@ class FieldRules:
                 out[self.keys[name]] = value
         return out
 
-    def is_default(self, name: str, defaults: Mapping[str, tuple[str, ...]]) -> bool:
-        return self.paths[name] == defaults[name]
-
 
 def first_present(source: Mapping[str, Any], paths: tuple[str, ...]) -> Any:
     """The first path that holds a value other than null or an empty string."""

@@ -45,7 +45,7 @@ def parse_xml(page: Page, *, what: str) -> Element:
         ) from None
 
 
-def _no_field_map(field_map: Mapping[str, str] | None, name: str) -> None:
+def refuse_field_map(field_map: Mapping[str, str] | None, name: str) -> None:
     if field_map:
         raise ConfigError(
             f"IMPORT_FIELD_MAP does not apply to {name}: its fields are fixed by the format",
@@ -65,7 +65,7 @@ class RssReader:
     """RSS 2.0: every `channel/item`. No pagination: a feed is its newest items."""
 
     def __init__(self, field_map: Mapping[str, str] | None = None) -> None:
-        _no_field_map(field_map, "RSS")
+        refuse_field_map(field_map, "RSS")
 
     def read(self, page: Page) -> PageItems:
         root = parse_xml(page, what="RSS feed")
@@ -94,7 +94,7 @@ class AtomReader:
     """Atom: every `feed/entry`; RFC 5005 `<link rel="next">` pages further."""
 
     def __init__(self, field_map: Mapping[str, str] | None = None) -> None:
-        _no_field_map(field_map, "Atom")
+        refuse_field_map(field_map, "Atom")
 
     def read(self, page: Page) -> PageItems:
         root = parse_xml(page, what="Atom feed")
