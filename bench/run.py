@@ -1,6 +1,6 @@
 """`make bench`: every benchmark section, measured in one run, printed as ratios.
 
-Run one section with `make bench ARGS=warm` (sections: warm, purge, import, logs).
+Run one section with `make bench ARGS=warm` (sections: warm, purge, import, logs, sources).
 Figures are never pass/fail tests; they are for the closing notes and for spotting regressions.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SECTIONS = {"warm": "bench_warm", "purge": "bench_purge", "import": "bench_import", "logs": "bench_logs"}
+SECTIONS["sources"] = "bench_sources"  # issue 11: feed formats (its own line, to merge cleanly)
 
 
 def main(argv: list[str]) -> int:

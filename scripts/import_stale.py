@@ -8,6 +8,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import _cli
 import typer
@@ -15,7 +16,7 @@ from edgecron.cloudflare import CloudflareClient, interruptible_sleep
 from edgecron.config import Settings
 from edgecron.content import ContentStore
 from edgecron.errors import ConfigError, EdgecronError, ExitCode, InputError, LockHeld, from_unexpected
-from edgecron.feed import HttpSource, Validator, open_source, parse_field_map
+from edgecron.feed import HttpSource, Validator, format_choice, open_source, parse_field_map
 from edgecron.http import make_session
 from edgecron.importer import Committed, Importer, ImportOptions, forward_purges, parse_duration
 from edgecron.lock import JobLock
@@ -23,6 +24,7 @@ from edgecron.outbox import PurgeOutbox
 from edgecron.purge import send_outbox
 from edgecron.retention import RetentionPolicy
 from edgecron.runner import JobRun
+from edgecron.sources import FIELD_RULES, FORMATS
 from edgecron.state import open_state
 from edgecron.warm import rewarm
 
@@ -40,7 +42,10 @@ app.info.epilog = _cli.examples(
         "import_stale.py --dry-run               # what would change, nothing written",
         "import_stale.py run --max-age 30d       # also re-check items older than 30 days",
         "import_stale.py --purge --warm --json   # import, purge and re-warm the changed pages",
+        "import_stale.py --format wordpress      # read IMPORT_SOURCE as the WordPress REST API",
     )
+    + "\n\n\b\nField rules per format (id, url, updated_at, title, body):\n"
+    + "\n".join(f"  {name}: {rule}" for name, rule in FIELD_RULES.items())
 )
 def run(
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Report what would change; write nothing."),
@@ -48,7 +53,10 @@ def run(
         None, help="Stop (exit 2) past this share of rejects [IMPORT_MAX_REJECT_RATE]."
     ),
     max_age: str = typer.Option(None, help="Also re-check stored items older than this (30d, 12h)."),
-    source: str = typer.Option(None, help="Feed URL or .jsonl/.csv path [IMPORT_SOURCE]."),
+    source: str = typer.Option(None, help="Feed URL or file (.jsonl, .csv, .json, .xml) [IMPORT_SOURCE]."),
+    feed_format: str = typer.Option(
+        None, "--format", help=f"How the source is read: {', '.join(FORMATS)} [IMPORT_FORMAT, default auto]."
+    ),
     purge: bool = typer.Option(False, "--purge", help="Send this run's purges to Cloudflare at the end."),
     warm: bool = typer.Option(False, "--warm", help="Re-warm the inserted and updated pages after."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
@@ -68,6 +76,7 @@ def run(
         if not 0 <= options.max_reject_rate <= 1:
             raise InputError("--max-reject-rate is out of range", got=max_reject_rate, expected="0 to 1")
         spec = source or cfg.require("IMPORT_SOURCE")
+        requested = _format(feed_format, cfg)
         if not cfg.allowed_hosts:
             raise ConfigError("SITE_URL and ALLOWED_HOSTS are both empty", expected="the hosts item URLs may use")
     with (
@@ -77,7 +86,7 @@ def run(
         outbox = PurgeOutbox(job.state) if job.state is not None else None
         relay = (lambda: forward_purges(store, outbox, now=job.now())) if outbox else (lambda: 0)
         relay()  # URLs a killed run committed but did not hand over yet
-        feed = _open_feed(cfg, spec, store, options)
+        feed = _open_feed(cfg, spec, store, options, requested=requested)
         importer = Importer(
             store=store,
             source=feed,
@@ -85,6 +94,7 @@ def run(
                 allowed_hosts=cfg.allowed_hosts,
                 max_body_bytes=cfg["IMPORT_MAX_BODY_BYTES"],
                 field_map=parse_field_map(cfg["IMPORT_FIELD_MAP"]),
+                naive_timezone=ZoneInfo(cfg["IMPORT_NAIVE_TIMEZONE"]) if cfg["IMPORT_NAIVE_TIMEZONE"] else None,
             ),
             options=options,
             run_id=job.run_id,
@@ -98,8 +108,16 @@ def run(
         report = importer.report
         table = summary or dry_run or _cli.is_tty()
         file_source = isinstance(getattr(feed, "path", None), Path)  # its checkpoint holds while it is unchanged
+        chosen = None
         try:
-            importer.run()
+            try:
+                importer.run()
+            finally:
+                chosen = format_choice(feed, requested)
+                if chosen is not None:
+                    job.log("format", **chosen.as_dict())
+                    if chosen.auto and _cli.interactive() and not json_out:
+                        _cli.say(f"{feed.name}: {chosen.sentence()}")
             job.counts.update(report.counts)
             job.log("imported", **report.counts, backup=report.backup, resumed_from=report.resumed_from)
             if report.counts["rejected"]:
@@ -114,9 +132,11 @@ def run(
             if report.committed is not None:  # the error's own hint may say "Nothing was changed"
                 error.hint = _kept(report.committed, error, file_source=file_source)
             doc = report.as_dict() | {"dry_run": dry_run, "purge": None, "warm": None, "error": error.as_dict()}
+            doc["format"] = chosen.as_dict() if chosen is not None else None
             _print_report(doc, json_out=json_out, table=table)
             raise error from None
         doc = report.as_dict() | {"dry_run": dry_run, "purge": sent, "warm": warmed}
+        doc["format"] = chosen.as_dict() if chosen is not None else None
         _print_report(doc, json_out=json_out, table=table)
         if report.stopped and report.committed is not None:  # interrupted: the frame says so next
             _cli.say(_kept(report.committed, None, file_source=file_source))
@@ -141,7 +161,19 @@ def _kept(committed: Committed, error: EdgecronError | None, *, file_source: boo
     return f"Kept from this run: {wrote}; checkpoint after {c.checkpoint}. {rerun}: it continues from the checkpoint{edited}."
 
 
-def _open_feed(cfg: Settings, spec: str, store: ContentStore, options: ImportOptions) -> Any:
+def _format(option: str | None, cfg: Settings) -> str:
+    """--format, checked like IMPORT_FORMAT, else IMPORT_FORMAT."""
+    if option is None:
+        return str(cfg["IMPORT_FORMAT"])
+    value = option.strip().lower()
+    if value not in FORMATS:
+        raise InputError(
+            "--format is not a format this tool reads", got=option, expected="one of " + ", ".join(FORMATS)
+        )
+    return value
+
+
+def _open_feed(cfg: Settings, spec: str, store: ContentStore, options: ImportOptions, *, requested: str) -> Any:
     feed = open_source(
         spec,
         session=make_session(),
@@ -152,6 +184,7 @@ def _open_feed(cfg: Settings, spec: str, store: ContentStore, options: ImportOpt
         max_body_bytes=cfg["IMPORT_MAX_BODY_BYTES"],
         base_dir=cfg.base_dir,
         auth=cfg.import_auth,
+        format=requested,
     )
     since_param = cfg["IMPORT_SINCE_PARAM"]
     if isinstance(feed, HttpSource) and since_param and options.max_age is None:

@@ -204,7 +204,7 @@ def test_csv_rows_with_extra_cells_are_rejected_and_multiline_bodies_kept(tmp_pa
 def test_open_source_refuses_an_unknown_kind(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="IMPORT_SOURCE"):
         module.open_source(
-            str(tmp_path / "feed.xml"),
+            str(tmp_path / "feed.txt"),
             session=None,
             allowed_hosts=HOSTS,
             field_map=None,

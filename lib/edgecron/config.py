@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 
 from .errors import ConfigError
 from .redact import register_secret
+from .sources import FORMATS
 
 
 class Secret:
@@ -120,6 +122,16 @@ def _choice(*options: str) -> Callable[[str], str]:
         return value
 
     return parse
+
+
+def _zone_name(text: str) -> str:
+    name = text.strip()
+    if name:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("an IANA time zone name such as UTC or Europe/Berlin, or empty") from None
+    return name
 
 
 def _zone_id(text: str) -> str:
@@ -297,7 +309,14 @@ KEYS: tuple[Key, ...] = (
     Key("CHECK_LOCK_MAX_SECONDS", "3600", _int(1), "Breach when a job has held its lock longer than this.", "logs"),
     Key("CHECK_OUTBOX_MAX_ATTEMPTS", "3", _int(1), "Breach when a purge outbox item failed this many times.", "logs"),
     Key("CHECK_DEPLOY_WINDOW_MINUTES", "60", _int(1), "Minutes compared before and after the last deploy.", "logs"),
-    Key("IMPORT_SOURCE", "", _text, "Feed to import: an http(s) JSON API URL, or a .jsonl / .csv file path.", "import"),
+    Key(
+        "IMPORT_SOURCE",
+        "",
+        _text,
+        "Feed to import: an http(s) URL (JSON API, WordPress REST, RSS, Atom, JSON Feed) or a file path"
+        " (.jsonl, .csv, or one saved document: .json, .xml, .rss, .atom).",
+        "import",
+    ),
     Key(
         "IMPORT_AUTH_HEADER",
         "",
@@ -308,6 +327,21 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("IMPORT_AUTH_FILE", "", _path, "File holding IMPORT_AUTH_HEADER's line instead (e.g. a credential).", "import"),
     Key("IMPORT_FIELD_MAP", "", _text, "Source field names, e.g. id=guid,updated_at=modified.", "import"),
+    Key(
+        "IMPORT_FORMAT",
+        "auto",
+        _choice(*FORMATS),
+        "How IMPORT_SOURCE is read: auto (from Content-Type and first bytes; a file also by extension), json, jsonl,"
+        " csv, wordpress, rss, atom or jsonfeed; field rules per format in `import_stale.py run --help`.",
+        "import",
+    ),
+    Key(
+        "IMPORT_NAIVE_TIMEZONE",
+        "",
+        _zone_name,
+        "Time zone of feed timestamps without an offset, e.g. UTC or Europe/Berlin; empty: such items are rejected.",
+        "import",
+    ),
     Key("CONTENT_DB", "", _path, "Content store (default STATE_DIR/content.db).", "import"),
     Key(
         "IMPORT_BATCH", "500", _int(1, 100000), "Items per transaction (rows and checkpoint commit together).", "import"

@@ -5,8 +5,11 @@ cannot even be parsed, a `Reject`. `Validator.check()` turns a record into a `Fe
 `Reject` naming the field, what was expected, what was found and where. Nothing past this module
 sees unchecked data.
 
-HTTP pages are either an object with an items list and a `next` link (null on the last page), or
-a page-parameter feed (`?page=N`, read until a page is empty). Pages (and `next` links) are
+HTTP pages are either an object with an items list and a `next` link (null on the last page), a
+list or object paged by an RFC 8288 `Link: <…>; rel="next"` header, or a page-parameter feed
+(`?page=N`, read until a page is empty). IMPORT_FORMAT names (or `auto` detects, on the first
+page) the other formats read by `edgecron.sources`: WordPress REST, RSS 2.0, Atom, JSON Feed;
+their next pages must stay on the source's host. Pages (and `next` links) are
 fetched through `edgecron.http` (the URL policy of `urls.py`, IMPORT_TIMEOUT for the whole page,
 urllib3 retries) and a 5xx is retried here too;
 a `next` link that comes back to a page already read, or a page parameter the server ignores,
@@ -24,7 +27,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -35,8 +38,14 @@ from urllib3.util import parse_url
 
 from .config import AuthHeader
 from .errors import ConfigError, InputError, UpstreamUnavailable
-from .http import fetch_capped
+from .http import WaitBudget, open_checked, read_capped, response_chunks
 from .redact import MASK, redact
+from .sources import FILE_ONLY, FIXED_FIELDS
+from .sources.detect import Choice, choose
+from .sources.jsonfeed import JsonFeedReader
+from .sources.page import Page, PageItems, media_type
+from .sources.wordpress import WordPressReader
+from .sources.xmlfeeds import AtomReader, RssReader, refuse_field_map
 from .urls import UrlPolicy
 
 FIELDS = ("id", "url", "updated_at", "title", "body", "deleted")
@@ -52,6 +61,11 @@ LINE_DECODER = json.JSONDecoder()
 # What LINE_DECODER.raw_decode() calls: (value, end index) of the JSON value starting at an index.
 SCAN_VALUE: Callable[[str, int], tuple[Any, int]] = LINE_DECODER.scan_once  # type: ignore[attr-defined]
 JSON_SPACE = b" \t\n\r"
+NAIVE_EXPECTED = (
+    "an ISO 8601 timestamp with a timezone, such as 2026-01-31T12:00:00Z"
+    " (or declare the zone of timestamps without one: IMPORT_NAIVE_TIMEZONE=UTC)"
+)
+DOCUMENT_SUFFIXES = (".json", ".xml", ".rss", ".atom")
 TRUE_WORDS = frozenset({"true", "1", "yes"})
 FALSE_WORDS = frozenset({"false", "0", "no", ""})
 
@@ -201,7 +215,9 @@ class Validator:
         allowed_hosts: Iterable[str],
         max_body_bytes: int,
         field_map: Mapping[str, str] | None = None,
+        naive_timezone: tzinfo | None = None,
     ) -> None:
+        self.naive_timezone = naive_timezone  # IMPORT_NAIVE_TIMEZONE: the declared zone of offset-less times
         self.names = {f: (field_map or {}).get(f, f) for f in FIELDS}
         self.own_names = frozenset(self.names.values())
         self.key_name, self.deleted_name = self.names["id"], self.names["deleted"]
@@ -255,8 +271,14 @@ class Validator:
             updated: datetime | None = datetime.fromisoformat(stamp)
         except ValueError:
             updated = None
+        if updated is not None and updated.tzinfo is None and self.naive_timezone is not None:
+            updated = updated.replace(tzinfo=self.naive_timezone)
         if updated is None or updated.tzinfo is None:
-            expected = "an ISO 8601 timestamp with a timezone, such as 2026-01-31T12:00:00Z"
+            expected = (
+                NAIVE_EXPECTED
+                if updated is not None
+                else "an ISO 8601 timestamp with a timezone, such as 2026-01-31T12:00:00Z"
+            )
             return Reject(pos, stamp_name, expected, _show(stamp), key)
         if not title or len(title) > MAX_TITLE_CHARS or title.isspace():
             return Reject(pos, title_name, f"1 to {MAX_TITLE_CHARS} characters", _show(title), key)
@@ -593,12 +615,15 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 
 
 class HttpSource:
-    """A paginated JSON API: follows `next` links, or counts up a `page` query parameter.
+    """A paginated HTTP feed: a JSON API (`next` links, `Link` headers, or a counted `page`
+    parameter), or one of the formats of `edgecron.sources`, chosen by `format` (IMPORT_FORMAT;
+    `auto` decides from the first page and keeps the decision in `format_choice`).
 
     Its name and the page URLs kept in positions (checkpoints, rejects) are redacted: a key in the
     URL's query never reaches content.db. A resumed page gets its masked values back from the
-    configured URL; when it cannot (a per-page signature), the read starts again from the first
-    page, which is safe because unchanged items are skipped by their content hash.
+    configured URL; when it cannot (a per-page signature), or the page is gone (a 400/404: the
+    feed shrank), the read starts again from the first page, which is safe because unchanged
+    items are skipped by their content hash.
     """
 
     def __init__(
@@ -614,6 +639,8 @@ class HttpSource:
         max_pages: int = 100_000,
         sleep: Callable[[float], None] = time.sleep,
         auth: AuthHeader | None = None,
+        format: str = "auto",
+        field_map: Mapping[str, str] | None = None,
     ) -> None:
         self.url = url
         self.name = redact(url)
@@ -628,6 +655,9 @@ class HttpSource:
         self.max_pages = max_pages
         self.sleep = sleep
         self.pages_read = 0
+        self.format = format
+        self.field_map = field_map
+        self.format_choice: Choice | None = None
 
     def fingerprint(self) -> str:
         return f"http:{self.name}"  # the same with or without a since parameter
@@ -647,6 +677,7 @@ class HttpSource:
                 url, resume = self.url, None
         seen: set[str] = set()
         previous_digest = None
+        reader: PageReader | None = None
         while url is not None:
             if url in seen:
                 raise InputError(
@@ -657,37 +688,55 @@ class HttpSource:
             if len(seen) >= self.max_pages:
                 raise InputError(f"feed has more than {self.max_pages} pages", expected="fewer pages")
             seen.add(url)
-            body = self._fetch(url)
+            try:
+                page = self._fetch(url)
+            except InputError as exc:
+                if resume is not None and reader is None and exc.got in (400, 404, 410) and url != self.url:
+                    url, resume = self.url, None  # the resumed page is gone: read from the start
+                    seen.clear()
+                    continue
+                if isinstance(reader, WordPressReader) and exc.got == 400:
+                    if reader.past_end(url):
+                        return
+                    raise _pages_drifted(url, reader) from None
+                raise
             self.pages_read += 1
-            items, next_url, paged = self._parse(body, url)
-            if paged:
-                digest = hashlib.sha256(body).digest()
-                if items and digest == previous_digest:
+            if reader is None:
+                self.format_choice = choose(self.format, page, source=f"feed page {redact(url)}")
+                reader = _reader(self.format_choice.format, self.field_map)
+            content = reader.read(page)
+            if content.paged:
+                digest = hashlib.sha256(page.body).digest()
+                if content.items and digest == previous_digest:
                     raise InputError(
                         f"feed page {url} repeats the previous page: the page parameter seems ignored",
                         expected="a different page per page number, and an empty page at the end",
                     )
                 previous_digest = digest
-            page = redact(url)
-            for index, data in enumerate(items, 1):
-                if resume is not None and page == resume.page and index <= resume.index:
+            if content.next_url is not None and content.next_via is not None:
+                self._check_same_host(content.next_url, page=url, via=content.next_via)
+            page_label = redact(url)
+            for index, data in enumerate(content.items, 1):
+                if resume is not None and page_label == resume.page and index <= resume.index:
                     continue
-                yield RawRecord(Position(index, page=page), data)
-            url = next_url
+                yield RawRecord(Position(index, page=page_label), data)
+            url = content.next_url
 
-    def _fetch(self, url: str) -> bytes:
+    def _check_same_host(self, next_url: str, *, page: str, via: str) -> None:
+        """A next page from a header or a feed document stays on IMPORT_SOURCE's host."""
+        host = _origin(self.url)[1]
+        if _origin(next_url)[1] != host:
+            raise InputError(
+                f"feed page {page} has a {via} to another host",
+                got=redact(next_url),
+                expected=f"next pages on {host}, the host of IMPORT_SOURCE",
+            )
+
+    def _fetch(self, url: str) -> Page:
         last: UpstreamUnavailable | None = None
         for attempt in range(1, self.attempts + 1):
             try:
-                body = fetch_capped(
-                    self.session,
-                    url,
-                    allowed_hosts=self.allowed_hosts,
-                    timeout=self.timeout,
-                    max_bytes=self.max_page_bytes,
-                    what="feed page",
-                )
-                return b"".join(body)
+                return self._fetch_once(url)
             except UpstreamUnavailable as exc:
                 last = exc
                 if attempt < self.attempts:
@@ -705,16 +754,31 @@ class HttpSource:
             expected=last.expected or "HTTP 200",
         )
 
-    def _parse(self, body: bytes, url: str) -> tuple[list[Any], str | None, bool]:
-        """(items, next page URL or None, whether this is a page-parameter feed)."""
+    def _fetch_once(self, url: str) -> Page:
+        """The page and the headers pagination needs, body capped, within IMPORT_TIMEOUT in all."""
+        budget = WaitBudget(self.timeout)
+        what = "feed page"
+        response = open_checked(self.session, url, allowed_hosts=self.allowed_hosts, budget=budget, what=what)
+        headers = response.headers
+        chunks = response_chunks(response, what=f"{what} {url}", budget=budget)
+        body = b"".join(read_capped(chunks, max_bytes=self.max_page_bytes, what=f"{what} {url}"))
+        return Page(url, body, media_type(headers.get("Content-Type", "")), headers)
+
+
+class JsonApiReader:
+    """A JSON API page: an object with an items list (and maybe `next`), or a list. Without a
+    `next` field, a `Link` header pages it; without either, a `page` parameter is counted up."""
+
+    def read(self, page: Page) -> PageItems:
+        url = page.url
         try:
-            doc = json.loads(body)
+            doc = json.loads(page.body)
         except (ValueError, RecursionError) as exc:  # nested too deep is not JSON we can use either
             raise InputError(
                 f"feed page {url} is not valid JSON", got=str(exc), expected="a JSON object with an items list"
             ) from None
-        if isinstance(doc, list):
-            return doc, (_next_page(url) if doc else None), True
+        links = page.links
+        linked = bool(links.keys() & {"next", "prev", "previous", "first", "last"})
         if isinstance(doc, dict):
             items = next((doc[k] for k in ITEM_LIST_KEYS if isinstance(doc.get(k), list)), None)
             if items is None:
@@ -731,9 +795,74 @@ class HttpSource:
                         got=_show(link),
                         expected="a URL or null",
                     )
-                return items, (urljoin(url, link) if link else None), False
-            return items, (_next_page(url) if items else None), True
-        raise InputError(f"feed page {url} is not a JSON object or list", got=type(doc).__name__, expected="an object")
+                return PageItems(items, urljoin(url, link) if link else None, next_via=None)
+        elif isinstance(doc, list):
+            items = doc
+        else:
+            raise InputError(
+                f"feed page {url} is not a JSON object or list", got=type(doc).__name__, expected="an object"
+            )
+        if linked:
+            return PageItems(items, links.get("next"))
+        return PageItems(items, _next_page(url) if items else None, paged=True)
+
+
+PageReader = JsonApiReader | WordPressReader | JsonFeedReader | RssReader | AtomReader
+
+
+def _reader(name: str, field_map: Mapping[str, str] | None) -> PageReader:
+    if name == "json":
+        return JsonApiReader()
+    readers: dict[str, Callable[[Mapping[str, str] | None], PageReader]] = {
+        "wordpress": WordPressReader,
+        "jsonfeed": JsonFeedReader,
+        "rss": RssReader,
+        "atom": AtomReader,
+    }
+    return readers[name](field_map)
+
+
+def _pages_drifted(url: str, reader: WordPressReader) -> InputError:
+    return InputError(
+        f"WordPress answered HTTP 400 for {redact(url)}, a page its last answer said exists"
+        f" (X-WP-TotalPages {reader.total_pages}): posts were removed or unpublished while reading",
+        got=400,
+        expected="the page to exist, or X-WP-TotalPages to end before it",
+        retry_safe=True,
+        hint="Finished batches are kept; rerun: it reads the pages again and skips what is unchanged.",
+    )
+
+
+class DocumentFileSource:
+    """A feed document saved to a file: a JSON API page, a WordPress REST page, RSS, Atom or a
+    JSON Feed, capped at IMPORT_MAX_PAGE_BYTES. A file has no next page."""
+
+    def __init__(self, path: Path, *, format: str, max_bytes: int, field_map: Mapping[str, str] | None = None) -> None:
+        self.path = path
+        self.name = str(path)
+        self.format = format
+        self.max_bytes = max_bytes
+        self.field_map = field_map
+        self.format_choice: Choice | None = None
+
+    def fingerprint(self) -> str:
+        return _file_fingerprint(self.path)
+
+    def records(self, resume: Position | None = None) -> Iterator[RawRecord | Reject]:
+        skip = resume.index if resume is not None else 0
+        with _open_file(self.path, "rb") as fh:
+            body = fh.read(self.max_bytes + 1)
+        if len(body) > self.max_bytes:
+            raise InputError(
+                f"feed file {self.path} is larger than {self.max_bytes} bytes",
+                expected=f"at most {self.max_bytes} bytes (IMPORT_MAX_PAGE_BYTES)",
+            )
+        page = Page(self.path.resolve().as_uri(), body)
+        self.format_choice = choose(self.format, page, source=f"feed file {self.path}", suffix=self.path.suffix)
+        content = _reader(self.format_choice.format, self.field_map).read(page)
+        for index, data in enumerate(content.items, 1):
+            if index > skip:
+                yield RawRecord(Position(index, unit="item"), data)
 
 
 def _unmask(page: str, configured: str) -> str | None:
@@ -796,12 +925,22 @@ def open_source(
     max_body_bytes: int,
     base_dir: Path | None = None,
     auth: AuthHeader | None = None,
-) -> JsonlSource | CsvSource | HttpSource:
-    """The source named by IMPORT_SOURCE: an http(s) URL, or a .jsonl / .ndjson / .csv file."""
+    format: str = "auto",
+) -> JsonlSource | CsvSource | HttpSource | DocumentFileSource:
+    """The source named by IMPORT_SOURCE read as IMPORT_FORMAT: an http(s) URL, or a file
+    (.jsonl / .ndjson, .csv, or one document: .json, .xml, .rss, .atom)."""
     spec = spec.strip()
+    if format in FIXED_FIELDS:
+        refuse_field_map(field_map, "RSS" if format == "rss" else "Atom")
     if spec.startswith(("http://", "https://")):
         if session is None:
             raise ValueError("an HTTP source needs a session")
+        if format in FILE_ONLY:
+            raise ConfigError(
+                f"IMPORT_FORMAT={format} is for files, and IMPORT_SOURCE is a URL",
+                got=redact(spec),
+                expected="IMPORT_FORMAT auto, json, wordpress, rss, atom or jsonfeed for an http(s) source",
+            )
         return HttpSource(
             spec,
             session=session,
@@ -809,18 +948,36 @@ def open_source(
             timeout=timeout,
             max_page_bytes=max_page_bytes,
             auth=auth,
+            format=format,
+            field_map=field_map,
         )
     path = Path(os.path.expanduser(spec))
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
+    if format == "jsonl" or (format == "auto" and suffix in (".jsonl", ".ndjson")):
         # Room for a body at the cap even when every character is JSON-escaped, plus other fields.
         return JsonlSource(path, max_line_bytes=6 * max_body_bytes + 65536)
-    if suffix == ".csv":
+    if format == "csv" or (format == "auto" and suffix == ".csv"):
         return CsvSource(path, field_map=field_map, max_field=max_body_bytes)
+    if format != "auto" or suffix in DOCUMENT_SUFFIXES:
+        return DocumentFileSource(path, format=format, max_bytes=max_page_bytes, field_map=field_map)
     raise InputError(
         "IMPORT_SOURCE is not a feed this tool reads",
         got=spec,
-        expected="an http(s) JSON API URL, or a path ending in .jsonl, .ndjson or .csv",
+        expected="an http(s) URL, or a path ending in .jsonl, .ndjson, .csv, .json, .xml, .rss or .atom"
+        " (or set IMPORT_FORMAT)",
     )
+
+
+def format_choice(source: object, requested: str) -> Choice | None:
+    """How the run's source is read: decided by IMPORT_FORMAT, or by auto from what it saw."""
+    choice = getattr(source, "format_choice", None)
+    if isinstance(choice, Choice):
+        return choice
+    kind = "jsonl" if isinstance(source, JsonlSource) else "csv" if isinstance(source, CsvSource) else None
+    if kind is None:
+        return None  # nothing was read yet
+    if requested != "auto":
+        return Choice(kind, "set by IMPORT_FORMAT (or --format)", auto=False)
+    return Choice(kind, f"the file extension {Path(getattr(source, 'path', '')).suffix}", auto=True)
