@@ -1,0 +1,462 @@
+"""A real nginx writes the access logs, serves the sitemaps and caches the pages.
+
+One nginx per module (tests/real_nginx.py), three server blocks:
+- `front`: every request is logged at once in four formats (`combined`, the `edgecron` preset as
+  pasted from notes/nginx-log-format.md, an `escape=json` format, an upstream format); pages are
+  proxied to an upstream whose first server is a closed port (`proxy_next_upstream error`, the
+  origin as backup: every miss tries the dead one first, so nginx writes two attempts such as
+  `0.000, 0.001`) through `proxy_cache`.
+- `origin`: static pages, `expires 1h`.
+- `cdn`: robots.txt and sitemaps (an index with a `.xml.gz` child served as application/gzip and
+  a child that exists only gzipped, served by `gzip_static`), pages through `proxy_cache` with
+  `cf-cache-status` taken from `$upstream_cache_status`: what the warmer sees behind Cloudflare.
+
+Requests go over raw sockets with quotes, backslashes, UTF-8, invalid UTF-8 and control bytes in
+the URI, the referer and the user agent. Every line nginx wrote must parse through the library
+(the way scripts/check_logs.py reads it) and give back exactly what was sent.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from edgecron.checks import LogSummary
+from edgecron.logformat import LogFormat, resolve_format, time_parser, upstream_seconds
+from real_nginx import RawResponse, RealNginx, raw_request, require_nginx, start_nginx, unescape, wait_for_lines
+
+pytestmark = pytest.mark.slow
+
+JSON_DIRECTIVE = (
+    'log_format jsonfmt escape=json \'{"time":"$time_local","remote_addr":"$remote_addr",'
+    '"request":"$request","status":"$status","bytes":"$body_bytes_sent","referer":"$http_referer",'
+    '"ua":"$http_user_agent","urt":"$upstream_response_time","cs":"$upstream_cache_status"}\';'
+)
+# Pasted over several lines, as it stands in nginx.conf.
+UPSTREAM_DIRECTIVE = """log_format upstreams '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+                     'urt="$upstream_response_time" uct="$upstream_connect_time" '
+                     'ua="$upstream_addr" us="$upstream_status" cs=$upstream_cache_status';"""
+
+
+def documented_snippet() -> str:
+    """The `map` and `log_format edgecron` an operator copies from notes/nginx-log-format.md."""
+    text = (ROOT / "notes" / "nginx-log-format.md").read_text()
+    block = re.search(r"## Recommended snippet.*?```nginx\n(.*?)```", text, re.S)
+    assert block, "notes/nginx-log-format.md lost its nginx snippet"
+    return "\n".join(line for line in block.group(1).splitlines() if not line.strip().startswith("access_log"))
+
+
+# (name, LOG_FORMAT as an operator sets it, the escaping nginx uses for it)
+FORMATS = {
+    "combined": ("combined", "default"),
+    "edgecron": ("edgecron", "default"),
+    "json": (JSON_DIRECTIVE, "json"),
+    "upstreams": (UPSTREAM_DIRECTIVE, "default"),
+}
+
+HTTP = """
+{snippet}
+{json_directive}
+{upstream_directive}
+proxy_cache_path {prefix}/cache-front keys_zone=front:1m;
+proxy_cache_path {prefix}/cache-cdn keys_zone=cdn:1m;
+upstream dead_first {{
+    server 127.0.0.1:{dead} max_fails=0;
+    server 127.0.0.1:{port_origin} backup;
+}}
+upstream all_dead {{
+    server 127.0.0.1:{dead} max_fails=0;
+    server 127.0.0.1:{dead} backup;
+}}
+server {{
+    listen 127.0.0.1:{port_front};
+    access_log {prefix}/logs/combined.log combined;
+    access_log {prefix}/logs/edgecron.log edgecron;
+    access_log {prefix}/logs/json.log jsonfmt;
+    access_log {prefix}/logs/upstreams.log upstreams;
+    location / {{
+        proxy_pass http://dead_first;
+        proxy_next_upstream error;
+        proxy_cache front;
+        proxy_cache_valid 200 10m;
+        add_header cf-cache-status $upstream_cache_status always;
+    }}
+    location = /local {{ return 204; }}
+    location /down/ {{ proxy_pass http://all_dead; proxy_next_upstream error; }}
+}}
+server {{
+    listen 127.0.0.1:{port_origin};
+    root {prefix}/origin;
+    expires 1h;
+}}
+server {{
+    listen 127.0.0.1:{port_cdn};
+    access_log {prefix}/logs/cdn.log edgecron;
+    root {prefix}/cdn;
+    location = /robots.txt {{ }}
+    location /sitemaps/ {{ gzip_static on; }}
+    location / {{
+        proxy_pass http://127.0.0.1:{port_origin};
+        proxy_cache cdn;
+        proxy_cache_valid 200 10m;
+        add_header cf-cache-status $upstream_cache_status always;
+    }}
+}}
+"""
+
+QUOTED_PAGE = '/caf\u00e9-"q"-\\.html'  # a real file on the origin: quote, backslash, UTF-8 in its name
+UA_HOSTILE = b'ua "quoted" \\back\\ \x01\x1b[31mred\x7f\ttab caf\xc3\xa9 \\x22'
+REFERER_HOSTILE = b'https://r.example/?q="a\\b"&e=\xc3\xa9&bad=\xff\xfe\x1f'
+
+
+EMPTY = {"default": b"-", "json": b""}  # how nginx logs a variable with no value
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One request as sent, and what nginx must log for it."""
+
+    method: bytes
+    target: bytes
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    status: int = 200
+    route: str = "miss"  # miss (dead server, then origin) | hit | local | down (both dead) | invalid
+
+    @property
+    def request_line(self) -> bytes:
+        return self.method + b" " + self.target + b" HTTP/1.1"
+
+    def raw(self) -> bytes:
+        head = [self.request_line, b"Host: front.example", b"Connection: close"]
+        head += [name + b": " + value for name, value in self.headers.items()]
+        return b"\r\n".join(head) + b"\r\n\r\n"
+
+    def header(self, name: bytes, *, escape: str = "default") -> bytes:
+        """What nginx logs for a request header: the bytes sent; when absent or empty, `-`
+        (escape=json: nothing, the JSON string is empty)."""
+        empty = EMPTY[escape]
+        if self.route == "invalid":
+            return empty  # a request line nginx refuses: the headers are never read
+        return self.headers.get(name) or empty
+
+
+REQUESTS = [
+    Sent(
+        b"GET", b"/index.html", {b"User-Agent": b"Mozilla/5.0 (X11; Linux x86_64)", b"Referer": b"https://a.example/"}
+    ),
+    Sent(b"GET", b"/index.html", {b"User-Agent": b"Mozilla/5.0 (X11; Linux x86_64)"}, route="hit"),
+    Sent(b"GET", QUOTED_PAGE.encode(), {b"User-Agent": UA_HOSTILE, b"Referer": REFERER_HOSTILE}),
+    Sent(
+        b"GET",
+        QUOTED_PAGE.encode(),
+        {
+            b"User-Agent": UA_HOSTILE,
+            b"Cookie": b"sessionid=abc",
+            b"CF-Ray": b"8f0123456789abcd-FRA",
+            b"CF-Connecting-IP": b"2001:db8::7",
+        },
+        route="hit",
+    ),
+    Sent(b"GET", b'/missing?q=%22x%22&raw="x"\\y&u=\xc3\xa9', {b"User-Agent": b'"'}, status=404),
+    Sent(b"GET", b"/%22pct%5C%0A", {b"Referer": b"-x-", b"User-Agent": b"\\"}, status=404),
+    Sent(b"GET", b"/local", status=204, route="local"),
+    Sent(b"HEAD", b"/index.html", {b"User-Agent": b"curl/8.5.0"}, route="hit"),
+    Sent(b"GET", b"/down/x", {b"User-Agent": b"probe"}, status=502, route="down"),
+    Sent(b"GET", b"/ctl\x01byte", status=400, route="invalid"),
+]
+
+
+@dataclass
+class Exchange:
+    nginx: RealNginx
+    answers: list[RawResponse]
+    started: float
+    ended: float
+
+    def log(self, name: str) -> Path:
+        return self.nginx.prefix / "logs" / f"{name}.log"
+
+    def read(self, name: str) -> tuple[LogFormat, str, list[bytes]]:
+        """The format `name` compiled from its LOG_FORMAT, its escaping, and the lines nginx wrote."""
+        log_format, escape = FORMATS[name]
+        return resolve_format(log_format), escape, self.log(name).read_bytes().splitlines()
+
+
+def _write_sites(prefix: Path) -> None:
+    origin = prefix / "origin"
+    (origin / "pages").mkdir(parents=True)
+    (origin / "index.html").write_text("<h1>index</h1>\n")
+    (origin / QUOTED_PAGE.lstrip("/")).write_text("<h1>quoted</h1>\n")
+    for name in PAGES:
+        (origin / "pages" / name).write_text(f"<h1>{name}</h1>\n")
+    (prefix / "logs").mkdir()
+    (prefix / "cdn" / "sitemaps").mkdir(parents=True)
+
+
+@pytest.fixture(scope="module")
+def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNginx]:
+    require_nginx()
+    prefix = tmp_path_factory.mktemp("nginx")
+    _write_sites(prefix)
+    http = HTTP.replace("{snippet}", documented_snippet().replace("{", "{{").replace("}", "}}"))
+    http = http.replace("{json_directive}", JSON_DIRECTIVE.replace("{", "{{").replace("}", "}}"))
+    http = http.replace("{upstream_directive}", UPSTREAM_DIRECTIVE)
+    server = start_nginx(prefix, http=http, servers=["front", "origin", "cdn"])
+    _write_sitemaps(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def exchange(nginx: RealNginx) -> Exchange:
+    started = time.time()
+    answers = [raw_request(nginx.ports["front"], sent.raw()) for sent in REQUESTS]
+    ended = time.time()
+    for name in FORMATS:
+        wait_for_lines(nginx.prefix / "logs" / f"{name}.log", len(REQUESTS))
+    return Exchange(nginx, answers, started, ended)
+
+
+def test_nginx_answered_as_planned(exchange: Exchange) -> None:
+    """The premise of the log tests: statuses and cache statuses are the ones each request was built for."""
+    assert [a.status for a in exchange.answers] == [s.status for s in REQUESTS], exchange.nginx.error_log
+    cache = [a.headers.get("cf-cache-status") for a in exchange.answers]
+    assert cache == [{"miss": "MISS", "hit": "HIT"}.get(s.route) for s in REQUESTS]
+
+
+def _columns(fmt: LogFormat, lines: list[bytes]) -> dict[str, list[bytes]]:
+    """Every variable's column, cut by the parser check_logs.py uses; no line may be refused."""
+    parser = fmt.column_parser()
+    rows, bad = parser.split(lines)
+    assert bad == [], f"{len(bad)} of {len(lines)} real nginx lines refused: {bad[:3]}"
+    return {var: get(rows) for var, get in parser.columns.items()}
+
+
+def _summary(fmt: LogFormat, lines: list[bytes]) -> LogSummary:
+    summary = LogSummary(fmt)
+    summary.feed(lines)
+    return summary
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_every_line_nginx_wrote_parses(exchange: Exchange, name: str) -> None:
+    fmt, _, lines = exchange.read(name)
+    summary = _summary(fmt, lines)
+    assert (summary.lines, summary.requests, summary.malformed) == (len(REQUESTS), len(REQUESTS), 0), (
+        summary.malformed_samples
+    )
+    assert summary.statuses == Counter(str(s.status).encode() for s in REQUESTS)
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_values_are_exactly_what_was_sent(exchange: Exchange, name: str) -> None:
+    fmt, escape, lines = exchange.read(name)
+    cols = _columns(fmt, lines)
+    assert len(cols["status"]) == len(REQUESTS)
+
+    expected = {
+        "request": [s.request_line for s in REQUESTS],
+        "status": [str(s.status).encode() for s in REQUESTS],
+        "remote_addr": [b"127.0.0.1"] * len(REQUESTS),
+        "remote_user": [EMPTY[escape]] * len(REQUESTS),
+        "http_referer": [s.header(b"Referer", escape=escape) for s in REQUESTS],
+        "http_user_agent": [s.header(b"User-Agent", escape=escape) for s in REQUESTS],
+        "body_bytes_sent": [
+            b"0" if s.method == b"HEAD" else str(len(a.body)).encode()
+            for s, a in zip(REQUESTS, exchange.answers, strict=True)
+        ],
+        # the edgecron preset
+        "http_cf_ray": [s.header(b"CF-Ray", escape=escape) for s in REQUESTS],
+        "http_cf_connecting_ip": [s.header(b"CF-Connecting-IP", escape=escape) for s in REQUESTS],
+        "logged_in": [b"1" if b"Cookie" in s.headers else b"0" for s in REQUESTS],
+        "sent_http_cache_control": [
+            b"max-age=3600" if s.route in ("miss", "hit") and s.status == 200 else EMPTY[escape] for s in REQUESTS
+        ],
+    }
+    checked = [var for var in expected if var in cols]
+    assert {"request", "status"} <= set(checked)
+    for var in checked:
+        got = [unescape(value, escape) for value in cols[var]]
+        mismatches = [
+            (line, want, have) for line, want, have in zip(lines, expected[var], got, strict=True) if want != have
+        ]
+        assert not mismatches, f"${var}: (line, expected, got) {mismatches}"
+    for raw in cols.get("request_time", []):
+        assert re.fullmatch(rb"\d+\.\d{3}", raw), raw
+    when = time_parser("time_local")
+    for raw in cols["time_local"]:
+        moment = when(raw)
+        assert moment is not None and exchange.started - 2 <= moment <= exchange.ended + 2, raw
+
+
+def _expected_cache_status(sent: Sent, escape: str) -> bytes:
+    return {"miss": b"MISS", "hit": b"HIT"}.get(sent.route, EMPTY[escape])
+
+
+@pytest.mark.parametrize("name", [n for n in FORMATS if n != "combined"])
+def test_upstream_attempts_and_cache_status_are_exact(exchange: Exchange, name: str) -> None:
+    """Every miss tried the dead server first: two attempts, each time, summed by the library."""
+    fmt, escape, lines = exchange.read(name)
+    cols = _columns(fmt, lines)
+    dead, origin = exchange.nginx.extra["dead"], exchange.nginx.ports["origin"]
+    assert [unescape(v, escape) for v in cols["upstream_cache_status"]] == [
+        _expected_cache_status(s, escape) for s in REQUESTS
+    ]
+    for sent, raw in zip(REQUESTS, cols["upstream_response_time"], strict=True):
+        raw = unescape(raw, escape)
+        if sent.route in ("miss", "down"):
+            attempts = raw.split(b", ")
+            assert len(attempts) == 2 and all(re.fullmatch(rb"\d+\.\d{3}", a) for a in attempts), raw
+            assert upstream_seconds(raw) == pytest.approx(sum(float(a) for a in attempts))
+        else:
+            assert raw == EMPTY[escape] and upstream_seconds(raw) is None
+    if "upstream_addr" in cols:
+        both = {
+            "miss": f"127.0.0.1:{dead}, 127.0.0.1:{origin}".encode(),
+            "down": f"127.0.0.1:{dead}, 127.0.0.1:{dead}".encode(),
+        }
+        assert cols["upstream_addr"] == [both.get(s.route, b"-") for s in REQUESTS]
+        statuses = {"miss": lambda s: f"502, {s.status}".encode(), "down": lambda s: b"502, 502"}
+        assert cols["upstream_status"] == [statuses[s.route](s) if s.route in statuses else b"-" for s in REQUESTS]
+
+
+# --- scripts/check_logs.py --json on the real logs ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_check_logs_json_totals(exchange: Exchange, run_script, name: str) -> None:  # type: ignore[no-untyped-def]
+    log_format, _ = FORMATS[name]
+    proc = run_script(
+        "check_logs.py", "--json", "--no-state", "--no-jobs", "--log", str(exchange.log(name)), "--format", log_format
+    )
+    assert proc.returncode in (0, 1), proc.stderr  # 1: a check breached (the 502 and 4xx are real)
+    summary = json.loads(proc.stdout)["summary"]
+    n = len(REQUESTS)
+    assert (summary["lines"], summary["requests"], summary["malformed"]) == (n, n, 0), summary
+    classes = Counter(f"{s.status // 100}xx" for s in REQUESTS)
+    assert summary["status_classes"] == dict(sorted(classes.items()))
+
+
+# --- sitemaps from nginx, warm → verify through its cache ---------------------------------------------
+
+NS = "http://www.sitemaps.org/schemas/sitemap/0.9"
+PAGES = ["p1.html", "p2.html", "p3.html", "caf\u00e9.html", "a&b.html", "p6.html"]
+
+
+def _page_url(server: RealNginx, name: str) -> str:
+    from urllib.parse import quote
+
+    return server.url("cdn", "/pages/" + quote(name))
+
+
+def _urlset(urls: list[str]) -> bytes:
+    from xml.sax.saxutils import escape
+
+    items = "".join(f"<url><loc>{escape(u)}</loc></url>" for u in urls)
+    return f'<?xml version="1.0" encoding="UTF-8"?>\n<urlset xmlns="{NS}">{items}</urlset>\n'.encode()
+
+
+def _write_sitemaps(server: RealNginx) -> None:
+    root = server.prefix / "cdn"
+    urls = [_page_url(server, name) for name in PAGES]
+    (root / "robots.txt").write_text(
+        f"User-agent: *\nAllow: /\n\nSitemap: {server.url('cdn', '/sitemaps/index.xml')}\n"
+    )
+    children = ["/sitemaps/pages-1.xml.gz", "/sitemaps/pages-2.xml"]
+    index = "".join(f"<sitemap><loc>{server.url('cdn', c)}</loc></sitemap>" for c in children)
+    (root / "sitemaps" / "index.xml").write_text(
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<sitemapindex xmlns="{NS}">{index}</sitemapindex>\n'
+    )
+    (root / "sitemaps" / "pages-1.xml.gz").write_bytes(gzip.compress(_urlset(urls[:3])))
+    # Only the .gz is on disk: gzip_static serves it for pages-2.xml to a client that accepts gzip.
+    (root / "sitemaps" / "pages-2.xml.gz").write_bytes(gzip.compress(_urlset(urls[3:])))
+
+
+def test_nginx_serves_the_sitemaps_as_real_sites_do(nginx: RealNginx) -> None:
+    gz = raw_request(
+        nginx.ports["cdn"], b"GET /sitemaps/pages-1.xml.gz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert gz.status == 200 and gz.headers["content-type"] == "application/gzip" and gz.body[:2] == b"\x1f\x8b"
+    request = b"GET /sitemaps/pages-2.xml HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
+    static = raw_request(nginx.ports["cdn"], request)
+    assert static.status == 200 and static.headers.get("content-encoding") == "gzip"
+    plain = raw_request(
+        nginx.ports["cdn"], b"GET /sitemaps/pages-2.xml HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert plain.status == 404  # no uncompressed file: only a client accepting gzip gets it
+
+
+def test_warm_then_verify_through_nginx_cache(nginx: RealNginx, run_script, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    site = f"http://127.0.0.1:{nginx.ports['cdn']}"
+    proc = run_script("warm_cache.py", "--verify", "--json", env={"SITE_URL": site, "WARM_RATE": "0"})
+    assert proc.returncode == 0, proc.stderr + nginx.error_log
+    doc = json.loads(proc.stdout)
+    expected = sorted(_page_url(nginx, name) for name in PAGES)
+    assert doc["summary"]["requested"] == len(PAGES)
+    assert doc["summary"]["cache_status"] == {"MISS": len(PAGES)}
+    assert doc["summary"]["outcomes"] == {"filled": len(PAGES)}
+    assert doc["still_not_cached"] == [] and doc["sitemap_problems"] == []
+    conn = sqlite3.connect(workdir / "state" / "state.db")
+    rows = conn.execute("SELECT pass, url, http_status, cache_status FROM warm_results ORDER BY id").fetchall()
+    conn.close()
+    first = sorted((url, status, cache) for p, url, status, cache in rows if p == 1)
+    second = sorted((url, status, cache) for p, url, status, cache in rows if p == 2)
+    assert first == [(url, 200, "MISS") for url in expected]
+    assert second == [(url, 200, "HIT") for url in expected]
+    # nginx's own account of it, read through the library: each page a MISS, then a HIT.
+    lines = wait_for_lines(nginx.prefix / "logs" / "cdn.log", 3 + 2 * len(PAGES))
+    cols = _columns(resolve_format("edgecron"), lines)
+    pages = [
+        (req.split(b" ")[1].decode(), cs)
+        for req, cs in zip(cols["request"], cols["upstream_cache_status"], strict=True)
+        if b" /pages/" in req
+    ]
+    assert sorted(pages) == sorted(
+        [(u.removeprefix(site), b"MISS") for u in expected] + [(u.removeprefix(site), b"HIT") for u in expected]
+    )
+
+
+# --- LOG_FORMAT as operators paste it into .env (fixed on branch logs) -------------------------------
+
+
+def _check_logs_from_env(run_script, env_file: Path, log: Path, settings: str):  # type: ignore[no-untyped-def]
+    with env_file.open("a") as fh:
+        fh.write(settings)
+    proc = run_script("check_logs.py", "--json", "--no-state", "--no-jobs", "--log", str(log))
+    assert proc.returncode in (0, 1), proc.stderr
+    return json.loads(proc.stdout)["summary"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="fails on main: LOG_ESCAPE is not a setting (a bare JSON format is read with default escaping); fixed on branch logs",
+)
+def test_bare_json_format_with_log_escape_json(exchange: Exchange, run_script, env_file: Path) -> None:  # type: ignore[no-untyped-def]
+    bare = JSON_DIRECTIVE.split("escape=json ", 1)[1].rstrip(";").strip("'")
+    summary = _check_logs_from_env(
+        run_script, env_file, exchange.log("json"), f"LOG_FORMAT='{bare}'\nLOG_ESCAPE=json\n"
+    )
+    n = len(REQUESTS)
+    assert (summary["lines"], summary["requests"], summary["malformed"]) == (n, n, 0), summary
+
+
+@pytest.mark.xfail(
+    strict=True, reason="fails on main: a multi-line log_format in .env is 'not a known setting'; fixed on branch logs"
+)
+def test_multiline_directive_pasted_into_env(exchange: Exchange, run_script, env_file: Path) -> None:  # type: ignore[no-untyped-def]
+    summary = _check_logs_from_env(
+        run_script, env_file, exchange.log("upstreams"), f"LOG_FORMAT={UPSTREAM_DIRECTIVE}\n"
+    )
+    n = len(REQUESTS)
+    assert (summary["lines"], summary["requests"], summary["malformed"]) == (n, n, 0), summary
