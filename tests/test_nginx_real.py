@@ -6,7 +6,10 @@ One nginx per module (tests/real_nginx.py), three server blocks:
   proxied to an upstream whose first server is a closed port (`proxy_next_upstream error`, the
   origin as backup: every miss tries the dead one first, so nginx writes two attempts such as
   `0.000, 0.001`) through `proxy_cache`.
-- `origin`: static pages, `expires 1h`.
+- `origin`: static pages, `expires 1h`. Behind `/slow/` a Python origin (tests/loopback_site.py)
+  that sends its body a byte every 10 ms, so the second attempt takes a varying time
+  (`0.000, 0.031`); behind `/flaky/` a first server that never answers (`proxy_read_timeout 50ms`,
+  then the slow origin: both attempts take time, `0.051, 0.021`, so sum and last attempt differ).
 - `cdn`: robots.txt and sitemaps (an index with a `.xml.gz` child served as application/gzip and
   a child that exists only gzipped, served by `gzip_static`), pages through `proxy_cache` with
   `cf-cache-status` taken from `$upstream_cache_status`: what the warmer sees behind Cloudflare.
@@ -32,6 +35,7 @@ import pytest
 from conftest import ROOT
 from edgecron.checks import LogSummary
 from edgecron.logformat import LogFormat, resolve_format, time_parser, upstream_seconds
+from loopback_site import LoopbackSite, Route
 from real_nginx import RawResponse, RealNginx, raw_request, require_nginx, start_nginx, unescape, wait_for_lines
 
 pytestmark = pytest.mark.slow
@@ -73,6 +77,14 @@ upstream dead_first {{
     server 127.0.0.1:{dead} max_fails=0;
     server 127.0.0.1:{port_origin} backup;
 }}
+upstream dead_then_slow {{
+    server 127.0.0.1:{dead} max_fails=0;
+    server 127.0.0.1:{slow_port} backup;
+}}
+upstream hang_then_slow {{
+    server 127.0.0.1:{hang_port} max_fails=0;
+    server 127.0.0.1:{slow_port} backup;
+}}
 upstream all_dead {{
     server 127.0.0.1:{dead} max_fails=0;
     server 127.0.0.1:{dead} backup;
@@ -86,6 +98,21 @@ server {{
     location / {{
         proxy_pass http://dead_first;
         proxy_next_upstream error;
+        proxy_cache front;
+        proxy_cache_valid 200 10m;
+        add_header cf-cache-status $upstream_cache_status always;
+    }}
+    location /slow/ {{
+        proxy_pass http://dead_then_slow;
+        proxy_next_upstream error;
+        proxy_cache front;
+        proxy_cache_valid 200 10m;
+        add_header cf-cache-status $upstream_cache_status always;
+    }}
+    location /flaky/ {{
+        proxy_pass http://hang_then_slow;
+        proxy_next_upstream error timeout;
+        proxy_read_timeout 50ms;
         proxy_cache front;
         proxy_cache_valid 200 10m;
         add_header cf-cache-status $upstream_cache_status always;
@@ -113,6 +140,7 @@ server {{
 }}
 """
 
+SLOW_PATHS = {"/slow/a": 1, "/slow/b": 3, "/slow/c": 5, "/flaky/a": 2, "/flaky/b": 4}  # body bytes, one every 10 ms
 QUOTED_PAGE = '/caf\u00e9-"q"-\\.html'  # a real file on the origin: quote, backslash, UTF-8 in its name
 UA_HOSTILE = b'ua "quoted" \\back\\ \x01\x1b[31mred\x7f\ttab caf\xc3\xa9 \\x22'
 REFERER_HOSTILE = b'https://r.example/?q="a\\b"&e=\xc3\xa9&bad=\xff\xfe\x1f'
@@ -130,6 +158,16 @@ class Sent:
     headers: dict[bytes, bytes] = field(default_factory=dict)
     status: int = 200
     route: str = "miss"  # miss (dead server, then origin) | hit | local | down (both dead) | invalid
+
+    @property
+    def slow(self) -> bool:
+        """Answered by the Python origin (no Cache-Control), not by nginx's static origin."""
+        return self.target.startswith((b"/slow/", b"/flaky/"))
+
+    @property
+    def first_attempt(self) -> str:
+        """Who the upstream tried first: the closed port, or the server that never answers."""
+        return "hang" if self.target.startswith(b"/flaky/") else "dead"
 
     @property
     def request_line(self) -> bytes:
@@ -168,6 +206,7 @@ REQUESTS = [
     ),
     Sent(b"GET", b'/missing?q=%22x%22&raw="x"\\y&u=\xc3\xa9', {b"User-Agent": b'"'}, status=404),
     Sent(b"GET", b"/%22pct%5C%0A", {b"Referer": b"-x-", b"User-Agent": b"\\"}, status=404),
+    *(Sent(b"GET", path.encode(), {b"User-Agent": b"probe"}) for path in SLOW_PATHS),
     Sent(b"GET", b"/local", status=204, route="local"),
     Sent(b"HEAD", b"/index.html", {b"User-Agent": b"curl/8.5.0"}, route="hit"),
     Sent(b"GET", b"/down/x", {b"User-Agent": b"probe"}, status=502, route="down"),
@@ -207,15 +246,24 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNginx]:
     require_nginx()
     prefix = tmp_path_factory.mktemp("nginx")
     _write_sites(prefix)
+    slow = LoopbackSite(name="slow origin")
+    for path, size in SLOW_PATHS.items():
+        slow.routes[path] = Route(body=b"s" * size, behaviour="trickle", interval=0.01)
+    hang = LoopbackSite(name="hanging upstream")
+    hang.default = Route(behaviour="silent")
     http = HTTP.replace("{snippet}", documented_snippet().replace("{", "{{").replace("}", "}}"))
     http = http.replace("{json_directive}", JSON_DIRECTIVE.replace("{", "{{").replace("}", "}}"))
-    http = http.replace("{upstream_directive}", UPSTREAM_DIRECTIVE)
-    server = start_nginx(prefix, http=http, servers=["front", "origin", "cdn"])
-    _write_sitemaps(server)
+    http = http.replace("{upstream_directive}", UPSTREAM_DIRECTIVE).replace("{slow_port}", str(slow.port))
+    http = http.replace("{hang_port}", str(hang.port))
     try:
+        server = start_nginx(prefix, http=http, servers=["front", "origin", "cdn"])
+        server.extra.update(slow=slow.port, hang=hang.port)
+        _write_sitemaps(server)
         yield server
-    finally:
         server.stop()
+    finally:
+        slow.close()
+        hang.close()
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +305,10 @@ def test_every_line_nginx_wrote_parses(exchange: Exchange, name: str) -> None:
         summary.malformed_samples
     )
     assert summary.statuses == Counter(str(s.status).encode() for s in REQUESTS)
+    if fmt.has("upstream_response_time"):  # every request that reached the upstream retried once
+        assert summary.upstream_retries == sum(1 for s in REQUESTS if s.route in ("miss", "down"))
+    if summary.can_see_logged_in:  # the request with a session cookie got a cached page
+        assert summary.loggedin_cached == sum(1 for s in REQUESTS if b"Cookie" in s.headers and s.route == "hit") == 1
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
@@ -281,7 +333,8 @@ def test_values_are_exactly_what_was_sent(exchange: Exchange, name: str) -> None
         "http_cf_connecting_ip": [s.header(b"CF-Connecting-IP", escape=escape) for s in REQUESTS],
         "logged_in": [b"1" if b"Cookie" in s.headers else b"0" for s in REQUESTS],
         "sent_http_cache_control": [
-            b"max-age=3600" if s.route in ("miss", "hit") and s.status == 200 else EMPTY[escape] for s in REQUESTS
+            b"max-age=3600" if s.route in ("miss", "hit") and s.status == 200 and not s.slow else EMPTY[escape]
+            for s in REQUESTS
         ],
     }
     checked = [var for var in expected if var in cols]
@@ -309,7 +362,6 @@ def test_upstream_attempts_and_cache_status_are_exact(exchange: Exchange, name: 
     """Every miss tried the dead server first: two attempts, each time, summed by the library."""
     fmt, escape, lines = exchange.read(name)
     cols = _columns(fmt, lines)
-    dead, origin = exchange.nginx.extra["dead"], exchange.nginx.ports["origin"]
     assert [unescape(v, escape) for v in cols["upstream_cache_status"]] == [
         _expected_cache_status(s, escape) for s in REQUESTS
     ]
@@ -322,13 +374,27 @@ def test_upstream_attempts_and_cache_status_are_exact(exchange: Exchange, name: 
         else:
             assert raw == EMPTY[escape] and upstream_seconds(raw) is None
     if "upstream_addr" in cols:
-        both = {
-            "miss": f"127.0.0.1:{dead}, 127.0.0.1:{origin}".encode(),
-            "down": f"127.0.0.1:{dead}, 127.0.0.1:{dead}".encode(),
-        }
-        assert cols["upstream_addr"] == [both.get(s.route, b"-") for s in REQUESTS]
-        statuses = {"miss": lambda s: f"502, {s.status}".encode(), "down": lambda s: b"502, 502"}
-        assert cols["upstream_status"] == [statuses[s.route](s) if s.route in statuses else b"-" for s in REQUESTS]
+        ports = {**exchange.nginx.extra, "origin": exchange.nginx.ports["origin"]}
+        failed = {"dead": b"502", "hang": b"504"}  # connection refused; no answer within proxy_read_timeout
+
+        def attempts(sent: Sent) -> tuple[bytes, bytes]:
+            if sent.route == "down":
+                return f"127.0.0.1:{ports['dead']}, 127.0.0.1:{ports['dead']}".encode(), b"502, 502"
+            if sent.route != "miss":
+                return b"-", b"-"
+            first, second = ports[sent.first_attempt], ports["slow" if sent.slow else "origin"]
+            status = failed[sent.first_attempt] + b", " + str(sent.status).encode()
+            return f"127.0.0.1:{first}, 127.0.0.1:{second}".encode(), status
+
+        assert list(zip(cols["upstream_addr"], cols["upstream_status"], strict=True)) == [attempts(s) for s in REQUESTS]
+    if "upstream_connect_time" in cols:  # the closed port: no connection, `-`; the others connected
+        assert [c.split(b", ")[0] == b"-" for c in cols["upstream_connect_time"]] == [
+            s.route in ("hit", "local", "invalid", "down") or s.first_attempt == "dead" for s in REQUESTS
+        ]
+    # The premise that makes the sum above mean something: the server that never answers cost
+    # nginx its whole proxy_read_timeout, so its attempt is not 0.000 (the sum is not the last one).
+    hung = [unescape(v, escape).split(b", ")[0] for s, v in zip(REQUESTS, cols["upstream_response_time"], strict=True)]
+    assert all(float(t) >= 0.05 for s, t in zip(REQUESTS, hung, strict=True) if s.first_attempt == "hang")
 
 
 # --- scripts/check_logs.py --json on the real logs ---------------------------------------------------
