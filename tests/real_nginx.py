@@ -1,6 +1,6 @@
 """A throwaway real nginx (the Debian binary) on loopback, for tests that need what nginx really does.
 
-`start_nginx(prefix, http=...)` writes a config of its own under `prefix` (pid file, error log,
+`with start_nginx(prefix, http=..., servers=[...]) as server:` writes a config of its own under `prefix` (pid file, error log,
 temp paths, every path inside `prefix`), runs nginx in the foreground (`daemon off`) as a child of
 the test process and waits until every port answers. `stop()` asks for a graceful stop (SIGQUIT:
 requests finish, logs are flushed), then SIGTERM, then SIGKILL. Ports are taken free just before
@@ -56,6 +56,12 @@ class RealNginx:
     ports: dict[str, int]
     proc: subprocess.Popen[bytes]
     extra: dict[str, int] = field(default_factory=dict)
+
+    def __enter__(self) -> RealNginx:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def url(self, server: str, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.ports[server]}{path}"

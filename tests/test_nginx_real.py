@@ -257,11 +257,10 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNginx]:
     http = http.replace("{upstream_directive}", UPSTREAM_DIRECTIVE).replace("{slow_port}", str(slow.port))
     http = http.replace("{hang_port}", str(hang.port))
     try:
-        server = start_nginx(prefix, http=http, servers=["front", "origin", "cdn"])
-        server.extra.update(slow=slow.port, hang=hang.port)
-        _write_sitemaps(server)
-        yield server
-        server.stop()
+        with start_nginx(prefix, http=http, servers=["front", "origin", "cdn"]) as server:
+            server.extra.update(slow=slow.port, hang=hang.port)
+            _write_sitemaps(server)
+            yield server
     finally:
         slow.close()
         hang.close()
