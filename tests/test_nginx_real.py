@@ -10,8 +10,9 @@ One nginx per module (tests/real_nginx.py), three server blocks:
   that sends its body a byte every 10 ms, so the second attempt takes a varying time
   (`0.000, 0.031`); behind `/flaky/` a first server that never answers (`proxy_read_timeout 50ms`,
   then the slow origin: both attempts take time, `0.051, 0.021`, so sum and last attempt differ).
-- `cdn`: robots.txt and sitemaps (an index with a `.xml.gz` child served as application/gzip and
-  a child that exists only gzipped, served by `gzip_static`), pages through `proxy_cache` with
+- `cdn`: robots.txt and sitemaps (an index with a `.xml.gz` child served as application/gzip, one
+  served as application/octet-stream as Debian's mime.types has it, and a child that exists only
+  gzipped, served by `gzip_static`), pages through `proxy_cache` with
   `cf-cache-status` taken from `$upstream_cache_status`: what the warmer sees behind Cloudflare.
 
 Requests go over raw sockets with quotes, backslashes, UTF-8, invalid UTF-8 and control bytes in
@@ -132,6 +133,8 @@ server {{
     root {prefix}/cdn;
     location = /robots.txt {{ }}
     location /sitemaps/ {{ gzip_static on; }}
+    # Debian's mime.types has no .gz: with it, nginx serves a .xml.gz as its default_type.
+    location /sitemaps/plain-debian/ {{ types {{ }} default_type application/octet-stream; }}
     location / {{
         proxy_pass http://127.0.0.1:{port_origin};
         proxy_cache cdn;
@@ -475,14 +478,16 @@ def _write_sitemaps(server: RealNginx) -> None:
     (root / "robots.txt").write_text(
         f"User-agent: *\nAllow: /\n\nSitemap: {server.url('cdn', '/sitemaps/index.xml')}\n"
     )
-    children = ["/sitemaps/pages-1.xml.gz", "/sitemaps/pages-2.xml"]
+    children = ["/sitemaps/pages-1.xml.gz", "/sitemaps/pages-2.xml", "/sitemaps/plain-debian/pages-3.xml.gz"]
     index = "".join(f"<sitemap><loc>{server.url('cdn', c)}</loc></sitemap>" for c in children)
     (root / "sitemaps" / "index.xml").write_text(
         f'<?xml version="1.0" encoding="UTF-8"?>\n<sitemapindex xmlns="{NS}">{index}</sitemapindex>\n'
     )
     (root / "sitemaps" / "pages-1.xml.gz").write_bytes(gzip.compress(_urlset(urls[:3])))
     # Only the .gz is on disk: gzip_static serves it for pages-2.xml to a client that accepts gzip.
-    (root / "sitemaps" / "pages-2.xml.gz").write_bytes(gzip.compress(_urlset(urls[3:])))
+    (root / "sitemaps" / "pages-2.xml.gz").write_bytes(gzip.compress(_urlset(urls[3:5])))
+    (root / "sitemaps" / "plain-debian").mkdir()
+    (root / "sitemaps" / "plain-debian" / "pages-3.xml.gz").write_bytes(gzip.compress(_urlset(urls[5:])))
 
 
 def test_nginx_serves_the_sitemaps_as_real_sites_do(nginx: RealNginx) -> None:
@@ -490,6 +495,9 @@ def test_nginx_serves_the_sitemaps_as_real_sites_do(nginx: RealNginx) -> None:
         nginx.ports["cdn"], b"GET /sitemaps/pages-1.xml.gz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
     assert gz.status == 200 and gz.headers["content-type"] == "application/gzip" and gz.body[:2] == b"\x1f\x8b"
+    request = b"GET /sitemaps/plain-debian/pages-3.xml.gz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    octets = raw_request(nginx.ports["cdn"], request)
+    assert octets.status == 200 and octets.headers["content-type"] == "application/octet-stream"
     request = b"GET /sitemaps/pages-2.xml HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
     static = raw_request(nginx.ports["cdn"], request)
     assert static.status == 200 and static.headers.get("content-encoding") == "gzip"
