@@ -111,7 +111,9 @@ http {{
 """
 
 
-def start_nginx(prefix: Path, *, http: str, servers: Iterable[str], attempts: int = 3) -> RealNginx:
+def start_nginx(
+    prefix: Path, *, http: str, servers: Iterable[str], timezone: str = "UTC", attempts: int = 3
+) -> RealNginx:
     """Start nginx with `http` (the http{} body, `{port_NAME}` placeholders for each of `servers`).
 
     Placeholders: `{port_NAME}` for the listening ports, `{dead}` for a port that refuses
@@ -133,6 +135,7 @@ def start_nginx(prefix: Path, *, http: str, servers: Iterable[str], attempts: in
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            env={"TZ": timezone},
         )
         server = RealNginx(prefix, ports, proc, extra={"dead": dead})
         if _wait_ready(server):
@@ -169,12 +172,21 @@ class RawResponse:
     body: bytes
 
 
-def raw_request(port: int, request: bytes, *, timeout: float = 10) -> RawResponse:
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def raw_request(port: int, request: bytes, *, host: str = "127.0.0.1", timeout: float = 10) -> RawResponse:
     """Send `request` bytes as they are (`Connection: close` in them) and read the answer to EOF.
 
     nginx writes the access log line before it closes the connection, so at EOF the line is there.
     """
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+    with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(request)
         chunks = []
         while chunk := sock.recv(65536):

@@ -40,7 +40,16 @@ from conftest import ROOT
 from edgecron.checks import LogSummary
 from edgecron.logformat import LogFormat, resolve_format, time_parser, upstream_seconds
 from loopback_site import LoopbackSite, Route
-from real_nginx import RawResponse, RealNginx, raw_request, require_nginx, start_nginx, unescape, wait_for_lines
+from real_nginx import (
+    RawResponse,
+    RealNginx,
+    has_ipv6_loopback,
+    raw_request,
+    require_nginx,
+    start_nginx,
+    unescape,
+    wait_for_lines,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +104,7 @@ upstream all_dead {{
 }}
 server {{
     listen 127.0.0.1:{port_front};
+    {listen_v6}
     access_log {prefix}/logs/combined.log combined;
     access_log {prefix}/logs/edgecron.log edgecron;
     access_log {prefix}/logs/json.log jsonfmt;
@@ -152,6 +162,9 @@ server {{
 }}
 """
 
+IPV6 = has_ipv6_loopback()  # a client at ::1, as in GoAccess's own CI lines
+# $time_local in a half-hour zone (+0530): the offset must be applied, not assumed to be UTC.
+NGINX_TZ = "XST-5:30"
 SLOW_PATHS = {"/slow/a": 1, "/slow/b": 3, "/slow/c": 5, "/flaky/a": 2, "/flaky/b": 4}  # body bytes, one every 10 ms
 QUOTED_PAGE = '/caf\u00e9-"q"-\\.html'  # a real file on the origin: quote, backslash, UTF-8 in its name
 UA_HOSTILE = b'ua "quoted" \\back\\ \x01\x1b[31mred\x7f\ttab caf\xc3\xa9 \\x22'
@@ -170,6 +183,7 @@ class Sent:
     headers: dict[bytes, bytes] = field(default_factory=dict)
     status: int = 200
     route: str = "miss"  # miss (dead server, then origin) | hit | local | down (both dead) | invalid
+    host: str = "127.0.0.1"  # the client's address: $remote_addr
     line: bytes | None = None  # bytes sent alone, not an HTTP request at all (TLS to the HTTP port)
     logged_request: bytes | None = None  # $request when nginx logs only part of the request line
 
@@ -234,6 +248,7 @@ REQUESTS = [
     *(Sent(b"GET", path.encode(), {b"User-Agent": b"probe"}) for path in SLOW_PATHS),
     Sent(b"GET", b"/local", status=204, route="local"),
     Sent(b"HEAD", b"/index.html", {b"User-Agent": b"curl/8.5.0"}, route="hit"),
+    Sent(b"GET", b"/index.html", {b"User-Agent": b"over IPv6"}, route="hit", host="::1" if IPV6 else "127.0.0.1"),
     # Anyone reaching nginx directly can send these headers; the edgecron preset logs them
     # unquoted, so their spaces can mimic the fields that follow, here `li=1` (logged in) on a
     # cached page: that must not make a "logged-in response served from cache".
@@ -297,8 +312,9 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNginx]:
     http = http.replace("{json_directive}", JSON_DIRECTIVE.replace("{", "{{").replace("}", "}}"))
     http = http.replace("{upstream_directive}", UPSTREAM_DIRECTIVE).replace("{slow_port}", str(slow.port))
     http = http.replace("{hang_port}", str(hang.port))
+    http = http.replace("{listen_v6}", "listen [::1]:{port_front};" if IPV6 else "")
     try:
-        with start_nginx(prefix, http=http, servers=["front", "origin", "cdn", "big"]) as server:
+        with start_nginx(prefix, http=http, servers=["front", "origin", "cdn", "big"], timezone=NGINX_TZ) as server:
             server.extra.update(slow=slow.port, hang=hang.port)
             _write_sitemaps(server)
             yield server
@@ -310,7 +326,7 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNginx]:
 @pytest.fixture(scope="module")
 def exchange(nginx: RealNginx) -> Exchange:
     started = time.time()
-    answers = [raw_request(nginx.ports["front"], sent.raw()) for sent in REQUESTS]
+    answers = [raw_request(nginx.ports["front"], sent.raw(), host=sent.host) for sent in REQUESTS]
     ended = time.time()
     for name in FORMATS:
         wait_for_lines(nginx.prefix / "logs" / f"{name}.log", len(REQUESTS))
@@ -361,7 +377,7 @@ def test_values_are_exactly_what_was_sent(exchange: Exchange, name: str) -> None
     expected = {
         "request": [s.logged for s in REQUESTS],
         "status": [str(s.status).encode() for s in REQUESTS],
-        "remote_addr": [b"127.0.0.1"] * len(REQUESTS),
+        "remote_addr": [s.host.encode() for s in REQUESTS],
         "remote_user": [EMPTY[escape]] * len(REQUESTS),
         "http_referer": [s.header(b"Referer", escape=escape) for s in REQUESTS],
         "http_user_agent": [s.header(b"User-Agent", escape=escape) for s in REQUESTS],
