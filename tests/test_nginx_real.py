@@ -10,6 +10,7 @@ One nginx per module (tests/real_nginx.py), three server blocks:
   that sends its body a byte every 10 ms, so the second attempt takes a varying time
   (`0.000, 0.031`); behind `/flaky/` a first server that never answers (`proxy_read_timeout 50ms`,
   then the slow origin: both attempts take time, `0.051, 0.021`, so sum and last attempt differ).
+- `fuzz`: the four formats again, for 300 requests of random bytes (seeded).
 - `big`: headers up to 128k, so a request can make nginx write a line over the reader's 64 KiB cap.
 - `cdn`: robots.txt and sitemaps (an index with a `.xml.gz` child served as application/gzip, one
   served as application/octet-stream as Debian's mime.types has it, and a child that exists only
@@ -26,6 +27,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import random
 import re
 import sqlite3
 import time
@@ -138,6 +140,14 @@ server {{
     listen 127.0.0.1:{port_origin};
     root {prefix}/origin;
     expires 1h;
+}}
+server {{
+    listen 127.0.0.1:{port_fuzz};
+    access_log {prefix}/logs/fuzz-combined.log combined;
+    access_log {prefix}/logs/fuzz-edgecron.log edgecron;
+    access_log {prefix}/logs/fuzz-json.log jsonfmt;
+    access_log {prefix}/logs/fuzz-upstreams.log upstreams;
+    location / {{ return 204; }}
 }}
 server {{
     listen 127.0.0.1:{port_big};
@@ -314,7 +324,9 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNginx]:
     http = http.replace("{hang_port}", str(hang.port))
     http = http.replace("{listen_v6}", "listen [::1]:{port_front};" if IPV6 else "")
     try:
-        with start_nginx(prefix, http=http, servers=["front", "origin", "cdn", "big"], timezone=NGINX_TZ) as server:
+        with start_nginx(
+            prefix, http=http, servers=["front", "origin", "cdn", "big", "fuzz"], timezone=NGINX_TZ
+        ) as server:
             server.extra.update(slow=slow.port, hang=hang.port)
             _write_sitemaps(server)
             yield server
@@ -410,6 +422,53 @@ def test_values_are_exactly_what_was_sent(exchange: Exchange, name: str) -> None
     for raw in cols["time_local"]:
         moment = when(raw)
         assert moment is not None and exchange.started - 2 <= moment <= exchange.ended + 2, raw
+
+
+# Bytes nginx takes in a header value (NUL is refused, CR/LF end it; blanks at either end are
+# trimmed) and in a path (no controls, no space; no `%`, `.`, `/`, `?`, `#`, which it interprets).
+HEADER_BYTES = bytes(b for b in range(1, 256) if b not in b"\r\n")
+URI_BYTES = bytes(b for b in range(0x21, 256) if b not in b"%./?#\x7f")
+
+
+# Pieces that look like the log line itself or its escapes, mixed with single random bytes.
+LOOKALIKES = (b'"', b"\\", b'" "', b"\\x22", b"\\u0022", b'\\"', b" rt=", b' urt="', b" li=1", b" HTTP/1.1", b"\t")
+LOOKALIKES += (b"\x1b[31m", b"\xc3\xa9", b'{"ua":"', b"- -", b"[01/Dec/2026:00:00:00 +0000]", b'" 200 0 "')
+
+
+def _random_text(rng: random.Random, alphabet: bytes, most: int, *, blanks: bool = True) -> bytes:
+    pieces = []
+    for _ in range(rng.randint(1, most)):
+        if rng.random() < 0.3:
+            pieces.append(rng.choice(LOOKALIKES))
+        else:
+            pieces.append(bytes([rng.choice(alphabet)]))
+    value = b"".join(pieces)
+    if not blanks:
+        value = bytes(b for b in value if b in alphabet)
+    return value.strip(b" \t") or b"x"
+
+
+def test_random_hostile_requests_parse_exactly(nginx: RealNginx) -> None:
+    rng = random.Random(11)
+    sent = []
+    for _ in range(300):
+        target = b"/" + _random_text(rng, URI_BYTES, 30, blanks=False)
+        if rng.random() < 0.5:
+            target += b"?" + _random_text(rng, URI_BYTES + b"%./?", 30, blanks=False)
+        user_agent, referer = _random_text(rng, HEADER_BYTES, 40), _random_text(rng, HEADER_BYTES, 40)
+        request = b"GET " + target + b" HTTP/1.1"
+        head = [request, b"Host: x", b"User-Agent: " + user_agent, b"Referer: " + referer, b"Connection: close"]
+        assert raw_request(nginx.ports["fuzz"], b"\r\n".join(head) + b"\r\n\r\n").status == 204, request
+        sent.append({"request": request, "http_user_agent": user_agent, "http_referer": referer, "status": b"204"})
+    for name, (log_format, escape) in FORMATS.items():
+        fmt = resolve_format(log_format)
+        lines = wait_for_lines(nginx.prefix / "logs" / f"fuzz-{name}.log", len(sent))
+        cols = _columns(fmt, lines)
+        for var in ("request", "http_user_agent", "http_referer", "status"):
+            if var in cols:
+                got = [unescape(v, escape) for v in cols[var]]
+                bad = [(line, s[var], g) for line, s, g in zip(lines, sent, got, strict=True) if s[var] != g]
+                assert not bad, f"{name} ${var}: (line, sent, got) {bad[:3]}"
 
 
 def _expected_cache_status(sent: Sent, escape: str) -> bytes:
