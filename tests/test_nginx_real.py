@@ -287,6 +287,7 @@ class Exchange:
     answers: list[RawResponse]
     started: float
     ended: float
+    check_logs: dict[str, dict[str, Any]] = field(default_factory=dict)  # format → check_logs.py --json summary
 
     def log(self, name: str) -> Path:
         return self.nginx.prefix / "logs" / f"{name}.log"
@@ -566,13 +567,22 @@ def test_figures_operators_ask_for(exchange: Exchange, name: str) -> None:
 
 
 def _check_logs_json(exchange: Exchange, run_script, name: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    log_format, _ = FORMATS[name]
-    proc = run_script(
-        "check_logs.py", "--json", "--no-state", "--no-jobs", "--log", str(exchange.log(name)), "--format", log_format
-    )
-    assert proc.returncode in (0, 1), proc.stderr  # 1: a check breached (the 502 and 4xx are real)
-    summary: dict[str, Any] = json.loads(proc.stdout)["summary"]
-    return summary
+    """`check_logs.py --json` on one format's log: run once per format, read by two tests."""
+    if name not in exchange.check_logs:
+        log_format, _ = FORMATS[name]
+        proc = run_script(
+            "check_logs.py",
+            "--json",
+            "--no-state",
+            "--no-jobs",
+            "--log",
+            str(exchange.log(name)),
+            "--format",
+            log_format,
+        )
+        assert proc.returncode in (0, 1), proc.stderr  # 1: a check breached (the 502 and 4xx are real)
+        exchange.check_logs[name] = json.loads(proc.stdout)["summary"]
+    return exchange.check_logs[name]
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
