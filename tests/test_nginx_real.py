@@ -566,28 +566,34 @@ def test_figures_operators_ask_for(exchange: Exchange, name: str) -> None:
 # --- scripts/check_logs.py --json on the real logs ---------------------------------------------------
 
 
-def _check_logs_json(exchange: Exchange, run_script, name: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    """`check_logs.py --json` on one format's log: run once per format, read by two tests."""
+def _run_check_logs(run_script, env_file: Path, log: Path, *, settings: str, args: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    """`check_logs.py --json` on `log` with `settings` added to the test's .env: its summary."""
+    with env_file.open("a") as fh:
+        fh.write(settings)
+    proc = run_script("check_logs.py", "--json", "--no-state", "--no-jobs", "--log", str(log), *args)
+    assert proc.returncode in (0, 1), proc.stderr  # 1: a check breached (the 502 and 4xx are real)
+    return json.loads(proc.stdout)["summary"]
+
+
+def _check_logs_json(exchange: Exchange, run_script, env_file: Path, name: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """`check_logs.py --json` on one format's log with LOG_FORMAT set in .env (a multi-line
+    directive, which .env takes only on branch logs, as --format): once per format, read by two tests."""
     if name not in exchange.check_logs:
         log_format, _ = FORMATS[name]
-        proc = run_script(
-            "check_logs.py",
-            "--json",
-            "--no-state",
-            "--no-jobs",
-            "--log",
-            str(exchange.log(name)),
-            "--format",
-            log_format,
+        multi_line = "\n" in log_format
+        exchange.check_logs[name] = _run_check_logs(
+            run_script,
+            env_file,
+            exchange.log(name),
+            settings="" if multi_line else f"LOG_FORMAT={log_format}\n",
+            args=("--format", log_format) if multi_line else (),
         )
-        assert proc.returncode in (0, 1), proc.stderr  # 1: a check breached (the 502 and 4xx are real)
-        exchange.check_logs[name] = json.loads(proc.stdout)["summary"]
     return exchange.check_logs[name]
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
-def test_check_logs_json_totals(exchange: Exchange, run_script, name: str) -> None:  # type: ignore[no-untyped-def]
-    summary = _check_logs_json(exchange, run_script, name)
+def test_check_logs_json_totals(exchange: Exchange, run_script, env_file: Path, name: str) -> None:  # type: ignore[no-untyped-def]
+    summary = _check_logs_json(exchange, run_script, env_file, name)
     n = len(REQUESTS)
     assert (summary["lines"], summary["requests"], summary["malformed"]) == (n, n, 0), summary
     classes = Counter(f"{s.status // 100}xx" for s in REQUESTS)
@@ -596,8 +602,8 @@ def test_check_logs_json_totals(exchange: Exchange, run_script, name: str) -> No
 
 @pytest.mark.xfail(strict=True, reason=FIGURES_ON_LOGS)
 @pytest.mark.parametrize("name", list(FORMATS))
-def test_check_logs_json_figures(exchange: Exchange, run_script, name: str) -> None:  # type: ignore[no-untyped-def]
-    summary = _check_logs_json(exchange, run_script, name)
+def test_check_logs_json_figures(exchange: Exchange, run_script, env_file: Path, name: str) -> None:  # type: ignore[no-untyped-def]
+    summary = _check_logs_json(exchange, run_script, env_file, name)
     fmt, escape, lines = exchange.read(name)
     want = _expected_figures(fmt, escape, lines)
     assert summary["statuses"] == want["statuses"]
@@ -700,28 +706,18 @@ def test_warm_then_verify_through_nginx_cache(nginx: RealNginx, run_script, work
     reason="fails on main: a line over the 64 KiB cap is counted apart (lines != requests + malformed); "
     "fixed on branch logs",
 )
-def test_a_line_over_the_cap_is_one_malformed_line(nginx: RealNginx, run_script) -> None:  # type: ignore[no-untyped-def]
+def test_a_line_over_the_cap_is_one_malformed_line(nginx: RealNginx, run_script, env_file: Path) -> None:  # type: ignore[no-untyped-def]
     port, log = nginx.ports["big"], nginx.prefix / "logs" / "big.log"
     for user_agent in (b"before", b'"' * 20_000, b"after"):  # nginx writes each " as \x22: an 80 KB line
         raw_request(port, b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: " + user_agent + b"\r\nConnection: close\r\n\r\n")
     lines = wait_for_lines(log, 3)
     assert [len(line) > 64 * 1024 for line in lines] == [False, True, False]  # the premise
-    proc = run_script("check_logs.py", "--json", "--no-state", "--no-jobs", "--log", str(log), "--format", "combined")
-    assert proc.returncode in (0, 1), proc.stderr
-    summary = json.loads(proc.stdout)["summary"]
+    summary = _run_check_logs(run_script, env_file, log, settings="LOG_FORMAT=combined\n")
     assert (summary["lines"], summary["requests"], summary["malformed"]) == (3, 2, 1), summary
     assert [(m["file"], m["line"]) for m in summary["malformed_lines"]] == [(str(log), 2)]
 
 
 # --- LOG_FORMAT as operators paste it into .env (fixed on branch logs) -------------------------------
-
-
-def _check_logs_from_env(run_script, env_file: Path, log: Path, settings: str):  # type: ignore[no-untyped-def]
-    with env_file.open("a") as fh:
-        fh.write(settings)
-    proc = run_script("check_logs.py", "--json", "--no-state", "--no-jobs", "--log", str(log))
-    assert proc.returncode in (0, 1), proc.stderr
-    return json.loads(proc.stdout)["summary"]
 
 
 @pytest.mark.xfail(
@@ -730,9 +726,8 @@ def _check_logs_from_env(run_script, env_file: Path, log: Path, settings: str): 
 )
 def test_bare_json_format_with_log_escape_json(exchange: Exchange, run_script, env_file: Path) -> None:  # type: ignore[no-untyped-def]
     bare = JSON_DIRECTIVE.split("escape=json ", 1)[1].rstrip(";").strip("'")
-    summary = _check_logs_from_env(
-        run_script, env_file, exchange.log("json"), f"LOG_FORMAT='{bare}'\nLOG_ESCAPE=json\n"
-    )
+    settings = f"LOG_FORMAT='{bare}'\nLOG_ESCAPE=json\n"
+    summary = _run_check_logs(run_script, env_file, exchange.log("json"), settings=settings)
     n = len(REQUESTS)
     assert (summary["lines"], summary["requests"], summary["malformed"]) == (n, n, 0), summary
 
@@ -741,8 +736,7 @@ def test_bare_json_format_with_log_escape_json(exchange: Exchange, run_script, e
     strict=True, reason="fails on main: a multi-line log_format in .env is 'not a known setting'; fixed on branch logs"
 )
 def test_multiline_directive_pasted_into_env(exchange: Exchange, run_script, env_file: Path) -> None:  # type: ignore[no-untyped-def]
-    summary = _check_logs_from_env(
-        run_script, env_file, exchange.log("upstreams"), f"LOG_FORMAT={UPSTREAM_DIRECTIVE}\n"
-    )
+    settings = f"LOG_FORMAT={UPSTREAM_DIRECTIVE}\n"
+    summary = _run_check_logs(run_script, env_file, exchange.log("upstreams"), settings=settings)
     n = len(REQUESTS)
     assert (summary["lines"], summary["requests"], summary["malformed"]) == (n, n, 0), summary
