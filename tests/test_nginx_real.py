@@ -1,15 +1,15 @@
 """A real nginx writes the access logs, serves the sitemaps and caches the pages.
 
-One nginx per module (tests/real_nginx.py), three server blocks:
+One nginx per module (tests/real_nginx.py, `TZ` at +0530), five server blocks:
 - `front`: every request is logged at once in four formats (`combined`, the `edgecron` preset as
   pasted from notes/nginx-log-format.md, an `escape=json` format, an upstream format); pages are
   proxied to an upstream whose first server is a closed port (`proxy_next_upstream error`, the
   origin as backup: every miss tries the dead one first, so nginx writes two attempts such as
-  `0.000, 0.001`) through `proxy_cache`.
-- `origin`: static pages, `expires 1h`. Behind `/slow/` a Python origin (tests/loopback_site.py)
-  that sends its body a byte every 10 ms, so the second attempt takes a varying time
-  (`0.000, 0.031`); behind `/flaky/` a first server that never answers (`proxy_read_timeout 50ms`,
-  then the slow origin: both attempts take time, `0.051, 0.021`, so sum and last attempt differ).
+  `0.000, 0.001`) through `proxy_cache`. Behind `/slow/` the backup is a Python origin
+  (tests/loopback_site.py) sending its body a byte every 10 ms (`0.000, 0.031`); behind `/flaky/`
+  the first server never answers (`proxy_read_timeout 50ms`, then the slow origin: both attempts
+  take time, `0.050, 0.021`, so the sum and the last attempt differ).
+- `origin`: static pages, `expires 1h`.
 - `fuzz`: the four formats again, for 300 requests of random bytes (seeded).
 - `big`: headers up to 128k, so a request can make nginx write a line over the reader's 64 KiB cap.
 - `cdn`: robots.txt and sitemaps (an index with a `.xml.gz` child served as application/gzip, one
