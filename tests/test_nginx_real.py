@@ -12,6 +12,7 @@ One nginx per module (tests/real_nginx.py, `TZ` at +0530), five server blocks:
   timeout applies between the slow origin's bytes, which a loaded machine may delay).
 - `origin`: static pages, `expires 1h`.
 - `fuzz`: the four formats again, for 300 requests of random bytes (seeded).
+- `rotate`: a log renamed under nginx, which keeps writing to it until SIGUSR1 (logrotate's way).
 - `big`: headers up to 128k, so a request can make nginx write a line over the reader's 64 KiB cap.
 - `cdn`: robots.txt and sitemaps (an index with a `.xml.gz` child served as application/gzip, one
   served as application/octet-stream as Debian's mime.types has it, and a child that exists only
@@ -30,6 +31,7 @@ import json
 import math
 import random
 import re
+import signal
 import sqlite3
 import time
 from collections import Counter
@@ -148,6 +150,11 @@ server {{
     access_log {prefix}/logs/fuzz-edgecron.log edgecron;
     access_log {prefix}/logs/fuzz-json.log jsonfmt;
     access_log {prefix}/logs/fuzz-upstreams.log upstreams;
+    location / {{ return 204; }}
+}}
+server {{
+    listen 127.0.0.1:{port_rotate};
+    access_log {prefix}/logs/rotate/access.log combined;
     location / {{ return 204; }}
 }}
 server {{
@@ -306,7 +313,7 @@ def _write_sites(prefix: Path) -> None:
     (origin / QUOTED_PAGE.lstrip("/")).write_text("<h1>quoted</h1>\n")
     for name in PAGES:
         (origin / "pages" / name).write_text(f"<h1>{name}</h1>\n")
-    (prefix / "logs").mkdir()
+    (prefix / "logs" / "rotate").mkdir(parents=True)
     (prefix / "cdn" / "sitemaps").mkdir(parents=True)
 
 
@@ -327,7 +334,7 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNginx]:
     http = http.replace("{listen_v6}", "listen [::1]:{port_front};" if IPV6 else "")
     try:
         with start_nginx(
-            prefix, http=http, servers=["front", "origin", "cdn", "big", "fuzz"], timezone=NGINX_TZ
+            prefix, http=http, servers=["front", "origin", "cdn", "big", "fuzz", "rotate"], timezone=NGINX_TZ
         ) as server:
             server.extra.update(slow=slow.port, hang=hang.port)
             _write_sitemaps(server)
@@ -716,6 +723,55 @@ def test_a_line_over_the_cap_is_one_malformed_line(nginx: RealNginx, run_script,
     summary = _run_check_logs(run_script, env_file, log, settings="LOG_FORMAT=combined\n")
     assert (summary["lines"], summary["requests"], summary["malformed"]) == (3, 2, 1), summary
     assert [(m["file"], m["line"]) for m in summary["malformed_lines"]] == [(str(log), 2)]
+
+
+def test_rotation_under_a_real_nginx_loses_and_repeats_nothing(nginx: RealNginx, run_script) -> None:  # type: ignore[no-untyped-def]
+    """Renamed, nginx still appending to the renamed file, SIGUSR1, a new file: each line read once."""
+    log = nginx.prefix / "logs" / "rotate" / "access.log"
+    rotated = log.with_name("access.log.1")
+
+    def send(*paths: str) -> None:
+        for path in paths:
+            request = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+            assert raw_request(nginx.ports["rotate"], request).status == 204
+
+    def reopen() -> None:
+        """What logrotate's postrotate does (SIGUSR1), then wait for nginx to create the log again."""
+        nginx.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while not log.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def new_lines() -> int:
+        """What a check-logs run (positions kept in the state database) reads."""
+        proc = run_script("check_logs.py", "--json", "--no-jobs", "--log", str(log), "--format", "combined")
+        assert proc.returncode in (0, 1), proc.stderr
+        summary = json.loads(proc.stdout)["summary"]
+        assert summary["malformed"] == 0 and summary["requests"] == summary["lines"], summary
+        return int(summary["lines"])
+
+    send("/a1", "/a2", "/a3")
+    assert len(wait_for_lines(log, 3)) == 3
+    assert new_lines() == 3
+    log.rename(rotated)
+    send("/b1", "/b2")  # nginx keeps writing to the renamed file: its descriptor is still open
+    assert len(wait_for_lines(rotated, 5)) == 5 and not log.exists()
+    reopen()
+    send("/c1", "/c2")
+    assert len(wait_for_lines(log, 2)) == 2 and len(rotated.read_bytes().splitlines()) == 5
+    assert new_lines() == 4  # /b1 /b2 from the renamed file, /c1 /c2 from the new one
+    assert new_lines() == 0
+    # The next day with delaycompress: .1 becomes .2.gz, the log becomes .1, nginx reopens.
+    send("/d1")
+    assert len(wait_for_lines(log, 3)) == 3
+    rotated.with_name("access.log.2.gz").write_bytes(gzip.compress(rotated.read_bytes()))
+    rotated.unlink()
+    log.rename(rotated)
+    send("/e1")
+    reopen()
+    send("/f1")
+    assert len(wait_for_lines(log, 1)) == 1
+    assert new_lines() == 3  # /d1 and /e1 from access.log.1, /f1 from the new log
 
 
 # --- LOG_FORMAT as operators paste it into .env (fixed on branch logs) -------------------------------
