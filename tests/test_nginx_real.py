@@ -557,10 +557,6 @@ def _expected_figures(fmt: LogFormat, escape: str, lines: list[bytes]) -> dict[s
     return figures
 
 
-FIGURES_ON_LOGS = "fails on main: no per-status, cache-status or upstream time figures; fixed on branch logs"
-
-
-@pytest.mark.xfail(strict=True, reason=FIGURES_ON_LOGS)
 @pytest.mark.parametrize("name", list(FORMATS))
 def test_figures_operators_ask_for(exchange: Exchange, name: str) -> None:
     fmt, escape, lines = exchange.read(name)
@@ -574,28 +570,22 @@ def test_figures_operators_ask_for(exchange: Exchange, name: str) -> None:
 # --- scripts/check_logs.py --json on the real logs ---------------------------------------------------
 
 
-def _run_check_logs(run_script, env_file: Path, log: Path, *, settings: str, args: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+def _run_check_logs(run_script, env_file: Path, log: Path, *, settings: str):  # type: ignore[no-untyped-def]
     """`check_logs.py --json` on `log` with `settings` added to the test's .env: its summary."""
     with env_file.open("a") as fh:
         fh.write(settings)
-    proc = run_script("check_logs.py", "--json", "--no-state", "--no-jobs", "--log", str(log), *args)
+    proc = run_script("check_logs.py", "--json", "--no-state", "--no-jobs", "--log", str(log))
     assert proc.returncode in (0, 1), proc.stderr  # 1: a check breached (the 502 and 4xx are real)
     return json.loads(proc.stdout)["summary"]
 
 
 def _check_logs_json(exchange: Exchange, run_script, env_file: Path, name: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    """`check_logs.py --json` on one format's log with LOG_FORMAT set in .env (a multi-line
-    directive, which .env takes only on branch logs, as --format): once per format, read by two tests."""
+    """`check_logs.py --json` on one format's log with LOG_FORMAT set in .env as an operator pastes
+    it (the upstream format: its directive over three lines): once per format, read by two tests."""
     if name not in exchange.check_logs:
         log_format, _ = FORMATS[name]
-        multi_line = "\n" in log_format
-        exchange.check_logs[name] = _run_check_logs(
-            run_script,
-            env_file,
-            exchange.log(name),
-            settings="" if multi_line else f"LOG_FORMAT={log_format}\n",
-            args=("--format", log_format) if multi_line else (),
-        )
+        settings = f"LOG_FORMAT={log_format}\n"
+        exchange.check_logs[name] = _run_check_logs(run_script, env_file, exchange.log(name), settings=settings)
     return exchange.check_logs[name]
 
 
@@ -608,7 +598,6 @@ def test_check_logs_json_totals(exchange: Exchange, run_script, env_file: Path, 
     assert summary["status_classes"] == dict(sorted(classes.items()))
 
 
-@pytest.mark.xfail(strict=True, reason=FIGURES_ON_LOGS)
 @pytest.mark.parametrize("name", list(FORMATS))
 def test_check_logs_json_figures(exchange: Exchange, run_script, env_file: Path, name: str) -> None:  # type: ignore[no-untyped-def]
     summary = _check_logs_json(exchange, run_script, env_file, name)
@@ -709,11 +698,6 @@ def test_warm_then_verify_through_nginx_cache(nginx: RealNginx, run_script, work
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fails on main: a line over the 64 KiB cap is counted apart (lines != requests + malformed); "
-    "fixed on branch logs",
-)
 def test_a_line_over_the_cap_is_one_malformed_line(nginx: RealNginx, run_script, env_file: Path) -> None:  # type: ignore[no-untyped-def]
     port, log = nginx.ports["big"], nginx.prefix / "logs" / "big.log"
     for user_agent in (b"before", b'"' * 20_000, b"after"):  # nginx writes each " as \x22: an 80 KB line
@@ -774,26 +758,12 @@ def test_rotation_under_a_real_nginx_loses_and_repeats_nothing(nginx: RealNginx,
     assert new_lines() == 3  # /d1 and /e1 from access.log.1, /f1 from the new log
 
 
-# --- LOG_FORMAT as operators paste it into .env (fixed on branch logs) -------------------------------
+# --- a bare JSON format string: LOG_ESCAPE says how nginx escaped it ----------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fails on main: LOG_ESCAPE is not a setting (a bare JSON format is read with default escaping); fixed on branch logs",
-)
 def test_bare_json_format_with_log_escape_json(exchange: Exchange, run_script, env_file: Path) -> None:  # type: ignore[no-untyped-def]
     bare = JSON_DIRECTIVE.split("escape=json ", 1)[1].rstrip(";").strip("'")
     settings = f"LOG_FORMAT='{bare}'\nLOG_ESCAPE=json\n"
     summary = _run_check_logs(run_script, env_file, exchange.log("json"), settings=settings)
-    n = len(REQUESTS)
-    assert (summary["lines"], summary["requests"], summary["malformed"]) == (n, n, 0), summary
-
-
-@pytest.mark.xfail(
-    strict=True, reason="fails on main: a multi-line log_format in .env is 'not a known setting'; fixed on branch logs"
-)
-def test_multiline_directive_pasted_into_env(exchange: Exchange, run_script, env_file: Path) -> None:  # type: ignore[no-untyped-def]
-    settings = f"LOG_FORMAT={UPSTREAM_DIRECTIVE}\n"
-    summary = _run_check_logs(run_script, env_file, exchange.log("upstreams"), settings=settings)
     n = len(REQUESTS)
     assert (summary["lines"], summary["requests"], summary["malformed"]) == (n, n, 0), summary
