@@ -7,6 +7,7 @@ without `make lock` fails here: every dependency must be pinned, every pin withi
 
 from __future__ import annotations
 
+import importlib.metadata
 import shutil
 import subprocess
 import sys
@@ -124,3 +125,19 @@ def test_the_package_metadata_builds_without_a_warning(tmp_path: Path) -> None:
     assert result.returncode == 0 and "Warning" not in result.stderr, result.stderr[-3000:]
     metadata = (tmp_path / "meta" / result.stdout.split()[-1] / "METADATA").read_text(encoding="utf-8")
     assert "License-Expression: MIT" in metadata
+
+
+def test_the_tests_run_on_the_pinned_dev_set() -> None:
+    """What `make test` (and so CI) runs on is what the locks pin: each pinned package at its version."""
+    if Path(sys.prefix).resolve() != (ROOT / ".venv").resolve():
+        pytest.skip(f"not running in this checkout's .venv ({sys.prefix}): `make test` does")
+    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
+    wanted = read_lock((ROOT / "requirements-dev.lock").read_text(encoding="utf-8"))
+    wanted |= read_lock((ROOT / "requirements-build.lock").read_text(encoding="utf-8"))
+    off = {
+        name: (pinned_version(requirement), installed.get(name, "missing"))
+        for name, (requirement, _) in wanted.items()
+        if (requirement.marker is None or requirement.marker.evaluate())
+        and installed.get(name) != pinned_version(requirement)
+    }
+    assert off == {}, "pinned → installed; run `make dev`"
