@@ -6,34 +6,61 @@ PY := $(BIN)/python
 ARGS ?=
 TESTS ?=
 
-.PHONY: help venv test lint fmt docs bench demo demo-serve crontab warm purge import checklogs status rules clean
+.PHONY: help venv dev lock test lint fmt docs bench demo demo-serve crontab warm purge import checklogs status rules clean
 
 help:
 	@echo "make demo      run the jobs against the embedded demo site (no credentials)"
-	@echo "make test      install everything into .venv and run the tests"
+	@echo "make venv      the production install: .venv with the pinned runtime dependencies only"
+	@echo "make dev       add the pinned dev tools (pytest, ruff, mypy) to .venv"
+	@echo "make test      make dev, then run the tests"
 	@echo "make lint      ruff check, ruff format --check, mypy"
 	@echo "make fmt       apply ruff fixes and formatting"
 	@echo "make bench     measure speed against peers and physical limits"
+	@echo "make lock      re-resolve pyproject.toml into the hashed lock files (needs network)"
 	@echo "make warm ARGS='--dry-run'   run scripts/warm_cache.py with .env"
 
-# The venv is rebuilt whenever pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+# Installs come from the lock files `make lock` writes from pyproject.toml, every file checked against
+# its hash: requirements-build.lock (pip, setuptools), requirements.lock (what the VPS runs),
+# requirements-dev.lock (that plus the dev tools, the same production pins). The venv is rebuilt from
+# scratch when pyproject.toml or a lock file changes, so it holds exactly the pinned set.
+LOCKS := requirements-build.lock requirements.lock
+$(VENV)/.installed: pyproject.toml $(LOCKS)
+	$(PYTHON) -m venv --clear $(VENV)
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements-build.lock
+	$(PY) -m pip install --quiet --require-hashes -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.lock
+	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
 	touch $@
 
 venv: $(VENV)/.installed
 
-test: venv
+dev: $(VENV)/.dev-installed
+
+# Resolve pyproject.toml again (newest versions within its bounds) with uv in a throwaway venv:
+# universal locks (valid on any Python >= 3.11, any OS), hashes of every file of each pinned release.
+UV_VERSION := 0.13.8
+COMPILE = "$$tool/bin/uv" pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command 'make lock'
+lock:
+	@tool=$$(mktemp -d) && trap 'rm -rf "$$tool"' EXIT && \
+	$(PYTHON) -m venv "$$tool" && "$$tool/bin/pip" install --quiet uv==$(UV_VERSION) && \
+	$(PYTHON) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], "pip", sep="\n")' \
+		| $(COMPILE) - -o requirements-build.lock && \
+	$(COMPILE) pyproject.toml -o requirements.lock && \
+	$(COMPILE) pyproject.toml --extra dev -c requirements.lock -o requirements-dev.lock
+
+test: dev
 	$(PY) -m pytest $(if $(TESTS),-k '$(TESTS)',)
 
-lint: venv
+lint: dev
 	$(BIN)/ruff check lib scripts demo tests bench tools
 	$(BIN)/ruff format --check lib scripts demo tests bench tools
 	$(BIN)/mypy
 
-fmt: venv
+fmt: dev
 	$(BIN)/ruff check --fix lib scripts demo tests bench tools
 	$(BIN)/ruff format lib scripts demo tests bench tools
 

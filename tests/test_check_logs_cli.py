@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import json
 import os
 import shutil
 import sqlite3
+import stat
 import subprocess
+import sys
+import sysconfig
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_install_locks import read_lock
 
 STAMP = datetime.now(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
 
@@ -117,27 +123,74 @@ def test_failed_job_is_reported(run_script, access_log: Path, workdir: Path) -> 
     assert "BREACH [critical] job_last_run:import: last import run ended failed" in result.stderr
 
 
+def link_or_copy(source: str | Path, target: str | Path) -> None:
+    if os.stat(source).st_mode & 0o004:  # a link shares the mode bits: only for what all may read
+        with contextlib.suppress(OSError):  # another file system
+            return os.link(source, target)
+    shutil.copy2(source, target)
+
+
+def readable_by_all(root: Path) -> None:
+    """What a clone made under umask 077 lacks; a hard-linked file already readable is left alone."""
+    for path in [root, *root.rglob("*")]:
+        mode = path.lstat().st_mode
+        if stat.S_ISDIR(mode):
+            path.chmod(mode | 0o755)
+        elif stat.S_ISREG(mode) and not mode & 0o004:
+            path.chmod(mode | 0o444)
+
+
+def install_outside_the_checkout(root: Path) -> Path:
+    """scripts/, lib/ and a venv with the production packages, copied under `root`: the checkout
+    may sit where `nobody` cannot reach it (a clone under a 0700 `mktemp -d` directory). Returns
+    the venv's python."""
+    repo = Path(__file__).resolve().parent.parent
+    for name in ("scripts", "lib"):
+        ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+        shutil.copytree(repo / name, root / "app" / name, ignore=ignore, copy_function=link_or_copy)
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    site = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
+    for requirement, _ in read_lock((repo / "requirements.lock").read_text(encoding="utf-8")).values():
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        dist = importlib.metadata.distribution(requirement.name)
+        for file in dist.files or ():
+            source = Path(str(dist.locate_file(file)))
+            if file.parts[0] != ".." and "__pycache__" not in file.parts and source.is_file():
+                (site / file).parent.mkdir(parents=True, exist_ok=True)
+                link_or_copy(source, site / file)
+    readable_by_all(root)
+    return venv / "bin" / "python"
+
+
+def as_nobody(*command: str | Path) -> list[str]:
+    return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *map(str, command)]
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to drop to nobody")
 def test_unreadable_log_names_the_group(base_env: dict[str, str]) -> None:
     """As on a server: the log is 0640 with a group the job's user is not in."""
     root = Path(tempfile.mkdtemp(prefix="edgecron-perm-"))  # pytest's tmp dirs are 0700
     try:
-        root.chmod(0o777)
+        python = install_outside_the_checkout(root)
+        root.chmod(0o777)  # nobody creates its state directory here
+        probe = subprocess.run(as_nobody(python, "-c", "pass"), capture_output=True, text=True, timeout=60)
+        if probe.returncode != 0:
+            pytest.skip(f"`nobody` cannot run this Python ({Path(sys.executable).resolve()}): {probe.stderr[-300:]}")
         log = root / "access.log"
         log.write_text(lines(5))
         log.chmod(0o640)  # root:root here; www-data:adm on Debian
         env = root / ".env"
         env.write_text(f"STATE_DIR={root / 'state'}\nACCESS_LOGS={log}\nLOG_FORMAT=edgecron\n")
         env.chmod(0o644)
-        repo = Path(__file__).resolve().parent.parent
         result = subprocess.run(
-            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-             str(repo / ".venv" / "bin" / "python"), str(repo / "scripts" / "check_logs.py"), "--no-jobs"],
+            as_nobody(python, root / "app" / "scripts" / "check_logs.py", "--no-jobs"),
             env={**base_env, "EDGECRON_ENV_FILE": str(env), "HOME": str(root)},
             capture_output=True,
             text=True,
             timeout=60,
-        )  # fmt: skip
+        )
     finally:
         shutil.rmtree(root)
     assert result.returncode == 1, result.stderr

@@ -38,6 +38,7 @@ MENTIONS_SCRIPT = re.compile(r"\bscripts/[a-z_]+\.py\b")
 MAKE_CALL = re.compile(r"^make ([a-z-]+)\b")
 BACKUP_ONE_LINER = re.compile(r"^\.venv/bin/python -c 'import sqlite3, sys; .*\.backup\(")
 LINKED = ("scripts", "lib", ".venv", "notes", "demo", "tools", "bench", "Makefile", "pyproject.toml", ".env.example")
+LINKED += ("requirements.lock", "requirements-dev.lock", "requirements-build.lock")  # what `make venv` depends on
 
 # Commands these docs show that this test does not run, and why.
 NOT_RUN = {
@@ -286,9 +287,12 @@ def check_make_command(sandbox: Sandbox, piece: str) -> None:
     assert exists.returncode == 0, f"`{piece}`: {exists.stderr.strip()}"
     if name in MAKE_NOT_RUN:
         return
-    if sandbox.sh("make -q .venv/.installed").returncode != 0:
-        pytest.skip(f"`{piece}` would rebuild the checkout's .venv (pyproject.toml is newer); rerun after `make venv`")
-    assert name == "venv" or "--dry-run" in piece, (
+    stamp = ".venv/.dev-installed" if name == "dev" else ".venv/.installed"
+    if sandbox.sh(f"make -q {stamp}").returncode != 0:
+        pytest.skip(
+            f"`{piece}` would rebuild the checkout's .venv (pyproject.toml or a lock is newer); rerun `make dev`"
+        )
+    assert name in ("venv", "dev") or "--dry-run" in piece, (
         f"`{piece}` is a make target this test does not know how to run safely: add it to MAKE_NOT_RUN"
     )
     result = sandbox.sh(piece)

@@ -1,4 +1,10 @@
-"""Cron semantics (Vixie), the APScheduler translation, and the schedule table from settings."""
+"""Cron semantics (Vixie), the APScheduler translation, and the schedule table from settings.
+
+The next-fire cases also run against cronsim (healthchecks' Debian-cron-compatible library,
+evaluated in issue 12 as a replacement for our computation). It agrees on every case but one: asked
+from the second pass of a repeated hour, it returns a fixed-time job's first-pass run, which lies in
+the past. So we keep ours; that case is a strict xfail for cronsim and says so if cronsim changes.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from apscheduler.triggers.cron import CronTrigger
+from cronsim import CronSim
 from edgecron import schedule as module
 from edgecron.config import load_settings
 from edgecron.errors import ConfigError
@@ -17,8 +24,23 @@ RIGA = ZoneInfo("Europe/Riga")  # 2021: DST begins 03-28 03:00→04:00, ends 10-
 NEW_YORK = ZoneInfo("America/New_York")  # 2026: begins 03-08 02:00→03:00, ends 11-01 02:00→01:00
 
 
-def fires(expr: str, start: datetime, tz: ZoneInfo = ZoneInfo("UTC"), count: int = 5) -> list[str]:
-    return [t.isoformat() for t in module.next_fires(module.parse_cron(expr), start, tz, count=count)]
+def next_fire(implementation: str, expr: str, after: datetime, tz: ZoneInfo) -> datetime:
+    """The first fire time strictly after `after`, from our code or from cronsim."""
+    if implementation == "cronsim":
+        return next(CronSim(module.MACROS.get(expr, expr), after.astimezone(tz))).astimezone(tz)
+    return module.next_fire(module.parse_cron(expr), after, tz)
+
+
+def fires(
+    expr: str, start: datetime, tz: ZoneInfo = ZoneInfo("UTC"), count: int = 5, implementation: str = "edgecron"
+) -> list[str]:
+    out = [next_fire(implementation, expr, start, tz)]
+    while len(out) < count:
+        out.append(next_fire(implementation, expr, out[-1], tz))
+    return [t.isoformat() for t in out]
+
+
+IMPLEMENTATIONS = ["edgecron", "cronsim"]
 
 
 def trigger_fires(expr: str, start: datetime, tz: ZoneInfo, count: int) -> list[float]:
@@ -89,8 +111,9 @@ SATURDAY = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)  # Saturday
 
 
 @pytest.mark.parametrize("dow", ["0", "7", "sun", "SUN"])
-def test_sunday_is_0_and_7(dow: str) -> None:
-    assert fires(f"0 3 * * {dow}", SATURDAY, count=2) == [
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_sunday_is_0_and_7(dow: str, implementation: str) -> None:
+    assert fires(f"0 3 * * {dow}", SATURDAY, count=2, implementation=implementation) == [
         "2026-11-29T03:00:00+00:00",
         "2026-12-06T03:00:00+00:00",
     ]
@@ -104,9 +127,10 @@ def test_apscheduler_from_crontab_reads_0_as_monday_which_is_why_we_translate() 
     assert ours is not None and ours.isoformat() == "2026-11-29T03:00:00+00:00"
 
 
-def test_day_of_month_or_day_of_week_when_both_restricted() -> None:
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_day_of_month_or_day_of_week_when_both_restricted(implementation: str) -> None:
     # Friday the 13th rule: every 13th *and* every Friday (Vixie's OR), not only Friday the 13ths.
-    assert fires("0 0 13 * 5", datetime(2026, 11, 1, tzinfo=UTC), count=8) == [
+    assert fires("0 0 13 * 5", datetime(2026, 11, 1, tzinfo=UTC), count=8, implementation=implementation) == [
         "2026-11-06T00:00:00+00:00",
         "2026-11-13T00:00:00+00:00",
         "2026-11-20T00:00:00+00:00",
@@ -118,52 +142,152 @@ def test_day_of_month_or_day_of_week_when_both_restricted() -> None:
     ]
 
 
-def test_star_prefixed_day_field_means_and() -> None:
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_star_prefixed_day_field_means_and(implementation: str) -> None:
     # '*/2' starts with '*', so Vixie ANDs: Mondays that fall on odd days of the month.
-    assert fires("0 0 */2 * 1", datetime(2026, 11, 1, tzinfo=UTC), count=3) == [
+    assert fires("0 0 */2 * 1", datetime(2026, 11, 1, tzinfo=UTC), count=3, implementation=implementation) == [
         "2026-11-09T00:00:00+00:00",
         "2026-11-23T00:00:00+00:00",
         "2026-12-07T00:00:00+00:00",
     ]
 
 
-def test_every_minute_fires_each_minute_strictly_after_now() -> None:
-    assert fires("* * * * *", datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC), count=3) == [
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_every_minute_fires_each_minute_strictly_after_now(implementation: str) -> None:
+    assert fires("* * * * *", datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC), count=3, implementation=implementation) == [
         "2026-11-28T12:01:00+00:00",
         "2026-11-28T12:02:00+00:00",
         "2026-11-28T12:03:00+00:00",
     ]
 
 
-def test_dst_skipped_hour_runs_fixed_time_job_right_after_the_change() -> None:
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_dst_skipped_hour_runs_fixed_time_job_right_after_the_change(implementation: str) -> None:
     start = datetime(2021, 3, 27, 22, 0, tzinfo=UTC)
-    assert fires("30 3 * * *", start, RIGA, count=2) == [
+    assert fires("30 3 * * *", start, RIGA, count=2, implementation=implementation) == [
         "2021-03-28T04:00:00+03:00",
         "2021-03-29T03:30:00+03:00",
     ]
 
 
-def test_dst_skipped_hour_has_no_wildcard_runs() -> None:
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_dst_skipped_hour_has_no_wildcard_runs(implementation: str) -> None:
     start = datetime(2021, 3, 28, 0, 15, tzinfo=UTC)  # 02:15 EET
-    assert fires("*/30 * * * *", start, RIGA, count=3) == [
+    assert fires("*/30 * * * *", start, RIGA, count=3, implementation=implementation) == [
         "2021-03-28T02:30:00+02:00",
         "2021-03-28T04:00:00+03:00",
         "2021-03-28T04:30:00+03:00",
     ]
 
 
-def test_dst_repeated_hour_runs_fixed_time_job_once_and_wildcards_twice() -> None:
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_dst_repeated_hour_runs_fixed_time_job_once_and_wildcards_twice(implementation: str) -> None:
     start = datetime(2021, 10, 30, 22, 0, tzinfo=UTC)
-    assert fires("30 3 * * *", start, RIGA, count=2) == [
+    assert fires("30 3 * * *", start, RIGA, count=2, implementation=implementation) == [
         "2021-10-31T03:30:00+03:00",
         "2021-11-01T03:30:00+02:00",
     ]
-    assert fires("*/30 3 * * *", start, RIGA, count=4) == [
+    assert fires("*/30 3 * * *", start, RIGA, count=4, implementation=implementation) == [
         "2021-10-31T03:00:00+03:00",
         "2021-10-31T03:30:00+03:00",
         "2021-10-31T03:00:00+02:00",
         "2021-10-31T03:30:00+02:00",
     ]
+
+
+SAO_PAULO = ZoneInfo("America/Sao_Paulo")  # 2018-11-04: midnight skipped (00:00→01:00); 2019-02-17: 00:00→23:00
+LORD_HOWE = ZoneInfo("Australia/Lord_Howe")  # a 30-minute shift: 2026-10-04 02:00→02:30, 2026-04-05 02:00→01:30
+CRONSIM_RETURNS_THE_PAST = pytest.mark.xfail(
+    strict=True,
+    reason="cronsim 2.8 returns 2021-10-31T03:30+03:00, the first pass, 40 minutes before `now`: why we keep ours",
+)
+
+
+DST_AND_CALENDAR_EDGES = [  # (id, expression, zone, now, the fire times expected)
+    (
+        "fixed-time-asked-in-the-second-pass-of-a-repeated-hour",
+        "30 3 * * *",
+        RIGA,
+        datetime(2021, 10, 31, 1, 10, tzinfo=UTC),  # 03:10 EET: the second pass of 03:00-03:59
+        ["2021-11-01T03:30:00+02:00", "2021-11-02T03:30:00+02:00"],
+    ),
+    (
+        "wildcard-asked-in-the-first-pass-runs-the-second",
+        "*/30 3 * * *",
+        RIGA,
+        datetime(2021, 10, 31, 0, 40, tzinfo=UTC),  # 03:40 EEST, first pass: the wildcard job runs again
+        ["2021-10-31T03:00:00+02:00", "2021-10-31T03:30:00+02:00", "2021-11-01T03:00:00+02:00"],
+    ),
+    (
+        "skipped-and-next-wall-time-fire-once",
+        "0 2-4 * * *",
+        RIGA,
+        datetime(2021, 3, 27, 21, 0, tzinfo=UTC),  # the skipped 03:00 and the real 04:00 are one instant: once
+        ["2021-03-28T02:00:00+02:00", "2021-03-28T04:00:00+03:00", "2021-03-29T02:00:00+03:00"],
+    ),
+    (
+        "skipped-midnight-runs-when-the-day-starts",
+        "0 0 * * *",
+        SAO_PAULO,
+        datetime(2018, 11, 3, 12, 0, tzinfo=UTC),
+        ["2018-11-04T01:00:00-02:00", "2018-11-05T00:00:00-02:00"],
+    ),
+    (
+        "repeated-hour-before-midnight-changes-nothing",
+        "0 0 * * *",
+        SAO_PAULO,
+        datetime(2019, 2, 16, 12, 0, tzinfo=UTC),
+        ["2019-02-17T00:00:00-03:00", "2019-02-18T00:00:00-03:00"],
+    ),
+    (
+        "half-hour-gap",
+        "15 2 * * *",
+        LORD_HOWE,
+        datetime(2026, 10, 3, 12, 0, tzinfo=UTC),
+        ["2026-10-04T02:30:00+11:00", "2026-10-05T02:15:00+11:00"],
+    ),
+    (
+        "half-hour-repeat",
+        "15 1 * * *",
+        LORD_HOWE,
+        datetime(2026, 4, 4, 12, 0, tzinfo=UTC),
+        ["2026-04-05T01:15:00+11:00", "2026-04-06T01:15:00+10:30"],
+    ),
+    (
+        "month-and-weekday-names",
+        "0 12 * 2 mon",
+        ZoneInfo("UTC"),
+        datetime(2026, 11, 28, tzinfo=UTC),
+        ["2027-02-01T12:00:00+00:00", "2027-02-08T12:00:00+00:00"],
+    ),
+    (
+        "months-without-the-day-are-skipped",
+        "0 0 31 * *",
+        ZoneInfo("UTC"),
+        datetime(2026, 11, 28, tzinfo=UTC),
+        ["2026-12-31T00:00:00+00:00", "2027-01-31T00:00:00+00:00", "2027-03-31T00:00:00+00:00"],
+    ),
+]
+ASKED_IN_THE_SECOND_PASS = "fixed-time-asked-in-the-second-pass-of-a-repeated-hour"
+
+
+@pytest.mark.parametrize(
+    ("implementation", "expr", "zone", "now", "expected"),
+    [
+        pytest.param(
+            implementation,
+            *case,
+            id=f"{implementation}-{name}",
+            marks=[CRONSIM_RETURNS_THE_PAST] if (implementation, name) == ("cronsim", ASKED_IN_THE_SECOND_PASS) else [],
+        )
+        for name, *case in DST_AND_CALENDAR_EDGES
+        for implementation in IMPLEMENTATIONS
+    ],
+)
+def test_dst_and_calendar_edges(
+    implementation: str, expr: str, zone: ZoneInfo, now: datetime, expected: list[str]
+) -> None:
+    assert fires(expr, now, zone, count=len(expected), implementation=implementation) == expected
 
 
 # --- the APScheduler path agrees with the cron semantics ---------------------------------------------
@@ -208,6 +332,14 @@ def test_next_fire_times_agree_between_cron_semantics_and_apscheduler(expr: str,
     ours = [t.timestamp() for t in module.next_fires(module.parse_cron(expr), now, tz, count=count)]
     theirs = trigger_fires(expr, now, tz, count)
     assert theirs == ours
+
+
+@pytest.mark.parametrize("expr", AGREEMENT_EXPRESSIONS)
+@pytest.mark.parametrize(("zone", "start"), AGREEMENT_STARTS)
+def test_cronsim_agrees_on_every_agreement_case(expr: str, zone: str, start: datetime) -> None:
+    """85 expression × start cases across two DST changes: cronsim and ours give the same times."""
+    count = 40 if expr.startswith("*") else 8
+    assert fires(expr, start, ZoneInfo(zone), count, "cronsim") == fires(expr, start, ZoneInfo(zone), count)
 
 
 def test_plain_crontrigger_differs_across_dst_which_is_why_we_wrap_it() -> None:
