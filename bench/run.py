@@ -14,8 +14,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SECTIONS = {"warm": "bench_warm", "purge": "bench_purge", "import": "bench_import", "logs": "bench_logs"}
-SECTIONS["sources"] = "bench_sources"  # issue 11: feed formats (its own line, to merge cleanly)
+SECTIONS = {
+    "warm": "bench_warm",
+    "purge": "bench_purge",
+    "import": "bench_import",
+    "logs": "bench_logs",
+    "sources": "bench_sources",
+}
 
 
 def main(argv: list[str]) -> int:
