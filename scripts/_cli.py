@@ -115,7 +115,7 @@ def main(app: typer.Typer) -> None:
     # whatever the login shell's umask (the systemd unit sets UMask=0077 too).
     os.umask(0o077)
     try:
-        app()
+        readable_help(typer.main.get_command(app))()
     except Exception as exc:
         err = from_unexpected(exc)
         if err is None:
@@ -124,6 +124,53 @@ def main(app: typer.Typer) -> None:
         if err.hint:
             say(err.hint)
         sys.exit(int(err.exit_code))
+
+
+# Typer's type labels as an operator reads them: `<float range>` says nothing, `SECONDS` does.
+METAVAR_BY_NAME = {
+    "timeout": "SECONDS",
+    "wait": "SECONDS",
+    "max_wait": "SECONDS",
+    "max_retry_wait": "SECONDS",
+    "max_age": "DURATION",
+    "sitemap": "URL",
+    "urls_file": "PATH",
+    "file": "PATH",
+    "log": "PATH",
+    "home": "PATH",
+    "source": "URL|PATH",
+    "since": "TIME",
+    "until": "TIME",
+    "misfire_grace": "SECONDS",
+    "stop_grace": "SECONDS",
+    "cron": "EXPRESSION",
+}
+METAVAR_BY_TYPE = {"int range": "N", "int": "N", "float range": "NUMBER", "float": "NUMBER", "path": "PATH"}
+
+
+def _no_type_label(ctx: Any) -> None:
+    return None
+
+
+def readable_help(command: Any) -> Any:
+    """`command` (and its subcommands) with metavars a person reads (`SECONDS`, `URL`, `N`, not
+    `<float range>` or `<list[str]>`) and each subcommand's whole first sentence in the command list
+    (Typer cuts it at 45 characters)."""
+    for param in getattr(command, "params", []):
+        if getattr(param, "param_type_name", "") == "argument":
+            param.metavar = param.metavar or (param.name or "value").upper()
+            param.display_type_rich = _no_type_label  # the name and help say it; `<str>` beside it does not
+        elif param.metavar is None and not param.is_flag and not param.count:
+            label = METAVAR_BY_NAME.get(param.name or "")
+            if label is None and hasattr(param, "bare_type"):
+                label = METAVAR_BY_TYPE.get(param.bare_type().strip("<>"), "TEXT")
+            param.metavar = label
+    for sub in getattr(command, "commands", {}).values():
+        if sub.short_help is None and sub.help:
+            first = sub.help.strip().split("\n\n")[0].replace("\n", " ")
+            sub.short_help = first.split(". ")[0].rstrip(".")
+        readable_help(sub)
+    return command
 
 
 @contextmanager

@@ -84,7 +84,7 @@ class Opts:
 
 @command()
 def urls(
-    values: list[str] = typer.Argument(None, metavar="[URL|PATH|-]...", show_default=False),
+    values: list[str] = typer.Argument(None, metavar="URL|PATH|-", show_default=False),
     file: str | None = FILE,
     dry_run: bool = DRY_RUN,
     json_out: bool = JSON_OUT,
@@ -106,7 +106,7 @@ def urls(
 
 @command()
 def tags(
-    values: list[str] = typer.Argument(None, metavar="[TAG|-]...", show_default=False),
+    values: list[str] = typer.Argument(None, metavar="TAG|-", show_default=False),
     file: str | None = FILE,
     dry_run: bool = DRY_RUN,
     json_out: bool = JSON_OUT,
@@ -126,7 +126,7 @@ def tags(
 
 @command()
 def prefixes(
-    values: list[str] = typer.Argument(None, metavar="[PREFIX|-]...", show_default=False),
+    values: list[str] = typer.Argument(None, metavar="PREFIX|-", show_default=False),
     file: str | None = FILE,
     dry_run: bool = DRY_RUN,
     json_out: bool = JSON_OUT,
@@ -146,7 +146,7 @@ def prefixes(
 
 @command()
 def hosts(
-    values: list[str] = typer.Argument(None, metavar="[HOST|-]...", show_default=False),
+    values: list[str] = typer.Argument(None, metavar="HOST|-", show_default=False),
     file: str | None = FILE,
     dry_run: bool = DRY_RUN,
     json_out: bool = JSON_OUT,

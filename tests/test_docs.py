@@ -2,11 +2,44 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = sorted(p for p in (ROOT / "scripts").glob("*.py") if not p.name.startswith("_"))
+TYPE_LABEL = re.compile(r"<(?:int|float|str|path|list\[[a-z]+\])(?: range)?>")  # Typer's labels, e.g. <float range>
+
+
+def command_names(section: str) -> list[str]:
+    """The names in a `Commands:` list (a wrapped description line is indented further)."""
+    return [line.split()[0] for line in section.splitlines() if re.match(r"  \S", line)]
+
+
+def every_help_text() -> dict[str, str]:
+    texts: dict[str, str] = {}
+    for script in SCRIPTS:
+        top = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=30)
+        texts[script.name] = top.stdout
+        if "Commands:" in top.stdout:
+            for name in command_names(top.stdout.split("Commands:", 1)[1].split("Examples:", 1)[0]):
+                sub = [sys.executable, str(script), name, "--help"]
+                texts[f"{script.name} {name}"] = subprocess.run(sub, capture_output=True, text=True, timeout=30).stdout
+    return texts
+
+
+def test_help_shows_what_to_type_and_whole_command_descriptions() -> None:
+    texts = every_help_text()
+    assert len(texts) >= 16
+    for where, text in texts.items():
+        assert text.startswith("Usage:"), where
+        assert not TYPE_LABEL.search(text), f"{where}: a type label instead of a metavar: {TYPE_LABEL.search(text)}"
+        if "Commands:" in text:
+            listing = text.split("Commands:", 1)[1].split("Examples:", 1)[0]
+            assert "..." not in listing, f"{where}: a command description is cut: {listing}"
+    warm = texts["warm_cache.py"]
+    assert "--sitemap URL" in warm and "--timeout SECONDS" in warm and "--limit N" in warm
 
 
 def test_env_example_and_readme_table_match_config_keys() -> None:
@@ -35,7 +68,7 @@ def test_every_subcommand_help_ends_with_examples() -> None:
         if "Commands:" not in top.stdout:
             continue
         section = top.stdout.split("Commands:", 1)[1].split("Examples:", 1)[0]
-        names = [line.split()[0] for line in section.splitlines() if line.startswith("  ") and line.split()]
+        names = command_names(section)
         for name in names:
             result = subprocess.run(
                 [sys.executable, str(script), name, "--help"], capture_output=True, text=True, timeout=30
