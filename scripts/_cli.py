@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "lib") not in sys.path:  # run from a checkout without installing
@@ -46,9 +47,32 @@ def env_file() -> Path:
     return Path(override).expanduser() if override else ROOT / ".env"
 
 
-def new_app(help_text: str) -> typer.Typer:
+class DefaultCommandGroup(TyperGroup):
+    """A command group where arguments that name no command go to `default_command`:
+    `import_stale.py --dry-run` is `import_stale.py run --dry-run`, `import_stale.py` alone is `run`.
+
+    Typer's `invoke_without_command` callback runs with no command, but cannot take the default
+    command's options (`--dry-run` would be "No such command"); parsing is where the choice belongs.
+    """
+
+    default_command = ""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if self.default_command and (not args or args[0] not in {*self.commands, *ctx.help_option_names}):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+def new_app(help_text: str, *, default_command: str | None = None) -> typer.Typer:
+    """A script's Typer app; with `default_command`, arguments that name no command run that one."""
+    group = (
+        type("DefaultGroup", (DefaultCommandGroup,), {"default_command": default_command})
+        if default_command
+        else TyperGroup
+    )
     return typer.Typer(
         help=help_text,
+        cls=group,
         add_completion=False,
         no_args_is_help=False,
         pretty_exceptions_enable=False,

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -24,6 +23,7 @@ from edgecron.checks import (
     record_slots,
 )
 from edgecron.config import Settings
+from edgecron.durations import has_units, parse_duration
 from edgecron.errors import ExitCode, InputError
 from edgecron.logformat import resolve_format
 from edgecron.schedule import load_schedule, schedule_timezone
@@ -126,21 +126,14 @@ def _existing_state(cfg: Settings) -> StateDB | None:
     return open_state(cfg.state_dir) if path.exists() else None
 
 
-_RELATIVE = re.compile(r"^(\d+)\s*([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
 def _duration(text: str, option: str) -> timedelta:
-    match = _RELATIVE.match(text.strip())
-    if not match:
-        raise InputError(f"{option} is not a duration", got=text, expected="a number and a unit: 30m, 2h, 1d")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    return parse_duration(text, option=option)  # the grammar of every duration option (durations.py)
 
 
 def _when(text: str | None, now: datetime, option: str) -> float | None:
     if text is None:
         return None
-    if _RELATIVE.match(text.strip()):
+    if has_units(text):
         return (now - _duration(text, option)).timestamp()
     try:
         moment = datetime.fromisoformat(text.strip())

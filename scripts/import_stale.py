@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,24 +10,22 @@ from zoneinfo import ZoneInfo
 
 import _cli
 import typer
-from edgecron.cloudflare import CloudflareClient, interruptible_sleep
 from edgecron.config import Settings
 from edgecron.content import ContentStore
-from edgecron.errors import ConfigError, EdgecronError, ExitCode, InputError, LockHeld, from_unexpected
+from edgecron.durations import parse_duration
+from edgecron.errors import ConfigError, EdgecronError, ExitCode, InputError, from_unexpected
 from edgecron.feed import HttpSource, Validator, format_choice, open_source, parse_field_map
 from edgecron.http import make_session
-from edgecron.importer import Committed, Importer, ImportOptions, forward_purges, parse_duration
-from edgecron.lock import JobLock
+from edgecron.importer import Committed, Importer, ImportOptions, forward_purges, run_history
 from edgecron.outbox import PurgeOutbox
-from edgecron.purge import send_outbox
+from edgecron.purge import send_for_another_job
 from edgecron.retention import RetentionPolicy
 from edgecron.runner import JobRun
 from edgecron.sources import FIELD_RULES, FORMATS
 from edgecron.state import open_state
 from edgecron.warm import rewarm
 
-COMMANDS = ("run", "rollback", "runs", "check-db")
-app = _cli.new_app("Import stale content from IMPORT_SOURCE; `run` is the default command.")
+app = _cli.new_app("Import stale content from IMPORT_SOURCE; `run` is the default command.", default_command="run")
 app.info.epilog = _cli.examples(
     "import_stale.py                      # run: import what changed since the last run",
     "import_stale.py rollback RUN_ID      # undo a bad feed",
@@ -195,26 +191,10 @@ def _open_feed(cfg: Settings, spec: str, store: ContentStore, options: ImportOpt
 
 
 def _send_purges(cfg: Settings, job: JobRun, outbox: PurgeOutbox) -> dict[str, Any]:
-    """Send what the outbox holds, under the purge job's lock (its sender methods require it)."""
-    lock = JobLock(cfg.lock_dir, "purge")
-    try:
-        lock.acquire(now=job.now())
-    except LockHeld:
+    """Send what the outbox holds now, as the purge job would (purge.py takes its lock)."""
+    report = send_for_another_job(outbox, cfg, run_id=job.run_id, now=job.now, stop=job.stop, log=job.log)
+    if report is None:
         return {"skipped": "the purge job is running; it sends these URLs"}
-    try:
-        client = CloudflareClient(
-            api_url=cfg["CF_API_URL"],
-            zone_id=cfg.require("CF_ZONE_ID"),
-            token=cfg.api_token,
-            plan=cfg["CF_PLAN"],
-            batch_size=cfg["CF_PURGE_BATCH"],
-            sleep=interruptible_sleep(job.stop),
-            log=job.log,
-        )
-        outbox.recover_claimed()  # a purge run killed mid-send left its batch 'sending'
-        report = send_outbox(outbox, client, run_id=job.run_id, now=job.now, stop=job.stop)
-    finally:
-        lock.release()
     job.counts.update(purged=sum(report.sent.values()), purge_failed=len(report.failed))
     if report.error is not None:
         raise report.error
@@ -301,31 +281,11 @@ def runs(
     """List import runs (newest first) with their counts."""
     cfg = _cli.settings()
     with _cli.user_errors(), ContentStore(cfg.content_db, readonly=True) as store:
-        content = {r["run_id"]: r for r in store.runs(limit=1000)}
-        listed = []
         if (cfg.state_dir / "state.db").exists():
             with open_state(cfg.state_dir) as state:
-                rows = state.execute(
-                    "SELECT run_id, started_at, status, counts FROM runs WHERE job='import' ORDER BY started_at DESC LIMIT ?",
-                    (limit,),
-                ).fetchall()
-            listed = [dict(r) for r in rows]
-        known = {r["run_id"] for r in listed}
-        listed += [r for r in content.values() if r["run_id"] not in known][: max(0, limit - len(listed))]
-    docs = []
-    for row in listed:
-        extra = content.get(row["run_id"], {})
-        counts = extra.get("counts") or _cli_json(row.get("counts"))
-        docs.append(
-            {
-                "run_id": row["run_id"],
-                "started_at": row["started_at"],
-                "status": row["status"],
-                "kind": extra.get("kind", "import"),
-                "counts": counts,
-                "rolled_back_by": extra.get("rolled_back_by"),
-            }
-        )
+                docs = run_history(store, state, limit=limit)
+        else:
+            docs = run_history(store, None, limit=limit)
     if json_out:
         _cli.print_json({"runs": docs})
         return
@@ -342,10 +302,6 @@ def runs(
         for d in docs
     ]
     _cli.out(_cli.table(table, ["run_id", "started", "kind", "status", *fields, "rolled back by"]))
-
-
-def _cli_json(text: Any) -> dict[str, Any]:
-    return json.loads(text) if isinstance(text, str) else {}
 
 
 @app.command("check-db", epilog=_cli.examples("import_stale.py check-db", "import_stale.py check-db --json"))
@@ -372,6 +328,4 @@ def check_db(json_out: bool = typer.Option(False, "--json", help="Print one JSON
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in (*COMMANDS, "-h", "--help"):
-        sys.argv.insert(1, "run")  # `run` is the default command
     _cli.main(app)

@@ -9,8 +9,6 @@ unavailable (items stay pending), 130/143 interrupted.
 
 from __future__ import annotations
 
-import inspect
-import sqlite3
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from edgecron.outbox import KINDS, PurgeOutbox
 from edgecron.purge import (
     PurgePlan,
     SendReport,
+    StateView,
     cached_pages_estimate,
     last_manifest,
     parse_manifest,
@@ -42,24 +41,12 @@ from edgecron.sitemap import SitemapReader
 from edgecron.warm import rewarm
 
 app = _cli.new_app(__doc__ or "")
-app.info.epilog = """\b
-Examples:
-  purge_cache.py urls /blog/hello/ /feed.xml --warm
-  purge_cache.py deploy --manifest public/manifest.json --warm
-  purge_cache.py tags post-123 --dry-run
-  purge_cache.py outbox --retry          # what cron runs
-"""
-
-
-def command(name: str | None = None) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """`app.command` with the docstring's Examples moved to the epilog, so --help ends with them."""
-
-    def register(fn: Callable[..., None]) -> Callable[..., None]:
-        body, _, examples = inspect.cleandoc(fn.__doc__ or "").partition("\b\nExamples:")
-        epilog = "\b\nExamples:" + examples if examples else None
-        return app.command(name, help=body.strip(), epilog=epilog)(fn)
-
-    return register
+app.info.epilog = _cli.examples(
+    "purge_cache.py urls /blog/hello/ /feed.xml --warm",
+    "purge_cache.py deploy --manifest public/manifest.json --warm",
+    "purge_cache.py tags post-123 --dry-run",
+    "purge_cache.py outbox --retry          # what cron runs",
+)
 
 
 DRY_RUN = typer.Option(False, "--dry-run", "-n", help="Print the exact API request bodies; send and change nothing.")
@@ -82,7 +69,13 @@ class Opts:
     summary: bool = False
 
 
-@command()
+@app.command(
+    epilog=_cli.examples(
+        "purge_cache.py urls https://www.example.com/blog/ /about --warm",
+        "purge_cache.py urls --file changed.txt --dry-run",
+        "git diff --name-only | sed 's|^public||' | purge_cache.py urls - --json",
+    )
+)
 def urls(
     values: list[str] = typer.Argument(None, metavar="URL|PATH|-", show_default=False),
     file: str | None = FILE,
@@ -93,18 +86,16 @@ def urls(
     wait: float = LOCK_WAIT,
     summary: bool = SUMMARY,
 ) -> None:
-    """Purge URLs (absolute, or paths made absolute against SITE_URL); only ALLOWED_HOSTS.
-
-    \b
-    Examples:
-      purge_cache.py urls https://www.example.com/blog/ /about --warm
-      purge_cache.py urls --file changed.txt --dry-run
-      git diff --name-only | sed 's|^public||' | purge_cache.py urls - --json
-    """
+    """Purge URLs (absolute, or paths made absolute against SITE_URL); only ALLOWED_HOSTS."""
     _selector("url", values, file, Opts(dry_run, json_out, warm, max_wait, wait, summary=summary))
 
 
-@command()
+@app.command(
+    epilog=_cli.examples(
+        "purge_cache.py tags post-123 home",
+        "purge_cache.py tags --file tags.txt --dry-run",
+    )
+)
 def tags(
     values: list[str] = typer.Argument(None, metavar="TAG|-", show_default=False),
     file: str | None = FILE,
@@ -114,17 +105,16 @@ def tags(
     wait: float = LOCK_WAIT,
     summary: bool = SUMMARY,
 ) -> None:
-    """Purge everything the origin labelled with these Cache-Tag values.
-
-    \b
-    Examples:
-      purge_cache.py tags post-123 home
-      purge_cache.py tags --file tags.txt --dry-run
-    """
+    """Purge everything the origin labelled with these Cache-Tag values."""
     _selector("tag", values, file, Opts(dry_run, json_out, False, max_wait, wait, summary=summary))
 
 
-@command()
+@app.command(
+    epilog=_cli.examples(
+        "purge_cache.py prefixes /blog/2026/ www.example.com/docs/",
+        "purge_cache.py prefixes /assets/ --dry-run",
+    )
+)
 def prefixes(
     values: list[str] = typer.Argument(None, metavar="PREFIX|-", show_default=False),
     file: str | None = FILE,
@@ -134,17 +124,16 @@ def prefixes(
     wait: float = LOCK_WAIT,
     summary: bool = SUMMARY,
 ) -> None:
-    """Purge every URL under a path prefix (host/path, or /path on SITE_URL's host).
-
-    \b
-    Examples:
-      purge_cache.py prefixes /blog/2026/ www.example.com/docs/
-      purge_cache.py prefixes /assets/ --dry-run
-    """
+    """Purge every URL under a path prefix (host/path, or /path on SITE_URL's host)."""
     _selector("prefix", values, file, Opts(dry_run, json_out, False, max_wait, wait, summary=summary))
 
 
-@command()
+@app.command(
+    epilog=_cli.examples(
+        "purge_cache.py hosts static.example.com",
+        "purge_cache.py hosts www.example.com --dry-run",
+    )
+)
 def hosts(
     values: list[str] = typer.Argument(None, metavar="HOST|-", show_default=False),
     file: str | None = FILE,
@@ -154,17 +143,16 @@ def hosts(
     wait: float = LOCK_WAIT,
     summary: bool = SUMMARY,
 ) -> None:
-    """Purge everything cached for whole host names (each must be in ALLOWED_HOSTS).
-
-    \b
-    Examples:
-      purge_cache.py hosts static.example.com
-      purge_cache.py hosts www.example.com --dry-run
-    """
+    """Purge everything cached for whole host names (each must be in ALLOWED_HOSTS)."""
     _selector("host", values, file, Opts(dry_run, json_out, False, max_wait, wait, summary=summary))
 
 
-@command()
+@app.command(
+    epilog=_cli.examples(
+        "purge_cache.py everything --dry-run",
+        "purge_cache.py everything --yes-everything",
+    )
+)
 def everything(
     yes_everything: bool = typer.Option(False, "--yes-everything", help="Confirm purging the whole zone."),
     dry_run: bool = DRY_RUN,
@@ -173,13 +161,7 @@ def everything(
     wait: float = LOCK_WAIT,
     summary: bool = SUMMARY,
 ) -> None:
-    """Purge the whole zone. Every visitor's next request goes to the origin: prefer precise purges.
-
-    \b
-    Examples:
-      purge_cache.py everything --dry-run
-      purge_cache.py everything --yes-everything
-    """
+    """Purge the whole zone. Every visitor's next request goes to the origin: prefer precise purges."""
     cfg = _cli.settings()
     pages = cached_pages_estimate(read_only(cfg.state_dir))
     risk = (
@@ -201,7 +183,13 @@ def everything(
     _run(cfg, lambda conn: plan, Opts(dry_run, json_out, False, max_wait, wait, summary=summary))
 
 
-@command()
+@app.command(
+    epilog=_cli.examples(
+        "purge_cache.py deploy --manifest public/manifest.json --warm",
+        'purge_cache.py deploy --manifest sha256sums.txt --ref "$(git rev-parse --short HEAD)"',
+        "purge_cache.py deploy --manifest manifest.json --record-only   # first deploy: baseline",
+    )
+)
 def deploy(
     manifest: Path = typer.Option(..., "--manifest", "-m", help="Deploy manifest: URL → content hash."),
     ref: str | None = typer.Option(None, "--ref", help="Deploy ref (commit, release); default: the manifest's."),
@@ -216,14 +204,7 @@ def deploy(
     """Purge what a deploy changed: URLs whose hash changed, new URLs and removed URLs.
 
     The manifest is compared with the last deployed one (format: notes/deploy-manifest.md); the
-    deploy is recorded with its ref and time so log checks can compare before and after it.
-
-    \b
-    Examples:
-      purge_cache.py deploy --manifest public/manifest.json --warm
-      purge_cache.py deploy --manifest sha256sums.txt --ref "$(git rev-parse --short HEAD)"
-      purge_cache.py deploy --manifest manifest.json --record-only   # first deploy: baseline
-    """
+    deploy is recorded with its ref and time so log checks can compare before and after it."""
     cfg = _cli.settings()
     with _cli.user_errors():
         try:
@@ -235,13 +216,18 @@ def deploy(
         parsed = parse_manifest(text, source=str(manifest), site_url=cfg["SITE_URL"], allowed_hosts=cfg.allowed_hosts)
     deploy_ref = ref or parsed.ref or _cli.utcnow().strftime("%Y%m%dT%H%M%SZ")
 
-    def make_plan(conn: sqlite3.Connection | None) -> PurgePlan:
+    def make_plan(conn: StateView) -> PurgePlan:
         return plan_deploy(parsed, last_manifest(conn), ref=deploy_ref, record_only=record_only)
 
     _run(cfg, make_plan, Opts(dry_run, json_out, warm, max_wait, wait, summary=summary))
 
 
-@command()
+@app.command(
+    epilog=_cli.examples(
+        "purge_cache.py changed --warm",
+        "purge_cache.py changed --sitemap https://www.example.com/sitemap.xml --dry-run",
+    )
+)
 def changed(
     sitemap: list[str] = typer.Option([], "--sitemap", "-s", help="Sitemap URL (repeatable) [SITEMAP_URLS]."),
     dry_run: bool = DRY_RUN,
@@ -251,16 +237,10 @@ def changed(
     wait: float = LOCK_WAIT,
     summary: bool = SUMMARY,
 ) -> None:
-    """Purge URLs whose sitemap <lastmod> moved since the last run (the first run only remembers).
-
-    \b
-    Examples:
-      purge_cache.py changed --warm
-      purge_cache.py changed --sitemap https://www.example.com/sitemap.xml --dry-run
-    """
+    """Purge URLs whose sitemap <lastmod> moved since the last run (the first run only remembers)."""
     cfg = _cli.settings()
 
-    def make_plan(conn: sqlite3.Connection | None) -> PurgePlan:
+    def make_plan(conn: StateView) -> PurgePlan:
         reader = SitemapReader.from_settings(make_session(), cfg)
         sitemaps = sitemap or list(cfg["SITEMAP_URLS"]) or reader.discover(cfg.require("SITE_URL"))
         plan = plan_changed(conn, reader.iter_entries(sitemaps))
@@ -270,7 +250,14 @@ def changed(
     _run(cfg, make_plan, Opts(dry_run, json_out, warm, max_wait, wait, summary=summary))
 
 
-@command("outbox")
+@app.command(
+    "outbox",
+    epilog=_cli.examples(
+        "purge_cache.py outbox",
+        "purge_cache.py outbox --retry",
+        "purge_cache.py outbox --retry --dry-run",
+    ),
+)
 def outbox_cmd(
     retry: bool = typer.Option(False, "--retry", help="Send pending and failed items now."),
     dry_run: bool = DRY_RUN,
@@ -280,14 +267,7 @@ def outbox_cmd(
     wait: float = LOCK_WAIT,
     summary: bool = SUMMARY,
 ) -> None:
-    """List pending and failed purges, or send them with --retry (what cron runs).
-
-    \b
-    Examples:
-      purge_cache.py outbox
-      purge_cache.py outbox --retry
-      purge_cache.py outbox --retry --dry-run
-    """
+    """List pending and failed purges, or send them with --retry (what cron runs)."""
     cfg = _cli.settings("purge")
     if retry:
         _run(
@@ -296,9 +276,7 @@ def outbox_cmd(
             Opts(dry_run, json_out, warm, max_wait, wait, True, summary=summary),
         )
         return
-    conn = read_only(cfg.state_dir)
-    rows = [] if conn is None else conn.execute("SELECT * FROM outbox WHERE status != 'done' ORDER BY id").fetchall()
-    items = [{k: row[k] for k in row.keys()} for row in rows]  # noqa: SIM118 (sqlite3.Row)
+    items = PurgeOutbox.open_rows(read_only(cfg.state_dir))
     if json_out:
         _cli.print_json({"open": len(items), "items": items})
         return
@@ -346,7 +324,7 @@ def _read_values(values: list[str], file: str | None) -> list[str]:
     return out
 
 
-def _run(cfg: Settings, make_plan: Callable[[sqlite3.Connection | None], PurgePlan], opts: Opts) -> None:
+def _run(cfg: Settings, make_plan: Callable[[StateView], PurgePlan], opts: Opts) -> None:
     with _cli.job("purge", cfg, dry_run=opts.dry_run, lock_wait=opts.lock_wait) as run:
         if opts.dry_run:
             plan = make_plan(read_only(cfg.state_dir))
@@ -355,15 +333,8 @@ def _run(cfg: Settings, make_plan: Callable[[sqlite3.Connection | None], PurgePl
                 run.exit_code = ExitCode.PROBLEMS
             return
         assert run.state is not None
-        client = CloudflareClient(
-            api_url=cfg["CF_API_URL"],
-            zone_id=cfg.require("CF_ZONE_ID"),
-            token=cfg.api_token,
-            plan=cfg["CF_PLAN"],
-            batch_size=cfg["CF_PURGE_BATCH"],
-            max_wait=opts.max_wait,
-            sleep=interruptible_sleep(run.stop),
-            log=run.log,
+        client = CloudflareClient.from_settings(
+            cfg, max_wait=opts.max_wait, sleep=interruptible_sleep(run.stop), log=run.log
         )
         outbox = PurgeOutbox(run.state)
         recovered = outbox.recover_claimed()  # a run killed mid-send left its batch 'sending'

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 from edgecron import content as module
+from edgecron.durations import parse_duration
 from edgecron.errors import InputError
 from edgecron.feed import JsonlSource, Validator
-from edgecron.importer import Importer, ImportOptions, forward_purges, parse_duration
+from edgecron.importer import Importer, ImportOptions, forward_purges
 from edgecron.outbox import PurgeOutbox
 from edgecron.state import open_state
 

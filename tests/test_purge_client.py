@@ -7,11 +7,12 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
-from edgecron.cloudflare import CloudflareClient, PurgeAuthError, TokenBucket
+from edgecron.cloudflare import CloudflareClient, PurgeAuthError
 from edgecron.config import Secret
 from edgecron.errors import UpstreamUnavailable
 from edgecron.outbox import PurgeOutbox
 from edgecron.purge import send_outbox
+from edgecron.ratelimit import TokenBucket
 from edgecron.state import open_state
 
 from demo.cloudflare_api import CloudflareEmulator

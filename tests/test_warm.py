@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import urllib3
 from edgecron.dropped import DroppedUrls
+from edgecron.ratelimit import RateLimiter
 from edgecron.state import open_state
 from edgecron.warm import (
-    RateLimiter,
     SeenUrls,
     Warmer,
     WarmOptions,

@@ -19,9 +19,10 @@ from typing import Any
 
 import requests
 
-from .config import Secret
+from .config import Secret, Settings
 from .errors import ConfigError, EdgecronError, InputError, UpstreamUnavailable
-from .http import make_session
+from .http import make_session, retry_after_seconds
+from .ratelimit import TokenBucket
 from .redact import redact
 
 SELECTOR_BY_KIND = {
@@ -109,29 +110,6 @@ class ClientStats:
     waited_s: float = 0.0
 
 
-class TokenBucket:
-    """Reservation-style bucket: `reserve(cost)` takes the tokens and says how long to wait."""
-
-    def __init__(self, rate: float, capacity: float, *, clock: Callable[[], float]) -> None:
-        self.rate = rate
-        self.capacity = capacity
-        self.clock = clock
-        self.tokens = float(capacity)
-        self.updated = clock()
-
-    def reserve(self, cost: float) -> float:
-        now = self.clock()
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        self.tokens -= cost
-        return max(0.0, -self.tokens / self.rate)
-
-    def drain(self) -> None:
-        """The server says the bucket is empty: believe it."""
-        self.reserve(0)
-        self.tokens = min(self.tokens, 0.0)
-
-
 def effective_batch(kind: str, *, plan: str, batch_size: int) -> int:
     """Items per request: CF_PURGE_BATCH, capped by the plan's per-request limit for the kind."""
     if kind == "everything":
@@ -163,6 +141,7 @@ class CloudflareClient:
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        wall_clock: Callable[[], float] = time.time,
         log: Callable[..., None] | None = None,
     ) -> None:
         if not token:
@@ -178,6 +157,7 @@ class CloudflareClient:
         self.session = session or make_session(retries=0)
         self.clock = clock
         self.sleep = sleep
+        self.wall_clock = wall_clock  # only for a Retry-After given as an HTTP date
         self.log = log or (lambda event, **fields: None)
         self.stats = ClientStats()
         self._last_status = 0
@@ -188,6 +168,27 @@ class CloudflareClient:
         self._url_bucket = TokenBucket(self.limits.url_rate, self.limits.url_rate * BURST_MARGIN, clock=clock)
         self._selector_bucket = TokenBucket(
             self.limits.selector_rate, self.limits.selector_burst * BURST_MARGIN, clock=clock
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        max_wait: float = 300.0,
+        sleep: Callable[[float], None] = time.sleep,
+        log: Callable[..., None] | None = None,
+    ) -> CloudflareClient:
+        """The client the settings describe (CF_API_URL, CF_ZONE_ID, the token, CF_PLAN, CF_PURGE_BATCH)."""
+        return cls(
+            api_url=settings["CF_API_URL"],
+            zone_id=settings.require("CF_ZONE_ID"),
+            token=settings.api_token,
+            plan=settings["CF_PLAN"],
+            batch_size=settings["CF_PURGE_BATCH"],
+            max_wait=max_wait,
+            sleep=sleep,
+            log=log,
         )
 
     def batch_size(self, kind: str) -> int:
@@ -286,7 +287,8 @@ class CloudflareClient:
         if status == 429:
             self.stats.rate_limited += 1
             bucket.drain()
-            return _retry_after(response, default=self._default_retry(kind))
+            delay = retry_after_seconds(response.headers.get("Retry-After"), now=self.wall_clock())
+            return self._default_retry(kind) if delay is None else delay
         if status in RETRY_STATUSES or (status >= 500 and status != 501):
             self.stats.server_errors += 1
             return self._backoff(attempt, f"HTTP {status}")
@@ -372,11 +374,3 @@ def _code(raw: object) -> int:
         return int(raw) if isinstance(raw, int | str) and str(raw).strip().lstrip("-").isdigit() else 0
     except ValueError:
         return 0
-
-
-def _retry_after(response: requests.Response, *, default: float) -> float:
-    raw = (response.headers.get("Retry-After") or "").strip()
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        return default

@@ -14,12 +14,14 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from email.utils import mktime_tz, parsedate_tz
 from http.cookiejar import DefaultCookiePolicy
 from urllib.parse import urljoin
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3 import BaseHTTPResponse
+from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
 from . import USER_AGENT
@@ -52,6 +54,28 @@ class _BoundedRetry(Retry):
     def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
         seconds = super().get_retry_after(response)
         return None if seconds is None else min(seconds, self.max_retry_after)
+
+
+_HEADER_RULES = Retry(total=0)  # only its Retry-After parser is used
+
+
+def retry_after_seconds(value: str | None, *, now: float) -> float | None:
+    """Seconds a Retry-After header asks to wait (0.0 = now), by urllib3's grammar: delta-seconds
+    or an HTTP date. None when absent or malformed, so the caller backs off its own way.
+
+    urllib3 measures a date from `time.time()`; here it is measured from `now` (wall-clock seconds,
+    injected), so a test of a date needs no real clock. Each caller caps the wait it accepts.
+    """
+    if not value or not value.strip():
+        return None
+    try:
+        seconds = float(_HEADER_RULES.parse_retry_after(value))
+    except InvalidHeader:
+        return None
+    if not value.strip().isdigit():  # an HTTP date (urllib3 parsed it, or would have raised)
+        date = parsedate_tz(value)
+        seconds = max(0.0, mktime_tz(date) - now) if date is not None else seconds
+    return seconds
 
 
 def make_session(*, retries: int = 3, backoff: float = 0.5, user_agent: str = USER_AGENT) -> requests.Session:

@@ -14,7 +14,6 @@ feed cannot make a resumed run skip items.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,11 +25,10 @@ from .content import Change, Checkpoint, ContentStore, StoredItem
 from .errors import EdgecronError, InputError
 from .feed import FeedItem, Position, RawRecord, Reject, Validator
 from .outbox import PurgeOutbox
-from .state import iso
+from .runs import recent_runs
+from .state import StateDB, iso
 
 REJECTS_KEPT = 200  # in the report; all of them are in the `rejects` table
-DURATION = re.compile(r"(\d+)\s*([smhdw]?)")
-UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class Source(Protocol):
@@ -106,14 +104,6 @@ class ImportReport:
             "changed_urls": self.changed_urls,
             "warm_urls": self.live_urls,
         }
-
-
-def parse_duration(text: str) -> timedelta:
-    """`90s`, `15m`, `12h`, `30d`, `2w` or plain seconds."""
-    match = DURATION.fullmatch(text.strip().lower())
-    if not match:
-        raise InputError("--max-age is not a duration", got=text, expected="a number with s, m, h, d or w, such as 30d")
-    return timedelta(seconds=int(match.group(1)) * UNIT_SECONDS[match.group(2)])
 
 
 class Importer:
@@ -408,3 +398,27 @@ def forward_purges(store: ContentStore, outbox: PurgeOutbox, *, now: datetime) -
     added = sum(outbox.enqueue("url", urls, source=f"import:{run_id}", now=now) for run_id, urls in by_run.items())
     store.clear_purges(pending[-1][0])
     return added
+
+
+def run_history(store: ContentStore, state: StateDB | None, *, limit: int) -> list[dict[str, Any]]:
+    """Import runs, newest first, for `import_stale.py runs`: the job's run records (failed and
+    interrupted runs too), then runs only the content store knows (rollbacks, runs whose state
+    database is gone); each with its kind, counts and the run that rolled it back."""
+    content = {r["run_id"]: r for r in store.runs(limit=1000)}
+    listed = recent_runs(state, "import", limit=limit) if state is not None else []
+    known = {r["run_id"] for r in listed}
+    listed += [r for r in content.values() if r["run_id"] not in known][: max(0, limit - len(listed))]
+    history = []
+    for row in listed:
+        extra = content.get(row["run_id"], {})
+        history.append(
+            {
+                "run_id": row["run_id"],
+                "started_at": row["started_at"],
+                "status": row["status"],
+                "kind": extra.get("kind", "import"),
+                "counts": extra.get("counts") or row.get("counts") or {},
+                "rolled_back_by": extra.get("rolled_back_by"),
+            }
+        )
+    return history

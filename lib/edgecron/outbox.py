@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from .redact import redact
 from .state import StateDB, iso
@@ -74,6 +75,16 @@ class PurgeOutbox:
             out["failing"] += failing or 0
             out[status] = count
         return out
+
+    @staticmethod
+    def open_rows(conn: sqlite3.Connection | None) -> list[dict[str, Any]]:
+        """Every column of the items not yet done, oldest first, from a read-only connection (None:
+        no database yet). Listing and dry runs use it: they must not create or migrate the database,
+        so a database from before a migration can lack a column (`held`)."""
+        if conn is None:
+            return []
+        rows = conn.execute("SELECT * FROM outbox WHERE status != 'done' ORDER BY id").fetchall()
+        return [dict(zip(row.keys(), row, strict=True)) for row in rows]
 
     @staticmethod
     def enqueue_in(conn: sqlite3.Connection, kind: str, values: Iterable[str], *, source: str, now: datetime) -> int:

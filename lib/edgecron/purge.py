@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from .cloudflare import CloudflareClient, PurgeRejected, WaitInterrupted
-from .errors import EdgecronError, InputError
+from .cloudflare import CloudflareClient, PurgeRejected, WaitInterrupted, interruptible_sleep
+from .config import Settings
+from .errors import EdgecronError, InputError, LockHeld
+from .lock import JobLock
 from .outbox import OutboxItem, PurgeOutbox
 from .state import StateDB, iso, read_only_connection
 from .urls import UrlPolicy, UrlRefused
@@ -28,6 +30,11 @@ from .urls import UrlPolicy, UrlRefused
 WILDCARD_HINT = "Cloudflare purges exact URLs; use `purge_cache.py prefixes` for a whole path."
 MAX_PREFIX_SEPARATORS = 31
 MAX_TAG_CHARS = 1024
+
+
+# The state a plan is made from: the purge job's connection, a read-only one for a dry run, or None
+# (no state database yet). Scripts pass it through without knowing it is SQLite.
+StateView = sqlite3.Connection | None
 
 
 @dataclass(frozen=True)
@@ -370,11 +377,7 @@ def cached_pages_estimate(conn: sqlite3.Connection | None) -> int | None:
 
 def peek_open(conn: sqlite3.Connection | None, *, include_held: bool) -> list[tuple[str, str]]:
     """(kind, value) of items a send would pick up, without claiming them."""
-    if conn is None:
-        return []
-    rows = conn.execute("SELECT * FROM outbox WHERE status != 'done' ORDER BY id").fetchall()
-    has_held = bool(rows) and "held" in rows[0].keys()  # noqa: SIM118 (`in` on a Row is values)
-    return [(row["kind"], row["value"]) for row in rows if include_held or not (has_held and row["held"])]
+    return [(row["kind"], row["value"]) for row in PurgeOutbox.open_rows(conn) if include_held or not row.get("held")]
 
 
 # --- sending ---------------------------------------------------------------------------------
@@ -416,6 +419,31 @@ def send_outbox(
                 return report
     report.interrupted = stop.is_set()
     return report
+
+
+def send_for_another_job(
+    outbox: PurgeOutbox,
+    settings: Settings,
+    *,
+    run_id: str,
+    now: Callable[[], datetime],
+    stop: threading.Event,
+    log: Callable[..., None] | None = None,
+) -> SendReport | None:
+    """Send what the outbox holds from another job's run (`import_stale.py --purge`), under the
+    purge job's lock, which the outbox's sender methods require. None when the purge job holds the
+    lock: it is sending them."""
+    lock = JobLock(settings.lock_dir, "purge")
+    try:
+        lock.acquire(now=now())
+    except LockHeld:
+        return None
+    try:
+        client = CloudflareClient.from_settings(settings, sleep=interruptible_sleep(stop), log=log)
+        outbox.recover_claimed()  # a purge run killed mid-send left its batch 'sending'
+        return send_outbox(outbox, client, run_id=run_id, now=now, stop=stop)
+    finally:
+        lock.release()
 
 
 def handle_batch(

@@ -128,3 +128,12 @@ def last_completed_at(state: StateDB, job: str, *, scheduled_only: bool = False)
 
 def is_scheduled(trigger: str | None) -> bool:
     return trigger is None or trigger in SCHEDULED
+
+
+def recent_runs(state: StateDB, job: str, *, limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` runs of `job` by start time (run_id, started_at, status, counts decoded)."""
+    rows = state.execute(
+        "SELECT run_id, started_at, status, counts FROM runs WHERE job = ? ORDER BY started_at DESC LIMIT ?",
+        (job, limit),
+    ).fetchall()
+    return [dict(row, counts=json.loads(row["counts"]) if isinstance(row["counts"], str) else {}) for row in rows]

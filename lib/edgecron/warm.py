@@ -18,13 +18,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 
 import urllib3
 
 from . import USER_AGENT
 from .config import Settings
 from .dropped import DroppedUrls
+from .http import retry_after_seconds
+from .ratelimit import RateLimiter
 from .sitemap import SitemapEntry
 from .state import StateDB, iso
 from .urls import UrlPolicy, UrlRefused
@@ -175,33 +176,6 @@ def _path(url: str) -> str:
     return url[start:] if end < 0 else url[start:end]
 
 
-class RateLimiter:
-    """Spaces request starts to `rate` per second across threads (0 = unlimited)."""
-
-    def __init__(
-        self,
-        rate: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.interval = 1.0 / rate if rate > 0 else 0.0
-        self.clock = clock
-        self.sleep = sleep
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def wait(self) -> None:
-        if not self.interval:
-            return
-        with self._lock:
-            now = self.clock()
-            start = max(now, self._next)
-            self._next = start + self.interval
-        if start > now:
-            self.sleep(start - now)
-
-
 @dataclass
 class WarmOptions:
     concurrency: int = 8
@@ -314,7 +288,7 @@ class Warmer:
                     error=why,
                 )
             if status in RETRY_STATUSES and attempts <= self.options.retries and not (stop and stop.is_set()):
-                delay = _retry_after(headers.get("retry-after"), now=self.wall_clock())
+                delay = retry_after_seconds(headers.get("retry-after"), now=self.wall_clock())
                 if delay is None:  # "Retry-After: 0" means now, not "use the backoff"
                     delay = self._backoff(attempts)
                 if delay <= self.options.max_retry_wait:
@@ -469,20 +443,6 @@ class Warmer:
             stop.wait(seconds)
         else:
             time.sleep(seconds)
-
-
-def _retry_after(value: str | None, *, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date (relative to `now`)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - now)
 
 
 def _int_or_none(value: str | None) -> int | None:
