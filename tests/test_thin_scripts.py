@@ -4,14 +4,19 @@ default command of import_stale.py without rewriting sys.argv, one way to declar
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import typer
+from edgecron.outbox import PurgeOutbox
+from edgecron.state import iso, open_state
 from typer.testing import CliRunner
 
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted(p for p in (ROOT / "scripts").glob("*.py"))
 
@@ -27,11 +32,51 @@ def test_no_sql_in_scripts() -> None:
     assert found.returncode == 1, found.stdout  # grep: 1 = no line matched
 
 
-def invoke(args: list[str], env_file: Path) -> typer.testing.Result:
-    app = importlib.import_module("import_stale").app
+def invoke(args: list[str], env_file: Path, *, script: str = "import_stale") -> typer.testing.Result:
+    app = importlib.import_module(script).app
     return CliRunner().invoke(
-        app, args, env={"EDGECRON_ENV_FILE": str(env_file)}, catch_exceptions=False, prog_name="import_stale.py"
+        app, args, env={"EDGECRON_ENV_FILE": str(env_file)}, catch_exceptions=False, prog_name=f"{script}.py"
     )
+
+
+def test_the_outbox_listing_reads_the_library_and_creates_nothing(workdir: Path, env_file: Path) -> None:
+    state_db = workdir / "state" / "state.db"
+    empty = invoke(["outbox"], env_file, script="purge_cache")
+    assert (empty.exit_code, empty.stdout) == (0, "The outbox is empty: nothing pending.\n")
+    assert not state_db.exists()  # listing never creates the database
+    with open_state(workdir / "state") as state:
+        outbox = PurgeOutbox(state)
+        outbox.enqueue("url", ["https://www.example.com/a", "https://www.example.com/b"], source="t", now=NOW)
+        outbox.enqueue("tag", ["done-tag"], source="t", now=NOW)
+        [refused] = outbox.claim("url", 1, run_id="r1", now=NOW)
+        outbox.mark_failed([refused.id], error="code 1012: bad URL", now=NOW, hold=True)
+        [sent] = outbox.claim("tag", 1, run_id="r1", now=NOW)
+        outbox.mark_done([sent.id], result_id="x", now=NOW)
+    doc = json.loads(invoke(["outbox", "--json"], env_file, script="purge_cache").stdout)
+    assert doc["open"] == 2 and [i["value"] for i in doc["items"]] == [
+        "https://www.example.com/a",
+        "https://www.example.com/b",
+    ]
+    assert doc["items"][0] | {"id": 0} == {
+        "id": 0,
+        "kind": "url",
+        "value": "https://www.example.com/a",
+        "status": "pending",
+        "source": "t",
+        "enqueued_at": iso(NOW),
+        "attempts": 1,
+        "last_error": "code 1012: bad URL",
+        "last_attempt_at": iso(NOW),
+        "sent_at": None,
+        "result_id": None,
+        "run_id": "r1",
+        "held": 1,
+    }
+    table = invoke(["outbox"], env_file, script="purge_cache").stdout.splitlines()
+    assert [line.split()[:4] for line in table[2:]] == [
+        ["url", "https://www.example.com/a", "failed", "1"],
+        ["url", "https://www.example.com/b", "pending", "0"],
+    ]
 
 
 @pytest.fixture
