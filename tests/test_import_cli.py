@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from edgecron.content import SCHEMA, SCHEMA_VERSION
+from edgecron.contentschema import SCHEMA, SCHEMA_VERSION
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
