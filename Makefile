@@ -64,7 +64,7 @@ fmt: dev
 	$(BIN)/ruff check --fix lib scripts demo tests bench tools
 	$(BIN)/ruff format lib scripts demo tests bench tools
 
-# Regenerate .env.example and the README config table from lib/edgecron/config.py (a test checks them).
+# Regenerate .env.example and the README config table from lib/edgecron/configtable.py (a test checks them).
 docs: venv
 	$(PY) tools/sync_docs.py
 

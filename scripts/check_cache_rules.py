@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import _cli
 import typer
 from edgecron.cache_rules import Outcome, load_rules, plan_probes, render_markdown, run_probes
-from edgecron.config import parse_site_url
+from edgecron.configtable import parse_site_url
 from edgecron.errors import ExitCode, InputError, UpstreamUnavailable
 from edgecron.http import make_session
 

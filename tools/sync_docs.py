@@ -1,4 +1,4 @@
-"""Regenerate `.env.example` and the README's config table from `edgecron.config.KEYS`.
+"""Regenerate `.env.example` and the README's config table from `edgecron.configtable.KEYS`.
 
 `python tools/sync_docs.py` writes them; `--check` exits 1 when either is out of date (tests call it).
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lib"))
 
-from edgecron.config import render_config_table, render_env_example  # noqa: E402
+from edgecron.configtable import render_config_table, render_env_example  # noqa: E402
 
 BEGIN, END = "<!-- config-table:begin -->", "<!-- config-table:end -->"
 

@@ -36,7 +36,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 import requests
 from urllib3.util import parse_url
 
-from .config import AuthHeader
+from .credentials import AuthHeader
 from .errors import ConfigError, InputError, UpstreamUnavailable
 from .http import WaitBudget, open_checked, read_capped, response_chunks
 from .redact import MASK, redact
