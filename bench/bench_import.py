@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lib"))
 
 from edgecron.content import ContentStore  # noqa: E402
-from edgecron.feed import JsonlSource, Validator  # noqa: E402
+from edgecron.feed import Validator  # noqa: E402
+from edgecron.feedfiles import JsonlSource  # noqa: E402
 from edgecron.importer import Importer, ImportOptions, forward_purges  # noqa: E402
 from edgecron.outbox import PurgeOutbox  # noqa: E402
 from edgecron.state import open_state  # noqa: E402

@@ -14,7 +14,9 @@ from edgecron.config import Settings
 from edgecron.content import ContentStore
 from edgecron.durations import parse_duration
 from edgecron.errors import ConfigError, EdgecronError, ExitCode, InputError, from_unexpected
-from edgecron.feed import HttpSource, Validator, format_choice, open_source, parse_field_map
+from edgecron.feed import Validator, parse_field_map
+from edgecron.feedhttp import HttpSource
+from edgecron.feedsource import format_choice, open_source
 from edgecron.http import make_session
 from edgecron.importer import Committed, Importer, ImportOptions, forward_purges, run_history
 from edgecron.outbox import PurgeOutbox

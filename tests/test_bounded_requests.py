@@ -23,7 +23,7 @@ import urllib3
 from conftest import ROOT
 from edgecron.config import load_settings
 from edgecron.errors import UpstreamUnavailable
-from edgecron.feed import HttpSource
+from edgecron.feedhttp import HttpSource
 from edgecron.http import MAX_RETRY_AFTER, make_session
 from edgecron.lock import current_holder
 from edgecron.sitemap import SitemapReader

@@ -11,7 +11,8 @@ import pytest
 from edgecron import content as module
 from edgecron.durations import parse_duration
 from edgecron.errors import InputError
-from edgecron.feed import JsonlSource, Validator
+from edgecron.feed import Validator
+from edgecron.feedfiles import JsonlSource
 from edgecron.importer import Importer, ImportOptions, forward_purges
 from edgecron.outbox import PurgeOutbox
 from edgecron.state import open_state

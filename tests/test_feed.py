@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from edgecron import feed as module
 from edgecron.errors import ConfigError, InputError, UpstreamUnavailable
+from edgecron.feedfiles import CsvSource, JsonlSource
+from edgecron.feedhttp import HttpSource
+from edgecron.feedsource import open_source
 from edgecron.http import make_session
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
@@ -37,8 +40,8 @@ def check(data: object, **kwargs: object) -> module.FeedItem | module.Reject:
     return validator.check(module.RawRecord(module.Position(7), data))
 
 
-def source(server: HTTPServer, path: str, **kwargs: object) -> module.HttpSource:
-    return module.HttpSource(
+def source(server: HTTPServer, path: str, **kwargs: object) -> HttpSource:
+    return HttpSource(
         server.url_for(path),
         session=make_session(retries=0),
         allowed_hosts=HOSTS,
@@ -145,7 +148,7 @@ def test_content_hash_ignores_updated_at_but_not_content() -> None:
 def test_jsonl_bad_lines_become_rejects_with_their_line_numbers(tmp_path: Path) -> None:
     path = tmp_path / "feed.jsonl"
     path.write_text(json.dumps(item(1)) + "\n{not json\n\n" + json.dumps(item(2)) + "\n")
-    records = list(module.JsonlSource(path).records())
+    records = list(JsonlSource(path).records())
     assert [type(r).__name__ for r in records] == ["RawRecord", "Reject", "RawRecord"]
     assert records[1].position.label() == "line 2" and records[2].position.index == 4
 
@@ -155,7 +158,7 @@ def test_jsonl_lines_read_as_json_loads_reads_them_and_bad_ones_carry_its_error(
     lines = [f" \t{good}  ", "\x0b", f"{good}\x0c", f"{good} x", "\ufeff" + good]
     path = tmp_path / "feed.jsonl"
     path.write_bytes("\n".join(lines).encode() + b"\n" + b'{"id": "\xff"}\n')
-    records = list(module.JsonlSource(path).records())
+    records = list(JsonlSource(path).records())
     assert isinstance(records[0], module.RawRecord) and records[0].data == item(1)
     rejects = [r for r in records if isinstance(r, module.Reject)]
     assert [r.position.index for r in rejects] == [3, 4, 5, 6]  # line 2 is blank
@@ -171,20 +174,20 @@ def test_jsonl_lines_read_as_json_loads_reads_them_and_bad_ones_carry_its_error(
 def test_jsonl_resume_skips_lines_already_committed(tmp_path: Path) -> None:
     path = tmp_path / "feed.jsonl"
     path.write_text("".join(json.dumps(item(i)) + "\n" for i in range(5)))
-    records = list(module.JsonlSource(path).records(module.Position(3)))
+    records = list(JsonlSource(path).records(module.Position(3)))
     assert [r.data["id"] for r in records if isinstance(r, module.RawRecord)] == ["k3", "k4"]
 
 
 def test_a_missing_file_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot be read"):
-        list(module.JsonlSource(tmp_path / "nope.jsonl").records())
+        list(JsonlSource(tmp_path / "nope.jsonl").records())
 
 
 def test_csv_without_a_required_column_is_refused_before_reading(tmp_path: Path) -> None:
     path = tmp_path / "feed.csv"
     path.write_text("id,url,updated_at,title\nk1,https://www.example.com/1,2026-01-01T00:00:00Z,T\n")
     with pytest.raises(InputError, match="lacks column") as err:
-        list(module.CsvSource(path, max_field=100).records())
+        list(CsvSource(path, max_field=100).records())
     assert "body" in err.value.message
 
 
@@ -195,7 +198,7 @@ def test_csv_rows_with_extra_cells_are_rejected_and_multiline_bodies_kept(tmp_pa
         'k1,https://www.example.com/1,2026-01-01T00:00:00Z,T,"two\nlines"\n'
         "k2,https://www.example.com/2,2026-01-01T00:00:00Z,T,b,surprise\n"
     )
-    first, second = module.CsvSource(path, max_field=100).records()
+    first, second = CsvSource(path, max_field=100).records()
     assert isinstance(first, module.RawRecord) and first.data["body"] == "two\nlines"
     assert first.position.label() == "record 1 (lines 2-3)"
     assert isinstance(second, module.Reject) and second.position.label() == "record 2 (line 4)"
@@ -203,7 +206,7 @@ def test_csv_rows_with_extra_cells_are_rejected_and_multiline_bodies_kept(tmp_pa
 
 def test_open_source_refuses_an_unknown_kind(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="IMPORT_SOURCE"):
-        module.open_source(
+        open_source(
             str(tmp_path / "feed.txt"),
             session=None,
             allowed_hosts=HOSTS,
@@ -294,7 +297,7 @@ def test_a_jsonl_line_nested_too_deep_is_one_reject_and_the_rest_is_read(tmp_pat
     path = tmp_path / "feed.jsonl"
     deep = '{"a": ' * 100_000 + "1" + "}" * 100_000
     path.write_text(json.dumps(item(1)) + "\n" + deep + "\n" + json.dumps(item(2)) + "\n")
-    records = list(module.JsonlSource(path).records())
+    records = list(JsonlSource(path).records())
     assert [type(r).__name__ for r in records] == ["RawRecord", "Reject", "RawRecord"]
     assert records[1].position.label() == "line 2" and "RecursionError" in str(records[1].got)
 
@@ -303,7 +306,7 @@ def test_a_csv_header_that_is_not_utf8_is_one_input_error(tmp_path: Path) -> Non
     path = tmp_path / "feed.csv"
     path.write_bytes(b"id,url,title,body,upd\xffated_at\n1,https://www.example.com/a,A,x,2026-01-01T00:00:00Z\n")
     with pytest.raises(InputError) as err:
-        list(module.CsvSource(path, max_field=1000).records())
+        list(CsvSource(path, max_field=1000).records())
     assert err.value.message.startswith(f"CSV file {path} is not UTF-8")
 
 
@@ -322,7 +325,7 @@ def csv_row(key: str, body: str, *, title: str = "T") -> str:
 def read_csv(path: Path, resume: module.Position | None = None) -> list[tuple[str, str, str | None]]:
     """(position label, id or rejected field, the reject's key) per record."""
     out = []
-    for record in module.CsvSource(path, max_field=BIG).records(resume):
+    for record in CsvSource(path, max_field=BIG).records(resume):
         if isinstance(record, module.Reject):
             out.append((record.position.label(), f"reject {record.field}: {record.got}", record.key))
         else:
@@ -353,7 +356,7 @@ def test_a_csv_field_over_the_limit_is_a_reject_of_that_field_at_its_own_record(
         ("record 6 (line 13)", f"reject title: {LIMIT + 5} characters", "k6"),
         ("record 7 (lines 15-16)", "k7", None),
     ]
-    body_reject = next(r for r in module.CsvSource(path, max_field=BIG).records() if isinstance(r, module.Reject))
+    body_reject = next(r for r in CsvSource(path, max_field=BIG).records() if isinstance(r, module.Reject))
     assert body_reject.expected == f"at most {BIG} bytes (IMPORT_MAX_BODY_BYTES)"  # the validator's words
 
 
@@ -367,7 +370,7 @@ def test_csv_resume_after_any_record_reads_exactly_the_records_after_it(tmp_path
         + csv_row("k4", "q" * (LIMIT + 3))
         + csv_row("k5", "d\ne")
     )
-    records = list(module.CsvSource(path, max_field=BIG).records())
+    records = list(CsvSource(path, max_field=BIG).records())
     assert [r.position.label() for r in records] == [
         "record 1 (lines 2-3)",
         "record 2 (lines 4-6)",
@@ -419,7 +422,7 @@ def test_csv_unreadable_records_end_where_csv_itself_ends_them(tmp_path: Path) -
                 size = len(row[over].encode()) if header[over] == "body" else len(row[over])
                 expected.append((row[0], f"reject {header[over]}: {size}"))
     got = []
-    for record in module.CsvSource(path, max_field=BIG).records():
+    for record in CsvSource(path, max_field=BIG).records():
         if isinstance(record, module.Reject):
             got.append((record.key, f"reject {record.field}: {record.got.split()[0]}"))
         else:
@@ -459,7 +462,7 @@ def test_a_csv_import_that_dies_after_any_commit_resumes_to_the_same_rows_and_ea
 
         importer = Importer(
             store=store,
-            source=module.CsvSource(path, max_field=BIG),
+            source=CsvSource(path, max_field=BIG),
             validator=module.Validator(allowed_hosts=HOSTS, max_body_bytes=BIG),
             options=ImportOptions(batch_size=1, max_reject_rate=1.0),
             run_id=run_id,

@@ -18,7 +18,8 @@ from edgecron.checks import record_slots
 from edgecron.config import Settings, load_settings
 from edgecron.content import ContentStore
 from edgecron.errors import InputError
-from edgecron.feed import JsonlSource, Validator
+from edgecron.feed import Validator
+from edgecron.feedfiles import JsonlSource
 from edgecron.importer import Importer, ImportOptions, forward_purges
 from edgecron.outbox import PurgeOutbox
 from edgecron.purge import cached_pages_estimate, read_only

@@ -19,7 +19,8 @@ import pytest
 from conftest import RunScript
 from edgecron.config import load_settings
 from edgecron.errors import ConfigError
-from edgecron.feed import HttpSource, Position
+from edgecron.feed import Position
+from edgecron.feedhttp import HttpSource
 from edgecron.http import make_session
 from edgecron.redact import redact, redact_value, register_secret
 from pytest_httpserver import HTTPServer

@@ -12,7 +12,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from edgecron.errors import ConfigError, InputError
-from edgecron.feed import DocumentFileSource, FeedItem, HttpSource, RawRecord, Reject, Validator, open_source
+from edgecron.feed import FeedItem, RawRecord, Reject, Validator
+from edgecron.feedfiles import DocumentFileSource
+from edgecron.feedhttp import HttpSource
+from edgecron.feedsource import open_source
 from edgecron.http import make_session
 from pytest_httpserver import HTTPServer
 from source_sites import DOCUMENTS, Site, document_handler, sample_posts, wordpress_handler

@@ -21,7 +21,8 @@ import urllib3
 from edgecron.config import load_settings
 from edgecron.dropped import DroppedUrls
 from edgecron.errors import InputError
-from edgecron.feed import HttpSource, Position, RawRecord, Validator
+from edgecron.feed import Position, RawRecord, Validator
+from edgecron.feedhttp import HttpSource
 from edgecron.http import host_allowed, make_session, open_checked
 from edgecron.purge import parse_manifest, plan_request
 from edgecron.sitemap import SitemapReader
