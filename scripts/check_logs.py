@@ -9,7 +9,7 @@ from typing import Any
 
 import _cli
 import typer
-from edgecron.accesslog import LogReader, expand_paths, line_numbers, load_cursors, save_cursors
+from edgecron.accesslog import LogReader
 from edgecron.checks import (
     JOBS,
     Finding,
@@ -25,7 +25,10 @@ from edgecron.checks import (
 from edgecron.config import Settings
 from edgecron.durations import has_units, parse_duration
 from edgecron.errors import ExitCode, InputError
+from edgecron.logcursors import load_cursors, save_cursors
+from edgecron.logfiles import expand_paths
 from edgecron.logformat import resolve_format
+from edgecron.loglines import line_numbers
 from edgecron.schedule import load_schedule, schedule_timezone
 from edgecron.state import StateDB, open_state
 

@@ -13,14 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from edgecron.accesslog import (
-    LogReader,
-    expand_paths,
-    is_rotated_name,
-    load_cursors,
-    rotated_candidates,
-    save_cursors,
-)
+from edgecron.accesslog import LogReader
+from edgecron.logcursors import load_cursors, save_cursors
+from edgecron.logfiles import expand_paths, is_rotated_name, rotated_candidates
 from edgecron.state import StateDB, open_state
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -29,7 +29,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from edgecron.accesslog import LogEvent, LogReader, load_cursors, save_cursors
+from edgecron.accesslog import LogEvent, LogReader
+from edgecron.logcursors import load_cursors, save_cursors
 from edgecron.state import open_state
 
 LOGROTATE = shutil.which("logrotate", path="/usr/sbin:/usr/bin:/sbin:/bin")

@@ -7,9 +7,10 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from edgecron.accesslog import LogReader, line_numbers
+from edgecron.accesslog import LogReader
 from edgecron.checks import LogSummary
 from edgecron.logformat import resolve_format
+from edgecron.loglines import line_numbers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -31,10 +31,11 @@ from itertools import accumulate, compress
 from pathlib import Path
 from typing import Any
 
-from .accesslog import ChunkAt, LogEvent
+from .accesslog import LogEvent
 from .errors import ConfigError, InputError
 from .lock import current_holder
 from .logformat import LogFormat, display, time_parser, upstream_times
+from .loglines import ChunkAt
 from .runs import last_completed_at, last_run
 from .schedule import Cron, longest_gap
 from .state import StateDB, iso
