@@ -1,10 +1,13 @@
-"""Feed formats beyond a plain JSON API, JSONL and CSV: WordPress REST, RSS 2.0, Atom, JSON Feed.
+"""Feed formats: a plain JSON API page, WordPress REST, RSS 2.0, Atom, JSON Feed (JSONL and CSV are files).
 
 `page.py` holds what one fetched page is and its RFC 8288 `Link` targets, `detect.py` decides a
 format from the Content-Type and the first bytes (and says why), `dates.py` turns RFC 822 and
 RFC 3339 dates into ISO 8601 text, `xmlfeeds.py` reads RSS and Atom with the entity-safe parser,
-`jsonfeed.py` and `wordpress.py` read their JSON. Each reader turns one page into records keyed by
-the names the `Validator` checks, so nothing past the validator knows which format a feed was.
+`jsonfeed.py` and `wordpress.py` read their JSON, `jsonapi.py` a plain JSON API page (an items list,
+a `next` link or a counted `page` parameter), and `readers.py` names the reader of each format. Each
+reader turns one page into records keyed by the names the `Validator` (`feed.py`) checks, so nothing
+past the validator knows which format a feed was. The sources that fetch or open the pages are
+`feedhttp.py` and `feedfiles.py`.
 """
 
 from __future__ import annotations
