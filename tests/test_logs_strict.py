@@ -8,8 +8,8 @@ from functools import partial
 from pathlib import Path
 
 from edgecron.accesslog import LogReader, line_numbers
-from edgecron.checks import LogSummary
 from edgecron.logformat import resolve_format
+from edgecron.logsummary import LogSummary
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
