@@ -122,14 +122,9 @@ def job_breaches(health: JobHealth, *, now: datetime, max_age: timedelta | None,
             )
         )
     holder = health.holder
-    held = _held_for(holder, now=now)
     # check-logs holds its own lock while it judges: its holder is the asking run.
-    if (
-        holder is not None
-        and held is not None
-        and job != "check-logs"
-        and held.total_seconds() > limits.lock_max_seconds
-    ):
+    held = _held_for(holder, now=now) if job != "check-logs" else None
+    if holder is not None and held is not None and held.total_seconds() > limits.lock_max_seconds:
         found.append(
             Finding.judged(
                 f"lock_held:{job}",
