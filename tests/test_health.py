@@ -156,3 +156,10 @@ def test_the_two_scripts_give_the_same_verdicts(
     assert "health, as check_logs.py judges it: 5 breaches" in table.stdout
     assert "  [warning] job_died:purge: the purge run started " in table.stdout
     assert "  [critical] job_stale:cache-rules: cache-rules has not succeeded for 3.0d" in table.stdout
+
+
+def test_thresholds_default_to_the_config_table_and_follow_the_settings(tmp_path: Path) -> None:
+    defaults = load_settings(environ={}, env_file=tmp_path / "absent.env")
+    assert Thresholds() == Thresholds.from_settings(defaults)
+    changed = load_settings(environ={"CHECK_LOCK_MAX_SECONDS": "60", "CHECK_5XX_RATE": "0.2"}, env_file=tmp_path / "x")
+    assert (Thresholds.from_settings(changed).lock_max_seconds, Thresholds.from_settings(changed).rate_5xx) == (60, 0.2)
