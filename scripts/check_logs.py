@@ -10,26 +10,18 @@ from typing import Any
 import _cli
 import typer
 from edgecron.accesslog import LogReader
-from edgecron.checks import (
-    JOBS,
-    Finding,
-    LogSummary,
-    Thresholds,
-    deploy_findings,
-    file_findings,
-    job_findings,
-    log_findings,
-    max_age_from_schedule,
-    record_slots,
-)
 from edgecron.config import Settings
+from edgecron.deploys import deploy_findings, record_slots
 from edgecron.durations import has_units, parse_duration
 from edgecron.errors import ExitCode, InputError
+from edgecron.findings import Finding, Thresholds, file_findings, log_findings
+from edgecron.health import job_findings, max_ages
 from edgecron.logcursors import load_cursors, save_cursors
 from edgecron.logfiles import expand_paths
 from edgecron.logformat import resolve_format
 from edgecron.loglines import line_numbers
-from edgecron.schedule import load_schedule, schedule_timezone
+from edgecron.logsummary import LogSummary
+from edgecron.schedule import JOBS, load_schedule, schedule_timezone
 from edgecron.state import StateDB, open_state
 
 app = _cli.new_app(__doc__ or "")
@@ -69,7 +61,7 @@ def check(
     with _cli.user_errors():
         fmt = resolve_format(log_format or cfg["LOG_FORMAT"], escape=cfg["LOG_ESCAPE"], map_vars=cfg["LOG_MAP_VARS"])
         window = (_when(since, now, "--since"), _when(until, now, "--until"))
-        max_ages = _max_ages(cfg, max_age, now)
+        ages = _max_ages(cfg, max_age, now)
     for warning in fmt.warnings:  # e.g. a JSON-shaped format read with default escaping
         _cli.say(f"Warning: {warning}.")
     limits = Thresholds.from_settings(cfg)
@@ -97,9 +89,8 @@ def check(
         )
         if jobs and state is not None:
             findings += job_findings(
-                state, lock_dir=cfg.lock_dir, now=run.now(), limits=limits, max_ages=max_ages,
-                exclude_run=run.run_id,
-            )  # fmt: skip
+                state, lock_dir=cfg.lock_dir, now=run.now(), limits=limits, max_ages=ages, exclude_run=run.run_id
+            )
         findings += deploy_findings(state, summary.slots, now=run.now(), limits=limits)
         if run.state is not None and not run.stop.is_set():
             with run.state.transaction() as conn:  # results first, then the positions they cover
@@ -155,13 +146,8 @@ def _max_ages(cfg: Settings, max_age: str | None, now: datetime) -> dict[str, ti
     """Per job: --max-age for all, else from its schedule (disabled jobs are not expected to run)."""
     if max_age:
         age = _duration(max_age, "--max-age")
-        return dict.fromkeys(JOBS, age)
-    tz = schedule_timezone(cfg)
-    return {
-        item.name: max_age_from_schedule(item.cron, now=now, tz=tz)
-        for item in load_schedule(cfg)
-        if item.cron is not None
-    }
+        return dict.fromkeys((spec.name for spec in JOBS), age)
+    return max_ages(load_schedule(cfg), now=now, tz=schedule_timezone(cfg))
 
 
 def _document(summary: LogSummary, reader: LogReader, findings: list[Finding], *, dry_run: bool) -> dict[str, Any]:

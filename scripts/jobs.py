@@ -47,7 +47,8 @@ app.info.epilog = _cli.examples(
 def status(json_out: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
     """Each job's last run (time, result, duration), next due time and lock holder; the outbox.
 
-    The first command to run over SSH. Exit 0 (it reports; it does not judge).
+    The first command to run over SSH. It lists the job-health breaches check_logs.py reports (the
+    same reading of the same runs), but exits 0 whatever they are: it reports, cron judges.
     """
     cfg = _cli.settings()
     with _cli.user_errors():
@@ -92,8 +93,10 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print one JSON d
             # A manual run's failure is shown, but only scheduled runs are judged by the health checks.
             aside = " (a manual run: not judged as a schedule breach)" if j.last_trigger == "manual" else ""
             _cli.out(f"{j.job}: {j.last_error}{aside}")
-        if j.stale_running:
-            _cli.out(f"{j.job}: a run is recorded as running but nobody holds the lock (it died).")
+    breaches = [b for j in jobs for b in j.breaches] + outbox.breaches
+    _cli.out(f"\nhealth, as check_logs.py judges it: {len(breaches) or 'no'} breach" + "es" * (len(breaches) != 1))
+    for b in breaches:
+        _cli.out(f"  [{b['severity']}] {b['check']}: {b['summary']}")
 
 
 @app.command(

@@ -10,21 +10,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from edgecron.checks import (
-    SLOW_PATHS_TRACKED,
-    LogSummary,
-    SlowPaths,
-    Thresholds,
-    deploy_findings,
-    job_findings,
-    log_findings,
-    max_age_from_schedule,
-    record_slots,
-)
+from edgecron.deploys import deploy_findings, record_slots
 from edgecron.errors import InputError
+from edgecron.findings import Thresholds, log_findings
+from edgecron.health import job_findings, max_age_from_schedule
 from edgecron.lock import JobLock
 from edgecron.logformat import resolve_format
+from edgecron.logsummary import LogSummary
 from edgecron.schedule import parse_cron
+from edgecron.slowpaths import SLOW_PATHS_TRACKED, SlowPaths
 from edgecron.state import StateDB, iso, open_state
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -12,8 +12,9 @@ from functools import partial
 from pathlib import Path
 
 from edgecron.accesslog import LogReader
-from edgecron.checks import LogSummary, Thresholds, log_findings
+from edgecron.findings import Thresholds, log_findings
 from edgecron.logformat import resolve_format
+from edgecron.logsummary import LogSummary
 
 START = 1_795_900_000
 

@@ -8,9 +8,9 @@ from functools import partial
 from pathlib import Path
 
 from edgecron.accesslog import LogReader
-from edgecron.checks import LogSummary
 from edgecron.logformat import resolve_format
 from edgecron.loglines import line_numbers
+from edgecron.logsummary import LogSummary
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

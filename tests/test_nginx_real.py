@@ -42,8 +42,8 @@ from typing import Any
 
 import pytest
 from conftest import ROOT
-from edgecron.checks import LogSummary
 from edgecron.logformat import LogFormat, resolve_format, time_parser, upstream_seconds
+from edgecron.logsummary import LogSummary
 from loopback_site import LoopbackSite, Route
 from real_nginx import (
     RawResponse,

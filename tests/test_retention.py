@@ -14,9 +14,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from edgecron.checks import record_slots
 from edgecron.config import Settings, load_settings
 from edgecron.content import ContentStore
+from edgecron.deploys import record_slots
 from edgecron.errors import InputError
 from edgecron.feed import Validator
 from edgecron.feedfiles import JsonlSource

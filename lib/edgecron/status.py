@@ -11,9 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from .config import Settings
-from .lock import current_holder
-from .outbox import PurgeOutbox
-from .runs import last_completed_at, last_run
+from .findings import Thresholds
+from .health import job_breaches, max_ages, outbox_finding, read_job, read_outbox
 from .schedule import Scheduled, next_fire, schedule_timezone
 from .state import StateDB
 
@@ -35,7 +34,8 @@ class JobStatus:
     last_error: str | None = None
     last_ok: str | None = None
     lock_holder: dict[str, Any] | None = None
-    stale_running: bool = False  # a run recorded as running while nobody holds the lock
+    died: bool = False  # the newest run never recorded its end and nobody holds the lock
+    breaches: list[dict[str, Any]] = field(default_factory=list)  # as check_logs.py reports them
 
 
 @dataclass(frozen=True)
@@ -43,25 +43,26 @@ class OutboxStatus:
     pending: int
     failing: int
     failing_items: list[dict[str, Any]] = field(default_factory=list)
+    breaches: list[dict[str, Any]] = field(default_factory=list)  # as check_logs.py reports them
 
 
 def collect_status(
     settings: Settings, state: StateDB, schedule: Sequence[Scheduled], *, now: datetime
 ) -> tuple[list[JobStatus], OutboxStatus]:
     tz = schedule_timezone(settings)
+    limits = Thresholds.from_settings(settings)
+    ages = max_ages(schedule, now=now, tz=tz)
     jobs = []
     for item in schedule:
-        last = last_run(state, item.name)
-        last_ok = last_completed_at(state, item.name)
-        holder = current_holder(settings.lock_dir, item.name)
-        due = next_fire(item.cron, now, tz).isoformat() if item.cron else None
-        running = last is not None and last["status"] == "running"
+        health = read_job(state, item.name, lock_dir=settings.lock_dir)
+        last, holder = health.newest, health.holder
+        breaches = job_breaches(health, now=now, max_age=ages.get(item.name), limits=limits)
         jobs.append(
             JobStatus(
                 job=item.name,
                 schedule=item.cron.text if item.cron else None,
                 schedule_source=item.source,
-                next_due=due,
+                next_due=next_fire(item.cron, now, tz).isoformat() if item.cron else None,
                 last_started=last["started_at"] if last else None,
                 last_finished=last["finished_at"] if last else None,
                 last_status=last["status"] if last else None,
@@ -69,16 +70,17 @@ def collect_status(
                 last_exit_code=last["exit_code"] if last else None,
                 last_duration_s=round(last["duration_s"], 1) if last and last["duration_s"] is not None else None,
                 last_error=last["error"] if last else None,
-                last_ok=last_ok,
+                last_ok=health.last_ok,
                 lock_holder=asdict(holder) if holder else None,
-                stale_running=running and holder is None,
+                died=health.died,
+                breaches=[b.as_dict() for b in breaches],
             )
         )
-    outbox = PurgeOutbox(state)
-    counts = outbox.counts()
+    outbox = read_outbox(state)
     failing = [
         {"id": i.id, "kind": i.kind, "value": i.value, "attempts": i.attempts, "last_error": i.last_error}
-        for i in outbox.open_items()
-        if i.attempts > 0
-    ][:FAILING_SHOWN]
-    return jobs, OutboxStatus(counts["pending"], counts["failing"], failing)
+        for i in outbox.failing[:FAILING_SHOWN]
+    ]
+    finding = outbox_finding(outbox, limits)
+    breached = [finding.as_dict()] if finding.breached else []
+    return jobs, OutboxStatus(outbox.pending, len(outbox.failing), failing, breached)
