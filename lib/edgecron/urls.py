@@ -40,9 +40,20 @@ _PATH = r"(?:[" + _SAFE_CHARS + r"]++|%[0-9A-F]{2})*+"
 _QUERY = r"(?:[" + _SAFE_CHARS + r"?]++|%[0-9A-F]{2})*+"
 
 
+# 1-65535 without leading zeros: what check() accepts as `[1-9][0-9]{0,4}` below 65536, as a pattern
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+
+
 def _normal_form(hosts: list[str]) -> re.Pattern[str]:
     host = "(?:" + "|".join(re.escape(h) for h in hosts) + ")"
     return re.compile(r"https?://" + host + r"(?::(?P<port>[1-9][0-9]{0,4}))?/" + _PATH + r"(?:\?" + _QUERY + r")?")
+
+
+def _normal_lines(hosts: list[str]) -> re.Pattern[str]:
+    """Lines that are each a URL `_normal_form` matches with a port below 65536 (no line holds a newline)."""
+    host = "(?:" + "|".join(re.escape(h) for h in hosts) + ")"
+    url = r"https?://" + host + r"(?::" + _PORT + r")?/" + _PATH + r"(?:\?" + _QUERY + r")?"
+    return re.compile(r"(?:" + url + r"\n)*+" + url)
 
 
 class UrlRefused(ValueError):
@@ -74,6 +85,7 @@ class UrlPolicy:
         self.hosts = frozenset(host_key(h) for h in allowed_hosts if h and h.strip())
         names = sorted(h for h in self.hosts if AUTHORITY.fullmatch(h))  # IPv6 literals take the long way
         self._normal = _normal_form(names) if names else None
+        self._normal_lines = _normal_lines(names) if names else None
 
     def expected(self) -> str:
         if not self.hosts:
@@ -95,6 +107,18 @@ class UrlPolicy:
             if normal is not None and (normal["port"] is None or int(normal["port"]) < 65536):
                 return url
         return self.parse_and_check(url)
+
+    def all_unchanged(self, urls: list[str]) -> bool:
+        """True when `check()` returns each of `urls` as it is: one match for a whole batch of sitemap `<loc>`s.
+
+        False says only that some URL needs `check()` itself (it may still be allowed).
+        """
+        if self._normal_lines is None or not urls:
+            return False
+        lines = "\n".join(urls)
+        if lines.count("\n") != len(urls) - 1:  # a URL holding a newline is no line of its own
+            return False
+        return "/." not in lines and self._normal_lines.fullmatch(lines) is not None
 
     def parse_and_check(self, url: str) -> str:
         """`check()` the long way: our split of the authority against urllib3's parse."""
