@@ -2,7 +2,7 @@
 
 `SitemapReader` reads runs of plain `<url><loc>…</loc></url>` entries with a regular expression while
 expat checks the same bytes with its element handlers unset (sitemap.py's docstring). The reference
-here is the same reader with no scanner (`_SCANNERS` empty: every entry through the handlers) fed the
+here is the same reader with no scanner (`_scanners_for` gives none: every entry through the handlers) fed the
 document in one block. Documents are built from real-world shapes and from everything the scanner
 must hand back to the handlers: prefixes, attributes, comments, CDATA, references, non-ASCII, a
 second <loc>, foreign namespaces, UTF-16, and malformed XML; the reader under test gets the bytes in
@@ -11,6 +11,7 @@ random chunks with small blocks, so entries are cut at every place a block can e
 
 from __future__ import annotations
 
+import re
 from itertools import pairwise
 
 import pytest
@@ -18,6 +19,7 @@ from edgecron import sitemap
 from edgecron.errors import EdgecronError
 from edgecron.http import make_session
 from edgecron.sitemap import SitemapReader
+from edgecron.urls import UrlPolicy
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -167,7 +169,7 @@ def read(body: bytes, cuts: list[int], *, max_urls: int) -> dict[str, object]:
 
 def reference(body: bytes, monkeypatch: pytest.MonkeyPatch, *, max_urls: int) -> dict[str, object]:
     with monkeypatch.context() as patch:
-        patch.setattr(sitemap, "_SCANNERS", {})
+        patch.setattr(sitemap, "_scanners_for", lambda url: {})
         patch.setattr(sitemap, "MIN_FEED", 1 << 30)
         return read(body, [], max_urls=max_urls)
 
@@ -219,3 +221,57 @@ def test_a_plain_sitemap_is_read_by_the_scanner(monkeypatch: pytest.MonkeyPatch)
     assert [p.url for p in got["pages"]] == [f"http://localhost/p{i}" for i in range(500)]
     assert [p.lastmod for p in got["pages"]][:3] == ["2026-12-01", "2026-12-02", "2026-12-03"]
     assert scanned == [p.url for p in got["pages"]]
+
+
+PATH_TOKENS = [
+    *"/aZ0-~!'(*,;=:@.?#&é []|^`{\"<>\t\\",
+    "..",
+    "/.",
+    "/..",
+    "%2F",
+    "%2f",
+    "%C3%A9",
+    "%4",
+    "&amp;",
+    "&#38;",
+]
+
+
+@settings(max_examples=1000, deadline=None, derandomize=True, database=None)
+@given(
+    base=st.sampled_from(
+        ["http://www.example.com", "https://www.example.com", "http://127.0.0.1", "HTTP://www.example.com"]
+    ),
+    port=st.sampled_from(["", "", ":8080", ":08080", ":65535", ":65536", ":99999", ":0", ":6553", ":70000"]),
+    lead=st.sampled_from(["/", "/", "/", "", "?", "#"]),
+    rest=st.lists(st.sampled_from(PATH_TOKENS), max_size=8).map("".join),
+)
+@example(base="http://www.example.com", port=":65535", lead="/", rest="a&b")
+def test_a_loc_the_scanner_takes_is_one_the_policy_returns_unchanged(
+    base: str, port: str, lead: str, rest: str
+) -> None:
+    """The scanner's `<loc>` pattern (the policy's, as XML text) never takes a URL that check() would change or refuse."""
+    policy = UrlPolicy(("www.example.com", "127.0.0.1"))
+    url = base + port + lead + rest
+    source = policy.unchanged_source(amp="&amp;")
+    assert source is not None
+    as_xml = re.fullmatch(source, url.replace("&", "&amp;")) is not None and "/." not in url
+    plain = re.fullmatch(policy.unchanged_source() or "", url) is not None and "/." not in url
+    assert as_xml == plain
+    if as_xml:
+        assert policy.check(url) == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://www.example.com/",
+        "https://www.example.com/blog/2026/12/a-post/",
+        "http://127.0.0.1:8080/c0/page-1?x=1&y=%C3%A9",
+        "http://www.example.com:65535/~user/a,b;c=d:e@f!$'()*+",
+    ],
+)
+def test_common_urls_are_taken_by_the_scanner_pattern(url: str) -> None:
+    policy = UrlPolicy(("www.example.com", "127.0.0.1"))
+    assert re.fullmatch(policy.unchanged_source() or "", url)
+    assert policy.check(url) == url

@@ -32,7 +32,7 @@ import pyexpat
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from itertools import repeat
 from typing import NamedTuple
 from urllib.parse import urljoin
@@ -93,33 +93,36 @@ class SitemapReport:
 
 
 class _Scanned(NamedTuple):
-    """Entries read by `_EntryScanner`: the `<loc>` values, and the lastmods (None: no entry had one)."""
+    """Entries read by `_EntryScanner`: `<loc>` values the URL policy returns unchanged (unless `checked`
+    is False: the run holds "/.", which the policy always parses), and the lastmods (None: no entry had one)."""
 
     locs: list[str]
     lastmods: list[str | None] | None
+    checked: bool
 
 
-def _entry_pattern(entry: str, *, capture: bool) -> str:
+def _entry_pattern(entry: str, url: str, *, capture: bool) -> str:
     """One entry of the common shape; with `capture`, groups: lastmod before <loc>, <loc>, lastmod after it."""
     group = "(" if capture else "(?:"
     lastmod = rf"<lastmod>{_WS}{group}{_CHARS}++){_WS}</lastmod>{_WS}"
-    loc = rf"<loc>{_WS}{group}(?:{_CHARS}++|&amp;)*+){_WS}</loc>{_WS}"
+    loc = rf"<loc>{group}{url})</loc>{_WS}"  # no blank in it: no generator writes one (the handlers strip it)
     return rf"{_WS}<{entry}>{_WS}{_OTHER}(?:{lastmod}{_OTHER})?+{loc}{_OTHER}(?:{lastmod}{_OTHER})?+</{entry}>"
 
 
 class _EntryScanner:
     """Runs of common-shape entries named `entry` (`url` or `sitemap`), in text decoded as latin-1.
 
-    The text is the block's bytes one character each, so positions are byte offsets; a run holds
-    ASCII only, so its values read the same as in UTF-8.
+    A run's `<loc>`s match `url`, the URL policy's pattern for URLs it takes as they are (as XML
+    text: `&amp;` for '&'). The text is the block's bytes one character each, so positions are
+    byte offsets; a run holds ASCII only, so its values read the same as in UTF-8.
     """
 
-    def __init__(self, entry: str) -> None:
+    def __init__(self, entry: str, url: str) -> None:
         self.open = f"<{entry}>"  # where a run can start: an entry start tag as the common shape writes it
         self.open_bytes = self.open.encode()
-        self.run = re.compile(f"(?:{_entry_pattern(entry, capture=False)})*+")
-        self._entries = re.compile(_entry_pattern(entry, capture=True))
-        self._locs = re.compile(rf"<loc>{_WS}((?:{_CHARS}++|&amp;)*+)")  # in a checked run, every <loc> is a value
+        self.run = re.compile(f"(?:{_entry_pattern(entry, url, capture=False)})*+")
+        self._entries = re.compile(_entry_pattern(entry, url, capture=True))
+        self._locs = re.compile(r"<loc>([^<]*)")  # in a run, every <loc> starts a value
 
     def read(self, text: str, start: int, end: int) -> _Scanned:
         """The entries of `text[start:end]`, a run `self.run` matched whole."""
@@ -132,10 +135,16 @@ class _EntryScanner:
             lastmods = [after or before or None for before, _, after in rows]
         if text.find("&", start, end) >= 0:  # only a <loc> may hold one, and only as &amp;
             locs = [loc.replace("&amp;", "&") for loc in locs]
-        return _Scanned(locs, lastmods)
+        # no "/." comes of unescaping: '&' is neither '/' nor '.'
+        return _Scanned(locs, lastmods, checked=text.find("/.", start, end) < 0)
 
 
-_SCANNERS = {"url": _EntryScanner("url"), "sitemap": _EntryScanner("sitemap")}
+@lru_cache(maxsize=16)
+def _scanners_for(url: str | None) -> dict[str, _EntryScanner]:
+    """The scanners for a policy's `unchanged_source` (none without one: every entry through the handlers)."""
+    return {} if url is None else {kind: _EntryScanner(kind, url) for kind in ("url", "sitemap")}
+
+
 # A run as expat is given it: every byte a space but CR and LF. A run is well-formed content on its
 # own (names, ASCII text, no `]]>`, balanced), so expat need not read its tags again; blanks of the
 # same length and line breaks keep its byte index, line and column (so its error messages) the same.
@@ -155,7 +164,7 @@ class _SitemapXml:
     object never holds the parser: a handler reaching it is a cycle that keeps its buffers.
     """
 
-    def __init__(self, parser: pyexpat.XMLParserType, *, url: str) -> None:
+    def __init__(self, parser: pyexpat.XMLParserType, *, url: str, scanners: dict[str, _EntryScanner]) -> None:
         self.kind: str | None = None  # "url" (a urlset) or "sitemap" (an index), once the root is read
         # (loc, lastmod) lists from the handlers and _Scanned runs, in document order; taken after each block
         self.found: list[list[tuple[str | None, str | None]] | _Scanned] = []
@@ -231,7 +240,7 @@ class _SitemapXml:
             # ASCII bytes are ASCII characters only in these encodings (UTF-16 shows as a NUL early).
             ascii = encoding is None or encoding.lower() in ASCII_ENCODINGS
             if namespace == default_ns and ascii and self.ascii_start:
-                self.scanner = _SCANNERS.get(self.kind)
+                self.scanner = scanners.get(self.kind)
 
         def declaration(version: str, declared: str | None, standalone: int) -> None:
             nonlocal encoding
@@ -391,6 +400,7 @@ class SitemapReader:
         self.session = session
         self.allowed_hosts = tuple(h.lower() for h in allowed_hosts)
         self.policy = UrlPolicy(self.allowed_hosts)
+        self._scanners = _scanners_for(self.policy.unchanged_source(amp="&amp;"))
         self.max_bytes = max_bytes
         self.max_depth = max_depth
         self.max_urls = max_urls
@@ -499,7 +509,7 @@ class SitemapReader:
         self, url: str, chunks: Iterator[bytes], children: list[str], *, head: bytes = b""
     ) -> Iterator[SitemapEntry]:
         parser = _safe_parser()
-        xml = _SitemapXml(parser, url=url)
+        xml = _SitemapXml(parser, url=url, scanners=self._scanners)
         count = taken = 0
         pending = bytearray()  # appended to, not joined: one copy of a large token, not two
         final = False
@@ -538,12 +548,8 @@ class SitemapReader:
                 if isinstance(found, _Scanned):
                     locs = found.locs
                     lastmods: Iterable[str | None] = repeat(None) if found.lastmods is None else found.lastmods
-                    # the common case, checked for the whole run at once
-                    if (
-                        count + len(locs) <= self.max_urls
-                        and max(map(len, locs)) < MAX_LOC_CHARS
-                        and self.policy.all_unchanged(locs)
-                    ):
+                    # the common case: the run's pattern was the URL policy's
+                    if found.checked and count + len(locs) <= self.max_urls and max(map(len, locs)) < MAX_LOC_CHARS:
                         count += len(locs)
                         if index:
                             children += locs

@@ -40,8 +40,8 @@ _PATH = r"(?:[" + _SAFE_CHARS + r"]++|%[0-9A-F]{2})*+"
 _QUERY = r"(?:[" + _SAFE_CHARS + r"?]++|%[0-9A-F]{2})*+"
 
 
-# 1-65535 without leading zeros: what check() accepts as `[1-9][0-9]{0,4}` below 65536, as a pattern
-_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+# 1-65535 without leading zeros (what check() takes as `[1-9][0-9]{0,4}` below 65536), short ones first
+_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 
 
 def _normal_form(hosts: list[str]) -> re.Pattern[str]:
@@ -49,11 +49,14 @@ def _normal_form(hosts: list[str]) -> re.Pattern[str]:
     return re.compile(r"https?://" + host + r"(?::(?P<port>[1-9][0-9]{0,4}))?/" + _PATH + r"(?:\?" + _QUERY + r")?")
 
 
-def _normal_lines(hosts: list[str]) -> re.Pattern[str]:
-    """Lines that are each a URL `_normal_form` matches with a port below 65536 (no line holds a newline)."""
+def _unchanged_url(hosts: list[str], *, amp: str) -> str:
+    """`_normal_form` with a port below 65536 and each '&' written as `amp`; no group."""
     host = "(?:" + "|".join(re.escape(h) for h in hosts) + ")"
-    url = r"https?://" + host + r"(?::" + _PORT + r")?/" + _PATH + r"(?:\?" + _QUERY + r")?"
-    return re.compile(r"(?:" + url + r"\n)*+" + url)
+    safe = _SAFE_CHARS.replace("&", "")
+    piece = r"|%[0-9A-F]{2}|" + re.escape(amp)
+    path = r"(?:[" + safe + r"]++" + piece + r")*+"
+    query = r"(?:[" + safe + r"?]++" + piece + r")*+"
+    return r"https?://" + host + r"(?::" + _PORT + r")?/" + path + r"(?:\?" + query + r")?"
 
 
 class UrlRefused(ValueError):
@@ -85,7 +88,7 @@ class UrlPolicy:
         self.hosts = frozenset(host_key(h) for h in allowed_hosts if h and h.strip())
         names = sorted(h for h in self.hosts if AUTHORITY.fullmatch(h))  # IPv6 literals take the long way
         self._normal = _normal_form(names) if names else None
-        self._normal_lines = _normal_lines(names) if names else None
+        self._names = names
 
     def expected(self) -> str:
         if not self.hosts:
@@ -108,17 +111,12 @@ class UrlPolicy:
                 return url
         return self.parse_and_check(url)
 
-    def all_unchanged(self, urls: list[str]) -> bool:
-        """True when `check()` returns each of `urls` as it is: one match for a whole batch of sitemap `<loc>`s.
-
-        False says only that some URL needs `check()` itself (it may still be allowed).
-        """
-        if self._normal_lines is None or not urls:
-            return False
-        lines = "\n".join(urls)
-        if lines.count("\n") != len(urls) - 1:  # a URL holding a newline is no line of its own
-            return False
-        return "/." not in lines and self._normal_lines.fullmatch(lines) is not None
+    def unchanged_source(self, *, amp: str = "&") -> str | None:
+        """A regular expression (source, no group) for the URLs `check()` returns as they are, once those
+        holding "/." are set apart (check() parses them all), each '&' written as `amp` ("&amp;" in XML
+        text); None when no host name is allowed (IPv6 literals take the long way). Sitemap `<loc>`s
+        are checked by it while they are read (test_url_policy checks it against `check()`)."""
+        return _unchanged_url(self._names, amp=amp) if self._names else None
 
     def parse_and_check(self, url: str) -> str:
         """`check()` the long way: our split of the authority against urllib3's parse."""
