@@ -40,8 +40,9 @@ _PATH = r"(?:[" + _SAFE_CHARS + r"]++|%[0-9A-F]{2})*+"
 _QUERY = r"(?:[" + _SAFE_CHARS + r"?]++|%[0-9A-F]{2})*+"
 
 
-# 1-65535 without leading zeros (what check() takes as `[1-9][0-9]{0,4}` below 65536), short ones first
-_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+# 1-65535 without leading zeros (what check() takes as `[1-9][0-9]{0,4}` below 65536); five digits
+# first: the last branch would take four of a five-digit port and have to give them back
+_PORT = r"(?:[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]|[1-9][0-9]{0,3})"
 
 
 def _normal_form(hosts: list[str]) -> re.Pattern[str]:
