@@ -182,6 +182,7 @@ def reference(body: bytes, monkeypatch: pytest.MonkeyPatch, *, max_urls: int) ->
     min_feed=st.sampled_from([1, 40, 300, 1 << 20]),
     carry=st.sampled_from([0, 30, 1 << 16]),
     held=st.sampled_from([0, 8, 1 << 14]),
+    skips=st.sampled_from([0, 2, 64]),
     max_urls=st.sampled_from([3, 50_000]),
 )
 @example(
@@ -190,16 +191,25 @@ def reference(body: bytes, monkeypatch: pytest.MonkeyPatch, *, max_urls: int) ->
     min_feed=1,
     carry=0,
     held=0,
+    skips=64,
     max_urls=3,
 )
 def test_the_scanner_reads_what_the_handlers_read(
-    monkeypatch: pytest.MonkeyPatch, body: bytes, cuts: list[int], min_feed: int, carry: int, held: int, max_urls: int
+    monkeypatch: pytest.MonkeyPatch,
+    body: bytes,
+    cuts: list[int],
+    min_feed: int,
+    carry: int,
+    held: int,
+    skips: int,
+    max_urls: int,
 ) -> None:
     expected = reference(body, monkeypatch, max_urls=max_urls)
     with monkeypatch.context() as patch:
         patch.setattr(sitemap, "MIN_FEED", min_feed)
         patch.setattr(sitemap, "CARRY_MAX", carry)
         patch.setattr(sitemap, "SLICE_HELD_MAX", held)
+        patch.setattr(sitemap, "MAX_SKIP", skips)
         assert read(body, cuts, max_urls=max_urls) == expected
 
 

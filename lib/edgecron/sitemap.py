@@ -60,6 +60,9 @@ MIN_FEED = 1 << 20  # bytes per expat Parse() call at least: few calls, and each
 # an unfinished token, so re-scanning it stays cheap; a larger one gets the rest of the block at once.
 SLICE_HELD_MAX = 16 * 1024
 CARRY_MAX = 64 * 1024  # an entry cut by the end of a block waits for the next block, up to this size
+# After a run, the handlers read 1, 2, 4 … entries before the next try; past this many, the rest of the
+# block (a sitemap whose entries carry images, say: no run to find, and a search per entry would cost).
+MAX_SKIP = 64
 # Encodings in which the plain-ASCII entries below are read as ASCII (the XML declaration's name).
 ASCII_ENCODINGS = ("utf-8", "us-ascii", "iso-8859-1")
 
@@ -299,12 +302,13 @@ class _SitemapXml:
                         pos = end
                         skip = 1
                         continue
-                    after = text.find("<", pos) + 1  # past what the run stopped at
-                    stop = self._next_entry(text, scanner.open, after, skip) if after else -1
-                    if stop < 0 and not final and size - pos <= CARRY_MAX:
-                        return bytearray(view[pos:])  # an entry cut by the block's end: read it whole next time
-                    skip *= 2
-                elif scanner is not None and held <= SLICE_HELD_MAX:  # inside an entry: the handlers, to its end
+                    if skip <= MAX_SKIP:
+                        after = text.find("<", pos) + 1  # past what the run stopped at
+                        stop = self._next_entry(text, scanner.open, after, skip) if after else -1
+                        if stop < 0 and not final and size - pos <= CARRY_MAX:
+                            return bytearray(view[pos:])  # an entry cut by the block's end: read it whole next time
+                        skip *= 2
+                elif scanner is not None and held <= SLICE_HELD_MAX and skip <= MAX_SKIP:  # inside an entry: to its end
                     stop = self._next_entry(data, scanner.open_bytes, pos + 1, skip)
                     skip *= 2
                 elif self.kind is None and not self.probed:  # up to the first entry: runs may start there
