@@ -17,13 +17,15 @@ by handlers as defusedxml does, and fed at least as many new bytes as expat hold
 token: expat before 2.6 re-scans that token on every feed (CVE-2023-52425), quadratic for a 40 MiB
 comment.
 
-Entries of the common shape (`<url><loc>…</loc><lastmod>…</lastmod></url>`: no attribute, prefix,
-comment, CDATA, reference but `&amp;`, or non-ASCII byte) are read by a regular expression instead
-of four Python handler calls each: expat still parses every byte (it alone decides what is
-well-formed, and where an error is), with its element handlers unset for such a run. A run starts
-only where expat is between two entries in the root's content with nothing held, in a document
-whose unprefixed names are the root's sitemap namespace and whose encoding reads ASCII as ASCII;
-anything else goes through the handlers. tests/test_sitemap_fast.py checks both readings agree.
+Runs of entries of the common shape (`<url><loc>…</loc><lastmod>…</lastmod></url>`: no attribute,
+prefix, comment, CDATA, reference but `&amp;`, or non-ASCII byte; a `<loc>` the URL policy takes as
+it is) are read by one regular expression instead of four Python handler calls per entry. Such a run
+is well-formed content by its pattern alone, so expat is handed it as blanks of the same length and
+line breaks: its byte index, line and column, so every error it reports after the run, stay the
+document's. A run starts only where expat is between two entries in the root's content with nothing
+held, in a document whose unprefixed names are in the root's sitemap namespace and whose encoding
+reads ASCII as ASCII; everything else goes through the handlers. tests/test_sitemap_fast.py checks
+that both readings agree on any document, however it is cut into chunks.
 """
 
 from __future__ import annotations
@@ -69,11 +71,10 @@ ASCII_ENCODINGS = ("utf-8", "us-ascii", "iso-8859-1")
 # The common entry shape, matched in the text so that expat need not call Python per element: no
 # attribute, prefix, comment, CDATA, PI, character reference or non-ASCII byte anywhere, values of
 # printable ASCII (`&amp;` the only reference, in <loc>), children loc (once), lastmod (not empty),
-# changefreq and priority. Everything else is read by the handlers. Every quantifier is possessive:
-# each entry has one reading, and a run of entries is found in one step per character.
+# changefreq and priority. Everything else is read by the handlers. The repeats are possessive:
+# each entry has one reading, and a run of entries is found in one pass.
 _WS = r"[ \t\r\n]*+"
 _CHARS = r"[!-%'-;=?-~]"  # printable ASCII without & < > (and without space)
-_LASTMOD = rf"<lastmod>{_WS}({_CHARS}++){_WS}</lastmod>{_WS}"
 _OTHER = rf"(?:<changefreq>{_WS}{_CHARS}*+{_WS}</changefreq>{_WS}|<priority>{_WS}{_CHARS}*+{_WS}</priority>{_WS})*+"
 SNIFF_BYTES = 64  # XML or text, an HTML page: told from this many bytes after a BOM and blanks
 # A text sitemap whose first lines hold no URL is something else (an error page, JSON, a typo'd path).
