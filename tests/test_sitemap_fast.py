@@ -1,12 +1,12 @@
 """The common-shape scanner reads exactly what the expat handlers read, for any document and any chunking.
 
-`SitemapReader` reads runs of plain `<url><loc>…</loc></url>` entries with a regular expression while
-expat checks the same bytes with its element handlers unset (sitemap.py's docstring). The reference
-here is the same reader with no scanner (`_scanners_for` gives none: every entry through the handlers) fed the
-document in one block. Documents are built from real-world shapes and from everything the scanner
-must hand back to the handlers: prefixes, attributes, comments, CDATA, references, non-ASCII, a
-second <loc>, foreign namespaces, UTF-16, and malformed XML; the reader under test gets the bytes in
-random chunks with small blocks, so entries are cut at every place a block can end.
+`SitemapReader` reads runs of plain `<url><loc>…</loc></url>` entries with a regular expression and
+hands expat blanks in their place (sitemap.py's docstring). The reference here is the same reader
+with no scanner (`_scanners_for` gives none: every entry through the handlers), fed the document in
+one block. Documents are built from real-world shapes and from everything the scanner must leave to
+the handlers: prefixes, attributes, comments, CDATA, references, non-ASCII, a second <loc>, foreign
+namespaces, UTF-16, and malformed XML; the reader under test gets the bytes in random chunks with
+small blocks, so entries are cut at every place a block can end.
 """
 
 from __future__ import annotations
