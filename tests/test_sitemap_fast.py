@@ -275,3 +275,12 @@ def test_common_urls_are_taken_by_the_scanner_pattern(url: str) -> None:
     policy = UrlPolicy(("www.example.com", "127.0.0.1"))
     assert re.fullmatch(policy.unchanged_source() or "", url)
     assert policy.check(url) == url
+
+
+def test_a_body_cut_inside_its_bom_is_still_xml() -> None:
+    """XML or text is decided on the first bytes however the server cuts them (it was the first chunk alone)."""
+    doc = f'\ufeff<?xml version="1.0" encoding="UTF-8"?>\n<urlset xmlns="{NS}"><url><loc>http://localhost/a</loc></url></urlset>'
+    body = doc.encode()
+    got = read(body, list(range(1, 70)), max_urls=50_000)  # one byte at a time up to the root
+    assert got["failure"] is None
+    assert [p.url for p in got["pages"]] == ["http://localhost/a"]
