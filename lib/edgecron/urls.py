@@ -116,7 +116,7 @@ class UrlPolicy:
         """A regular expression (source, no group) for the URLs `check()` returns as they are, once those
         holding "/." are set apart (check() parses them all), each '&' written as `amp` ("&amp;" in XML
         text); None when no host name is allowed (IPv6 literals take the long way). Sitemap `<loc>`s
-        are checked by it while they are read (test_url_policy checks it against `check()`)."""
+        are checked by it while they are read (test_sitemap_fast checks it against `check()`)."""
         return _unchanged_url(self._names, amp=amp) if self._names else None
 
     def parse_and_check(self, url: str) -> str:
