@@ -77,6 +77,8 @@ _WS = r"[ \t\r\n]*+"
 _CHARS = r"[!-%'-;=?-~]"  # printable ASCII without & < > (and without space)
 _OTHER = rf"(?:<changefreq>{_WS}{_CHARS}*+{_WS}</changefreq>{_WS}|<priority>{_WS}{_CHARS}*+{_WS}</priority>{_WS})*+"
 SNIFF_BYTES = 64  # XML or text, an HTML page: told from this many bytes after a BOM and blanks
+SNIFF_MAX = 64 * 1024  # … or from this many in all (one chunk of a normal download)
+_NOT_BLANK = re.compile(rb"[^\xef\xbb\xbf \t\n\r\x0b\x0c]")
 # A text sitemap whose first lines hold no URL is something else (an error page, JSON, a typo'd path).
 TEXT_PROBE_LINES = 50
 NO_LOC = "(no <loc>)"
@@ -497,12 +499,16 @@ class SitemapReader:
 
     def read_body(self, url: str, body: Iterator[bytes], children: list[str]) -> Iterator[SitemapEntry]:
         """The pages in `body`, the decompressed chunks of the sitemap at `url`; an index's children go to `children`."""
-        first = b""
-        for chunk in body:  # what the body is, decided on its first bytes, however the server cut them
-            first += chunk
-            head = first.lstrip(b"\xef\xbb\xbf").lstrip()
-            if len(head) >= SNIFF_BYTES:
+        # What the body is, decided on its first bytes however the server cut them (each chunk looked at once).
+        gathered = bytearray()
+        seen = -1  # where the first byte that is neither a BOM byte nor a blank is, once there is one
+        for chunk in body:
+            if seen < 0 and (found := _NOT_BLANK.search(chunk)):
+                seen = len(gathered) + found.start()
+            gathered += chunk
+            if len(gathered) >= SNIFF_MAX or (seen >= 0 and len(gathered) - seen >= SNIFF_BYTES):
                 break
+        first = bytes(gathered)
         head = first.lstrip(b"\xef\xbb\xbf").lstrip()
         chunks = _chain(first, body)
         if head.startswith(b"<"):
