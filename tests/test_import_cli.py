@@ -283,8 +283,8 @@ def test_check_db_passes_on_the_key_index_and_fails_on_a_full_scan(run_script, e
 
 
 @pytest.mark.parametrize("command", [(), ("rollback",), ("runs",), ("check-db",)])
-def test_help_ends_with_examples(run_script, command: tuple[str, ...]) -> None:
-    result = run_script(SCRIPT, *(command or ("run",)), "--help")
+def test_help_ends_with_examples(run_cli, command: tuple[str, ...]) -> None:
+    result = run_cli(SCRIPT, *(command or ("run",)), "--help")
     assert result.returncode == 0 and "Examples:" in result.stdout
 
 

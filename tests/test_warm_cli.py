@@ -491,8 +491,8 @@ def test_unreachable_site_is_a_temporary_failure(warm) -> None:
     assert len(errors) == 1 and "robots.txt" in errors[0]
 
 
-def test_help_ends_with_examples(run_script) -> None:  # type: ignore[no-untyped-def]
-    proc = run_script("warm_cache.py", "--help")
+def test_help_ends_with_examples(run_cli) -> None:  # type: ignore[no-untyped-def]
+    proc = run_cli("warm_cache.py", "--help")
     assert proc.returncode == 0
     tail = proc.stdout.rstrip().splitlines()
     examples = next(i for i, line in enumerate(tail) if line.strip() == "Examples:")
@@ -500,8 +500,8 @@ def test_help_ends_with_examples(run_script) -> None:  # type: ignore[no-untyped
     assert tail[-1].strip().startswith(("warm_cache.py", "git diff"))
 
 
-def test_negative_rate_option_is_a_usage_error(run_script) -> None:  # type: ignore[no-untyped-def]
-    proc = run_script("warm_cache.py", "--rate", "-1")
+def test_negative_rate_option_is_a_usage_error(run_cli) -> None:  # type: ignore[no-untyped-def]
+    proc = run_cli("warm_cache.py", "--rate", "-1")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "--rate" in proc.stderr
