@@ -46,6 +46,7 @@ def test_success_body_is_cloudflares(api):
         (None, ZONE, 400, 9106),
     ],
 )
+@pytest.mark.slow
 def test_auth_and_zone_errors(api, token, zone, status, code):
     response = purge(api, {"files": ["https://www.example.com/a"]}, token=token, zone=zone)
     assert response.status_code == status
@@ -67,6 +68,7 @@ def test_auth_and_zone_errors(api, token, zone, status, code):
         {"files": [f"https://www.example.com/{i}" for i in range(101)]},
     ],
 )
+@pytest.mark.slow
 def test_malformed_bodies_are_refused(api, body):
     response = purge(api, body)
     assert response.status_code == 400

@@ -134,6 +134,7 @@ def test_a_symlinked_lock_file_is_refused_and_its_target_untouched(run_script, w
     assert target.read_text() == "keep me\n"
 
 
+@pytest.mark.slow
 def test_files_under_state_dir_are_private_whatever_the_umask(run_script, env_file: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
     with env_file.open("a") as fh:
         fh.write("SITE_URL=https://www.example.com\n")

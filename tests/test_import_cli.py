@@ -50,6 +50,7 @@ def outbox_of(state_dir: Path, status: str = "%") -> list[tuple[str, str]]:
         return conn.execute("SELECT value, source FROM outbox WHERE status LIKE ? ORDER BY value", (status,)).fetchall()
 
 
+@pytest.mark.slow
 def test_importing_the_same_feed_twice_writes_nothing_the_second_time(
     run_script, env_file: Path, workdir: Path
 ) -> None:
@@ -71,6 +72,7 @@ def test_importing_the_same_feed_twice_writes_nothing_the_second_time(
     assert outbox_of(workdir / "state") == queued  # no purge enqueued
 
 
+@pytest.mark.slow
 def test_killed_at_random_points_then_rerun_equals_an_uninterrupted_run(
     run_script, base_env: dict[str, str], env_file: Path, tmp_path: Path
 ) -> None:
@@ -150,6 +152,7 @@ def _cursor(home: Path) -> tuple:
         return conn.execute("SELECT cursor_updated_at, cursor_key, resume_index FROM checkpoints").fetchone()
 
 
+@pytest.mark.slow
 def test_rollback_restores_the_previous_rows_and_queues_their_purges(run_script, env_file: Path, workdir: Path) -> None:
     configure(env_file)
     write_feed(workdir / "feed.jsonl", [item("a"), item("b"), item("c")])
@@ -231,6 +234,7 @@ def test_past_max_reject_rate_the_run_exits_2_keeping_committed_batches(
     assert kept_in(workdir / "state") == ([f"ok{i}" for i in range(5)], 5, 5, (None, 10))
 
 
+@pytest.mark.slow
 def test_a_feed_page_failing_exits_75_keeping_progress_and_the_rerun_continues(
     run_script, env_file: Path, httpserver: HTTPServer
 ) -> None:

@@ -148,6 +148,7 @@ def test_overlap_under_cron_exits_75_silently_and_is_recorded_as_skipped(
     assert skipped["finished_at"] == skipped["started_at"]
 
 
+@pytest.mark.slow
 def test_lock_of_a_running_warm_then_kill_9_frees_it(
     run_script, run_in_terminal, start_warm, workdir: Path, slow_site: DemoSite
 ) -> None:  # type: ignore[no-untyped-def]
@@ -171,6 +172,7 @@ def test_lock_of_a_running_warm_then_kill_9_frees_it(
 
 
 @pytest.mark.parametrize("signum,exit_code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.slow
 def test_signal_during_a_warm_keeps_finished_results(  # type: ignore[no-untyped-def]
     start_warm, workdir: Path, slow_site: DemoSite, signum: int, exit_code: int
 ) -> None:

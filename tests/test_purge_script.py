@@ -104,6 +104,7 @@ def test_wrong_token_exits_2_keeps_items_and_never_prints_the_token(configured, 
     assert open_items(configured) == [("https://www.example.com/a", "pending")]
 
 
+@pytest.mark.slow
 def test_api_down_exits_75_then_retry_sends(configured, run_script, api):
     down = {"CF_API_URL": "http://127.0.0.1:9/client/v4"}
     result = run_script("purge_cache.py", "urls", *urls(40), "--max-wait", "2", env=down)

@@ -73,6 +73,7 @@ def echo_headers(status: int, code: int):  # type: ignore[no-untyped-def]
 # --- the Cloudflare API token -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_api_that_echoes_the_authorization_header_leaks_the_token_nowhere(
     run_script: RunScript, env_file: Path, workdir: Path, httpserver: HTTPServer
 ) -> None:
@@ -118,6 +119,7 @@ def test_an_api_that_echoes_the_authorization_header_leaks_the_token_nowhere(
 # --- a key in IMPORT_SOURCE's query string --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_key_in_the_feed_url_is_sent_to_the_feed_and_stored_printed_logged_and_pinged_nowhere(
     run_script: RunScript, env_file: Path, workdir: Path, httpserver: HTTPServer
 ) -> None:
@@ -308,6 +310,7 @@ def test_a_registered_secret_is_hidden_in_any_form_of_message_and_inside_documen
     assert redact_value({"errors": [("x", "zz-registered-9f8e7dzz")], "n": 1}) == {"errors": [["x", "***zz"]], "n": 1}
 
 
+@pytest.mark.slow
 def test_a_log_glob_that_reaches_the_env_file_shows_no_token_in_its_malformed_line_samples(
     run_script: RunScript, env_file: Path, workdir: Path
 ) -> None:

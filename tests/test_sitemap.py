@@ -134,6 +134,7 @@ def test_gzip_bomb_stops_at_the_configured_decompressed_cap(warm, httpserver: HT
     [(b"", b"\0"), (f'<urlset xmlns="{NS}">'.encode(), b" ")],
     ids=["zeros", "xml-whitespace"],
 )
+@pytest.mark.slow
 def test_gzip_bomb_stops_at_the_default_cap(warm, httpserver: HTTPServer, prefix: bytes, filler: bytes) -> None:
     bomb = gzip_of_repeated(prefix, filler, 100 * 1024 * 1024)
     httpserver.expect_request("/sitemap.xml.gz").respond_with_data(bomb, content_type="application/gzip")
@@ -163,6 +164,7 @@ def test_gzip_bomb_in_content_encoding_is_capped_too(warm, httpserver: HTTPServe
     ],
     ids=["doctype", "no-doctype", "lowercase-doctype"],
 )
+@pytest.mark.slow
 def test_html_page_instead_of_a_sitemap(warm, httpserver: HTTPServer, body: str) -> None:
     httpserver.expect_request("/sitemap.xml").respond_with_data(body, content_type="text/html")
     proc = warm("--sitemap", httpserver.url_for("/sitemap.xml"))

@@ -116,6 +116,7 @@ def test_a_wrong_explicit_format_says_what_was_expected_and_what_came(httpserver
     assert err.value.retry_safe and "fix IMPORT_FORMAT" in err.value.hint
 
 
+@pytest.mark.slow
 def test_a_wrong_format_from_the_command_line_exits_2_and_writes_nothing(
     run_script, env_file: Path, httpserver: HTTPServer
 ) -> None:
@@ -209,6 +210,7 @@ def test_wordpress_modified_gmt_is_utc_by_the_declared_rule_but_a_local_field_ne
     assert isinstance(reject, Reject) and reject.field == "modified" and "IMPORT_NAIVE_TIMEZONE" in reject.expected
 
 
+@pytest.mark.slow
 def test_a_naive_feed_date_in_a_run_is_reported_with_the_hint(
     run_script, env_file: Path, httpserver: HTTPServer
 ) -> None:
@@ -460,6 +462,7 @@ def test_field_map_is_refused_for_rss_and_atom_whose_fields_are_fixed(tmp_path: 
 # --- what auto chose is said -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_chosen_format_is_in_the_event_log_and_on_a_terminal(
     run_script, run_in_terminal, env_file: Path, httpserver: HTTPServer
 ) -> None:

@@ -53,6 +53,7 @@ def serve(httpserver: HTTPServer, kind: str, site: Site) -> str:
 
 
 @pytest.mark.parametrize("kind", list(SOURCES))
+@pytest.mark.slow
 def test_a_real_source_imports_then_writes_nothing_then_takes_exactly_one_revision(
     kind: str, run_script, env_file: Path, httpserver: HTTPServer
 ) -> None:
@@ -109,6 +110,7 @@ def test_a_real_source_imports_then_writes_nothing_then_takes_exactly_one_revisi
     ]
 
 
+@pytest.mark.slow
 def test_an_rss_edit_with_an_unchanged_pubdate_is_caught_by_max_age_as_the_runbook_says(
     run_script, env_file: Path, httpserver: HTTPServer
 ) -> None:

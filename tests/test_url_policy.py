@@ -250,6 +250,7 @@ PATH_TOKENS = [
     st.sampled_from(["/", "/", "/", "", "?", "#"]),
     st.lists(st.sampled_from(PATH_TOKENS), max_size=8).map("".join),
 )
+@pytest.mark.slow
 def test_the_shortcut_for_urls_already_normal_agrees_with_parsing(base: str, port: str, lead: str, rest: str) -> None:
     policy = UrlPolicy(("www.example.com", "127.0.0.1"))
     url = base + port + lead + rest
@@ -377,6 +378,7 @@ def connections_elsewhere(allows: Callable[[str], str | None], pair: tuple[Loopb
     return reached
 
 
+@pytest.mark.slow
 def test_whatever_the_policy_allows_connects_to_the_allowed_host(pair: tuple[LoopbackSite, LoopbackSite]) -> None:
     policy = UrlPolicy(ALLOWED)
 
@@ -394,6 +396,7 @@ def test_whatever_the_policy_allows_connects_to_the_allowed_host(pair: tuple[Loo
     assert connections_elsewhere(allows, pair) == []
 
 
+@pytest.mark.slow
 def test_the_same_property_catches_the_old_urlsplit_allowlist(pair: tuple[LoopbackSite, LoopbackSite]) -> None:
     def old_allows(url: str) -> str | None:
         try:

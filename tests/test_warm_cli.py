@@ -160,6 +160,7 @@ def test_bypass_paths_and_duplicates_are_skipped_and_counted(warm, httpserver: H
 # --- retries -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_429_with_retry_after_then_200(warm, workdir: Path, httpserver: HTTPServer) -> None:
     flaky = Flaky(429, headers={"Retry-After": "1"})
     httpserver.expect_request("/slow").respond_with_handler(flaky)
@@ -170,6 +171,7 @@ def test_429_with_retry_after_then_200(warm, workdir: Path, httpserver: HTTPServ
     assert (row["outcome"], row["http_status"], row["attempts"]) == ("filled", 200, 2)
 
 
+@pytest.mark.slow
 def test_503_twice_then_200(warm, workdir: Path, httpserver: HTTPServer) -> None:
     flaky = Flaky(503, 503)
     httpserver.expect_request("/busy").respond_with_handler(flaky)
@@ -180,6 +182,7 @@ def test_503_twice_then_200(warm, workdir: Path, httpserver: HTTPServer) -> None
     assert (row["outcome"], row["attempts"]) == ("filled", 3)
 
 
+@pytest.mark.slow
 def test_retry_after_beyond_max_retry_wait_fails_without_waiting(warm, workdir: Path, httpserver: HTTPServer) -> None:
     flaky = Flaky(429, 429, 429, headers={"Retry-After": "120"})
     httpserver.expect_request("/limited").respond_with_handler(flaky)
@@ -192,6 +195,7 @@ def test_retry_after_beyond_max_retry_wait_fails_without_waiting(warm, workdir: 
 
 
 @pytest.mark.parametrize("threshold,exit_code", [(None, 1), ("0.5", 0)])
+@pytest.mark.slow
 def test_connection_refused_is_counted_and_the_run_continues(
     warm, workdir: Path, httpserver: HTTPServer, threshold: str | None, exit_code: int
 ) -> None:
@@ -347,6 +351,7 @@ def test_summary_names_the_data_centres_that_answered(warm, tmp_path: Path) -> N
     assert set(rows) == {"FRA", "AMS"} and sum(map(int, rows.values())) == 13, proc.stdout
 
 
+@pytest.mark.slow
 def test_a_hostile_cf_ray_is_counted_as_unknown_and_never_printed(warm, httpserver: HTTPServer) -> None:
     hostile = "\x1b]0;owned\x07-FRA"
     httpserver.expect_request("/a").respond_with_data("x", headers={"cf-cache-status": "HIT", "cf-ray": hostile})
@@ -483,6 +488,7 @@ def test_missing_urls_file(warm, workdir: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_unreachable_site_is_a_temporary_failure(warm) -> None:
     proc = warm(env={"SITE_URL": f"http://localhost:{free_port()}"})
     assert proc.returncode == 75
