@@ -116,13 +116,13 @@ def test_a_slow_consumer_does_not_spend_the_servers_time(site: LoopbackSite) -> 
     assert len(seen) == 3 and reader.report.problems == []
 
 
-def test_warm_max_bytes_from_the_settings_caps_the_script_run(run_script, env_file: Path, site: LoopbackSite) -> None:  # type: ignore[no-untyped-def]
+def test_warm_max_bytes_from_the_settings_caps_the_script_run(run_cli, env_file: Path, site: LoopbackSite) -> None:  # type: ignore[no-untyped-def]
     site.routes["/huge"] = Route(body=b"x" * (1 << 20), headers={"cf-cache-status": "MISS"})
     urls = env_file.parent / "urls.txt"
     urls.write_text(site.url("/huge") + "\n")
     with env_file.open("a") as fh:
         fh.write(f"SITE_URL=http://127.0.0.1:{site.port}\nWARM_MAX_BYTES=262144\nWARM_RATE=0\n")
-    proc = run_script("warm_cache.py", "--urls-file", str(urls), "--json")
+    proc = run_cli("warm_cache.py", "--urls-file", str(urls), "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["summary"]["outcomes"] == {"truncated": 1}
 

@@ -139,7 +139,7 @@ def site_handler(request: Request) -> Response:
 
 
 def test_check_reports_the_planted_mismatch_and_pings(
-    tmp_path: Path, httpserver: HTTPServer, run_script: RunScript
+    tmp_path: Path, httpserver: HTTPServer, run_cli: RunScript
 ) -> None:
     httpserver.expect_request("/hc/cache-rules/start", method="POST").respond_with_data("OK")
     httpserver.expect_request("/hc/cache-rules/1", method="POST").respond_with_data("OK")
@@ -147,7 +147,7 @@ def test_check_reports_the_planted_mismatch_and_pings(
     for path in ("/", "/pricing", "/account", "/static/app.css"):
         httpserver.expect_request(path, method="GET").respond_with_handler(site_handler)
     rules = write(tmp_path, SITE_RULES)
-    result = run_script(
+    result = run_cli(
         "check_cache_rules.py",
         "check",
         "--rules",
@@ -212,10 +212,10 @@ def test_bad_rules_file_exits_2_naming_rule_and_key(tmp_path: Path, run_cli: Run
     assert "rule 'html' key 'rollback' is missing" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_demo_site_has_exactly_the_planted_misconfiguration(run_script: RunScript) -> None:
+def test_demo_site_has_exactly_the_planted_misconfiguration(run_cli: RunScript) -> None:
     site_module = pytest.importorskip("demo.site", reason="demo/site.py (by the lead) not available")
     with site_module.DemoSite() as site:
-        result = run_script("check_cache_rules.py", "check", "--site", site.url, "--json")
+        result = run_cli("check_cache_rules.py", "check", "--site", site.url, "--json")
     assert result.returncode == 1, result.stderr
     doc = json.loads(result.stdout)
     assert [(m["rule"], m["url"].removeprefix(site.url), m["visitor"]) for m in doc["mismatches"]] == [

@@ -314,11 +314,9 @@ def test_metrics_textfile_and_last_success_carried_over(workdir: Path) -> None:
     assert second["edgecron_job_last_success_timestamp_seconds"] == ok_finished.timestamp()
 
 
-def test_metrics_from_the_real_script(run_script, workdir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_metrics_from_the_real_script(run_cli, workdir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     with DemoSite(pages=2) as site:
-        proc = run_script(
-            "warm_cache.py", env={"SITE_URL": site.url, "WARM_RATE": "0", "METRICS_DIR": str(workdir / "m")}
-        )
+        proc = run_cli("warm_cache.py", env={"SITE_URL": site.url, "WARM_RATE": "0", "METRICS_DIR": str(workdir / "m")})
     assert proc.returncode == 0, proc.stderr
     values = metrics(workdir / "m" / "edgecron_warm.prom")
     assert values["edgecron_job_last_exit_code"] == 0

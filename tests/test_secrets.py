@@ -312,7 +312,7 @@ def test_a_registered_secret_is_hidden_in_any_form_of_message_and_inside_documen
 
 @pytest.mark.slow
 def test_a_log_glob_that_reaches_the_env_file_shows_no_token_in_its_malformed_line_samples(
-    run_script: RunScript, env_file: Path, workdir: Path
+    run_cli: RunScript, env_file: Path, workdir: Path
 ) -> None:
     logs = workdir / "logs"
     logs.mkdir()
@@ -321,7 +321,7 @@ def test_a_log_glob_that_reaches_the_env_file_shows_no_token_in_its_malformed_li
     env_file.write_text(f"CF_API_TOKEN={TOKEN}\n" + env_file.read_text())  # the first "bad line" is shown
     outputs = []
     for args in (("--summary",), ("--json",), ("--no-state", "--json")):
-        result = run_script("check_logs.py", "--log", f"{logs}/*.log", *args)
+        result = run_cli("check_logs.py", "--log", f"{logs}/*.log", *args)
         outputs += [result.stdout, result.stderr]
     for text in outputs:
         assert TOKEN not in text, text

@@ -59,13 +59,13 @@ def error_line(proc) -> str:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def warm(run_script, httpserver: HTTPServer):  # type: ignore[no-untyped-def]
+def warm(run_cli, httpserver: HTTPServer):  # type: ignore[no-untyped-def]
     """Run warm_cache.py with SITE_URL on the loopback server and no rate limit."""
 
     def run(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
         full = {"SITE_URL": httpserver.url_for("/").rstrip("/"), "WARM_RATE": "0"}
         full.update(env or {})
-        return run_script("warm_cache.py", *args, env=full)
+        return run_cli("warm_cache.py", *args, env=full)
 
     return run
 

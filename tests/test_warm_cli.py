@@ -69,11 +69,11 @@ class Flaky:
 
 
 @pytest.fixture
-def warm(run_script, httpserver: HTTPServer):  # type: ignore[no-untyped-def]
+def warm(run_cli, httpserver: HTTPServer):  # type: ignore[no-untyped-def]
     def run(*args: str, env: dict[str, str] | None = None, input: str | None = None):  # type: ignore[no-untyped-def]
         full = {"SITE_URL": httpserver.url_for("/").rstrip("/"), "WARM_RATE": "0"}
         full.update(env or {})
-        return run_script("warm_cache.py", *args, env=full, input=input)
+        return run_cli("warm_cache.py", *args, env=full, input=input)
 
     return run
 
