@@ -187,3 +187,9 @@ def start_demo_serve(directory: Path) -> tuple[subprocess.Popen[str], str]:
         proc.communicate(timeout=10)
         raise AssertionError(f"demo/serve.py did not start: {first}")
     return proc, first.split()[-1]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first: on several workers the long ones then run beside the many short ones
+    instead of alone at the end (the order is otherwise kept)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
