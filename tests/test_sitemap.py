@@ -164,7 +164,6 @@ def test_gzip_bomb_in_content_encoding_is_capped_too(warm, httpserver: HTTPServe
     ],
     ids=["doctype", "no-doctype", "lowercase-doctype"],
 )
-@pytest.mark.slow
 def test_html_page_instead_of_a_sitemap(warm, httpserver: HTTPServer, body: str) -> None:
     httpserver.expect_request("/sitemap.xml").respond_with_data(body, content_type="text/html")
     proc = warm("--sitemap", httpserver.url_for("/sitemap.xml"))

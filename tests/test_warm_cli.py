@@ -182,7 +182,6 @@ def test_503_twice_then_200(warm, workdir: Path, httpserver: HTTPServer) -> None
     assert (row["outcome"], row["attempts"]) == ("filled", 3)
 
 
-@pytest.mark.slow
 def test_retry_after_beyond_max_retry_wait_fails_without_waiting(warm, workdir: Path, httpserver: HTTPServer) -> None:
     flaky = Flaky(429, 429, 429, headers={"Retry-After": "120"})
     httpserver.expect_request("/limited").respond_with_handler(flaky)
@@ -351,7 +350,6 @@ def test_summary_names_the_data_centres_that_answered(warm, tmp_path: Path) -> N
     assert set(rows) == {"FRA", "AMS"} and sum(map(int, rows.values())) == 13, proc.stdout
 
 
-@pytest.mark.slow
 def test_a_hostile_cf_ray_is_counted_as_unknown_and_never_printed(warm, httpserver: HTTPServer) -> None:
     hostile = "\x1b]0;owned\x07-FRA"
     httpserver.expect_request("/a").respond_with_data("x", headers={"cf-cache-status": "HIT", "cf-ray": hostile})
