@@ -1,13 +1,15 @@
-"""Shared fixtures: an isolated config per test and a runner for the real scripts (subprocesses)."""
+"""Shared fixtures: an isolated config per test and runners for the real scripts (in-process or subprocesses)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pty
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -17,6 +19,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 
 RunScript = Callable[..., subprocess.CompletedProcess[str]]
+# What the coverage run (`make coverage`, `make test`) hands to the processes it measures: kept in the
+# scripts' otherwise minimal environment, so a script run as a subprocess is measured too.
+COVERAGE_ENV = ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")
 
 
 @pytest.fixture
@@ -36,13 +41,14 @@ def env_file(workdir: Path) -> Path:
 
 @pytest.fixture
 def base_env(env_file: Path) -> dict[str, str]:
-    """Environment for script subprocesses: only PATH/HOME plus our .env (nothing from the host)."""
+    """Environment for script runs: only PATH/HOME plus our .env (nothing from the host)."""
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(env_file.parent),
         "LANG": "C.UTF-8",
         "EDGECRON_ENV_FILE": str(env_file),
         "PYTHONDONTWRITEBYTECODE": "1",
+        **{key: os.environ[key] for key in COVERAGE_ENV if key in os.environ},
     }
 
 
@@ -63,6 +69,67 @@ def run_script(base_env: dict[str, str]) -> RunScript:
             text=True,
             timeout=timeout,
         )
+
+    return run
+
+
+_script_modules: dict[str, ModuleType] = {}
+
+
+def script_module(name: str) -> ModuleType:
+    """`scripts/<name>` imported once per test process (its `__main__` block does not run)."""
+    if name not in _script_modules:
+        spec = importlib.util.spec_from_file_location(f"script_{Path(name).stem}", ROOT / "scripts" / name)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        _script_modules[name] = module
+    return _script_modules[name]
+
+
+@pytest.fixture
+def run_cli(base_env: dict[str, str]) -> RunScript:
+    """Run `scripts/<name>` in this process, as `python scripts/<name> ARGS` would: same argv and prog
+    name, the same `.env`-only environment as `run_script`, through the script's own `_cli.main` (its
+    error edge and exit codes). Returns a CompletedProcess (exit code, stdout, stderr apart), so a
+    test moves between this and `run_script` by name alone. Use `run_script` where the process is
+    the point: locks, signals, kills, cron's environment, a terminal.
+    """
+    import _cli
+    from typer._click import formatting
+    from typer.testing import CliRunner
+
+    def run(
+        name: str, *args: str, env: dict[str, str] | None = None, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        script = script_module(name)
+        wanted = {**base_env, "COLUMNS": "80", **(env or {})}  # 80: a pipe's width, as in a subprocess
+        # The host's variables are removed for the run (None), the test's set; both undone afterwards.
+        overrides: dict[str, str | None] = {key: None for key in os.environ if key not in wanted}
+        overrides.update(wanted)
+        saved_argv, saved_main = sys.argv, sys.modules["__main__"]
+        saved_umask = os.umask(0o022)  # read it: `_cli.main` sets the process umask
+        os.umask(saved_umask)
+        runner = CliRunner()
+        with runner.isolation(input=input, env=overrides) as (stdout, stderr, _):
+            formatting.FORCED_WIDTH = None  # wrap help at the terminal width (COLUMNS), as the script does
+            sys.argv = [str(ROOT / "scripts" / name), *args]
+            sys.modules["__main__"] = script  # click names the program after argv[0] only for a plain script
+            try:
+                _cli.main(script.app)
+                code = 0
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+                if isinstance(exit_.code, str):  # what the interpreter does with `sys.exit("text")`
+                    sys.stderr.write(exit_.code + "\n")
+            finally:
+                sys.argv, sys.modules["__main__"] = saved_argv, saved_main
+                os.umask(saved_umask)
+                sys.stdout.flush()
+                sys.stderr.flush()
+            out, err = stdout.getvalue().decode(), stderr.getvalue().decode()
+        return subprocess.CompletedProcess([name, *args], code, out, err)
 
     return run
 
@@ -120,3 +187,9 @@ def start_demo_serve(directory: Path) -> tuple[subprocess.Popen[str], str]:
         proc.communicate(timeout=10)
         raise AssertionError(f"demo/serve.py did not start: {first}")
     return proc, first.split()[-1]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first: on several workers the long ones then run beside the many short ones
+    instead of alone at the end (the order is otherwise kept)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -42,6 +42,7 @@ def site() -> Iterator[LoopbackSite]:
     server.close()
 
 
+@pytest.mark.slow
 def test_a_trickling_page_is_cut_at_the_timeout_and_counted_failed_not_filled(site: LoopbackSite) -> None:
     site.routes["/slow"] = TRICKLE
     started = time.monotonic()
@@ -55,6 +56,7 @@ def test_a_trickling_page_is_cut_at_the_timeout_and_counted_failed_not_filled(si
     assert elapsed < WITHIN
 
 
+@pytest.mark.slow
 def test_warm_timeout_from_the_settings_bounds_the_script_run(run_script, env_file: Path, site: LoopbackSite) -> None:  # type: ignore[no-untyped-def]
     site.routes["/slow"] = TRICKLE
     site.routes["/fine"] = Route(body=b"ok", headers={"cf-cache-status": "HIT"})
@@ -71,6 +73,7 @@ def test_warm_timeout_from_the_settings_bounds_the_script_run(run_script, env_fi
     assert failure["elapsed_ms"] < WITHIN * 1000
 
 
+@pytest.mark.slow
 def test_the_sitemap_reader_honours_warm_timeout_for_the_whole_sitemap(site: LoopbackSite, tmp_path: Path) -> None:
     site.routes["/sitemap.xml"] = TRICKLE
     environ = {"STATE_DIR": str(tmp_path), "ALLOWED_HOSTS": "127.0.0.1", "WARM_TIMEOUT": f"{TIMEOUT:g}"}
@@ -83,6 +86,7 @@ def test_the_sitemap_reader_honours_warm_timeout_for_the_whole_sitemap(site: Loo
     assert f"took longer than {TIMEOUT:g} s in all" in problem.message
 
 
+@pytest.mark.slow
 def test_a_trickling_feed_page_is_cut_at_import_timeout(site: LoopbackSite) -> None:
     site.routes["/feed"] = Route(body=b'{"items": []}' + b" " * 40, behaviour="trickle")
     source = HttpSource(
@@ -112,13 +116,13 @@ def test_a_slow_consumer_does_not_spend_the_servers_time(site: LoopbackSite) -> 
     assert len(seen) == 3 and reader.report.problems == []
 
 
-def test_warm_max_bytes_from_the_settings_caps_the_script_run(run_script, env_file: Path, site: LoopbackSite) -> None:  # type: ignore[no-untyped-def]
+def test_warm_max_bytes_from_the_settings_caps_the_script_run(run_cli, env_file: Path, site: LoopbackSite) -> None:  # type: ignore[no-untyped-def]
     site.routes["/huge"] = Route(body=b"x" * (1 << 20), headers={"cf-cache-status": "MISS"})
     urls = env_file.parent / "urls.txt"
     urls.write_text(site.url("/huge") + "\n")
     with env_file.open("a") as fh:
         fh.write(f"SITE_URL=http://127.0.0.1:{site.port}\nWARM_MAX_BYTES=262144\nWARM_RATE=0\n")
-    proc = run_script("warm_cache.py", "--urls-file", str(urls), "--json")
+    proc = run_cli("warm_cache.py", "--urls-file", str(urls), "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["summary"]["outcomes"] == {"truncated": 1}
 
@@ -151,6 +155,7 @@ def test_a_body_over_the_cap_is_read_that_far_and_counted_truncated(site: Loopba
     ("source", "behaviour"),
     [("page", "endless"), ("page", "silent"), ("page", "trickle"), ("sitemap", "silent")],
 )
+@pytest.mark.slow
 def test_sigterm_ends_a_stuck_warm_run_within_10_s_with_143_and_the_lock_free(
     base_env: dict[str, str], workdir: Path, site: LoopbackSite, source: str, behaviour: str
 ) -> None:

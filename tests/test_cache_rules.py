@@ -139,7 +139,7 @@ def site_handler(request: Request) -> Response:
 
 
 def test_check_reports_the_planted_mismatch_and_pings(
-    tmp_path: Path, httpserver: HTTPServer, run_script: RunScript
+    tmp_path: Path, httpserver: HTTPServer, run_cli: RunScript
 ) -> None:
     httpserver.expect_request("/hc/cache-rules/start", method="POST").respond_with_data("OK")
     httpserver.expect_request("/hc/cache-rules/1", method="POST").respond_with_data("OK")
@@ -147,7 +147,7 @@ def test_check_reports_the_planted_mismatch_and_pings(
     for path in ("/", "/pricing", "/account", "/static/app.css"):
         httpserver.expect_request(path, method="GET").respond_with_handler(site_handler)
     rules = write(tmp_path, SITE_RULES)
-    result = run_script(
+    result = run_cli(
         "check_cache_rules.py",
         "check",
         "--rules",
@@ -179,9 +179,9 @@ def test_check_reports_the_planted_mismatch_and_pings(
     assert pinged[0][1] == pinged[1][1] and uuid.UUID(pinged[0][1])
 
 
-def test_dry_run_requests_nothing(tmp_path: Path, httpserver: HTTPServer, run_script: RunScript) -> None:
+def test_dry_run_requests_nothing(tmp_path: Path, httpserver: HTTPServer, run_cli: RunScript) -> None:
     rules = write(tmp_path, SITE_RULES)
-    result = run_script(
+    result = run_cli(
         "check_cache_rules.py", "check", "--rules", str(rules), "--site", httpserver.url_for("/"), "--dry-run"
     )
     assert result.returncode == 0, result.stderr
@@ -189,11 +189,11 @@ def test_dry_run_requests_nothing(tmp_path: Path, httpserver: HTTPServer, run_sc
     assert httpserver.log == []
 
 
-def test_unreachable_site_exits_75(tmp_path: Path, run_script: RunScript) -> None:
+def test_unreachable_site_exits_75(tmp_path: Path, run_cli: RunScript) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    result = run_script(
+    result = run_cli(
         "check_cache_rules.py",
         "check",
         "--rules",
@@ -205,17 +205,17 @@ def test_unreachable_site_exits_75(tmp_path: Path, run_script: RunScript) -> Non
     assert result.stderr.startswith("Error: no example could be requested")
 
 
-def test_bad_rules_file_exits_2_naming_rule_and_key(tmp_path: Path, run_script: RunScript) -> None:
+def test_bad_rules_file_exits_2_naming_rule_and_key(tmp_path: Path, run_cli: RunScript) -> None:
     rules = write(tmp_path, SITE_RULES.replace("rollback = \"disable 'html'\"\n", ""))
-    result = run_script("check_cache_rules.py", "check", "--rules", str(rules), "--site", "https://www.example.com")
+    result = run_cli("check_cache_rules.py", "check", "--rules", str(rules), "--site", "https://www.example.com")
     assert result.returncode == 2
     assert "rule 'html' key 'rollback' is missing" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_demo_site_has_exactly_the_planted_misconfiguration(run_script: RunScript) -> None:
+def test_demo_site_has_exactly_the_planted_misconfiguration(run_cli: RunScript) -> None:
     site_module = pytest.importorskip("demo.site", reason="demo/site.py (by the lead) not available")
     with site_module.DemoSite() as site:
-        result = run_script("check_cache_rules.py", "check", "--site", site.url, "--json")
+        result = run_cli("check_cache_rules.py", "check", "--site", site.url, "--json")
     assert result.returncode == 1, result.stderr
     doc = json.loads(result.stdout)
     assert [(m["rule"], m["url"].removeprefix(site.url), m["visitor"]) for m in doc["mismatches"]] == [
@@ -226,19 +226,19 @@ def test_demo_site_has_exactly_the_planted_misconfiguration(run_script: RunScrip
 # --- the page is generated from the TOML ---------------------------------------------------------------
 
 
-def test_cache_rules_md_is_rendered_from_the_toml(run_script: RunScript) -> None:
+def test_cache_rules_md_is_rendered_from_the_toml(run_cli: RunScript) -> None:
     rules = module.load_rules(ROOT / "notes" / "cache-rules.toml")
     assert (ROOT / "notes" / "cache-rules.md").read_text() == module.render_markdown(rules)
     for rule in rules.rules:
         assert rule.owner and rule.rollback
-    assert run_script("check_cache_rules.py", "render", "--check").returncode == 0
+    assert run_cli("check_cache_rules.py", "render", "--check").returncode == 0
 
 
-def test_render_check_fails_when_the_page_drifts(tmp_path: Path, run_script: RunScript) -> None:
+def test_render_check_fails_when_the_page_drifts(tmp_path: Path, run_cli: RunScript) -> None:
     page = tmp_path / "page.md"
     page.write_text("# stale\n")
     rules = str(ROOT / "notes" / "cache-rules.toml")
-    stale = run_script("check_cache_rules.py", "render", "--rules", rules, "--output", str(page), "--check")
+    stale = run_cli("check_cache_rules.py", "render", "--rules", rules, "--output", str(page), "--check")
     assert stale.returncode == 1 and "out of date" in stale.stderr
-    assert run_script("check_cache_rules.py", "render", "--rules", rules, "--output", str(page)).returncode == 0
+    assert run_cli("check_cache_rules.py", "render", "--rules", rules, "--output", str(page)).returncode == 0
     assert "## public-html" in page.read_text()

@@ -46,79 +46,79 @@ def cursor_offset(workdir: Path) -> int | None:
     return row[0] if row else None
 
 
-def test_clean_log_is_silent_under_cron_and_rerun_reads_nothing(run_script, access_log: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
-    first = run_script("check_logs.py")
+def test_clean_log_is_silent_under_cron_and_rerun_reads_nothing(run_cli, access_log: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    first = run_cli("check_logs.py")
     assert (first.returncode, first.stdout, first.stderr) == (0, "", "")
     assert cursor_offset(workdir) == access_log.stat().st_size
-    again = run_script("check_logs.py", "--json")
+    again = run_cli("check_logs.py", "--json")
     doc = json.loads(again.stdout)
     assert again.returncode == 0
     assert doc["summary"]["lines"] == 0 and doc["summary"]["bytes_read"] == 0
     with access_log.open("a") as fh:
         fh.write(lines(7))
-    third = json.loads(run_script("check_logs.py", "--json").stdout)
+    third = json.loads(run_cli("check_logs.py", "--json").stdout)
     assert third["summary"]["lines"] == 7
 
 
-def test_breach_exits_1_with_the_problem_on_stderr(run_script, access_log: Path) -> None:  # type: ignore[no-untyped-def]
+def test_breach_exits_1_with_the_problem_on_stderr(run_cli, access_log: Path) -> None:  # type: ignore[no-untyped-def]
     with access_log.open("a") as fh:
         fh.write(lines(20, path="/checkout", status=503))
-    result = run_script("check_logs.py")
+    result = run_cli("check_logs.py")
     assert result.returncode == 1
     assert result.stdout == ""
     assert "BREACH [critical] 5xx_rate: 20 of 120 responses were 5xx" in result.stderr
     assert "/checkout: 20×5xx" in result.stderr
 
 
-def test_wrong_log_format_exits_2_and_saves_no_position(run_script, access_log: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
-    result = run_script("check_logs.py", "--format", "combined")
+def test_wrong_log_format_exits_2_and_saves_no_position(run_cli, access_log: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    result = run_cli("check_logs.py", "--format", "combined")
     assert result.returncode == 2
     assert "LOG_FORMAT does not match the log: 100 of 100 lines did not parse" in result.stderr
     assert "first bad line: '198.51.100.1 - - [" in result.stderr
     assert "expected lines in the format 'combined'" in result.stderr
     assert "Traceback" not in result.stderr
     assert cursor_offset(workdir) is None
-    fixed = json.loads(run_script("check_logs.py", "--json").stdout)
+    fixed = json.loads(run_cli("check_logs.py", "--json").stdout)
     assert fixed["summary"]["requests"] == 100  # nothing was skipped by the failed run
 
 
-def test_unknown_variable_is_a_usage_error(run_script, access_log: Path) -> None:  # type: ignore[no-untyped-def]
-    result = run_script("check_logs.py", "--format", '$remote_addr "$request" $status $upstream_cach_status')
+def test_unknown_variable_is_a_usage_error(run_cli, access_log: Path) -> None:  # type: ignore[no-untyped-def]
+    result = run_cli("check_logs.py", "--format", '$remote_addr "$request" $status $upstream_cach_status')
     assert result.returncode == 2
     assert "unknown nginx variable $upstream_cach_status" in result.stderr
     assert "$upstream_cache_status?" in result.stderr
 
 
-def test_dry_run_and_no_state_save_nothing(run_script, access_log: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_dry_run_and_no_state_save_nothing(run_cli, access_log: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
     for flag in ("--dry-run", "--no-state"):
-        doc = json.loads(run_script("check_logs.py", flag, "--json").stdout)
+        doc = json.loads(run_cli("check_logs.py", flag, "--json").stdout)
         assert doc["summary"]["requests"] == 100 and doc["summary"]["dry_run"] is True
     assert not (workdir / "state" / "state.db").exists()
 
 
-def test_summary_table_and_help(run_script, access_log: Path) -> None:  # type: ignore[no-untyped-def]
-    table = run_script("check_logs.py", "--summary")
+def test_summary_table_and_help(run_cli, access_log: Path) -> None:  # type: ignore[no-untyped-def]
+    table = run_cli("check_logs.py", "--summary")
     assert table.returncode == 0
     assert table.stdout.splitlines()[0].split() == ["check", "status", "severity", "value", "threshold", "summary"]
     assert "100 lines, 100 requests, 0 malformed, 0 breached" in table.stdout
-    help_text = run_script("check_logs.py", "--help").stdout
+    help_text = run_cli("check_logs.py", "--help").stdout
     assert help_text.rstrip().splitlines()[-1].strip().startswith("check_logs.py --max-age 2h")
 
 
-def test_bad_since_is_a_usage_error(run_script, access_log: Path) -> None:  # type: ignore[no-untyped-def]
-    result = run_script("check_logs.py", "--since", "yesterday")
+def test_bad_since_is_a_usage_error(run_cli, access_log: Path) -> None:  # type: ignore[no-untyped-def]
+    result = run_cli("check_logs.py", "--since", "yesterday")
     assert result.returncode == 2
     assert "--since is not a time: got 'yesterday'" in result.stderr
 
 
-def test_failed_job_is_reported(run_script, access_log: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
-    run_script("check_logs.py")  # creates the state database
+def test_failed_job_is_reported(run_cli, access_log: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    run_cli("check_logs.py")  # creates the state database
     with sqlite3.connect(workdir / "state" / "state.db") as db:
         db.execute(
             "INSERT INTO runs(run_id, job, started_at, finished_at, status, error) "
             "VALUES ('r1', 'import', '2026-11-28T10:00:00+00:00', '2026-11-28T10:01:00+00:00', 'failed', 'feed 500')"
         )
-    result = run_script("check_logs.py")
+    result = run_cli("check_logs.py")
     assert result.returncode == 1
     assert "BREACH [critical] job_last_run:import: last import run ended failed" in result.stderr
 
@@ -198,7 +198,7 @@ def test_unreadable_log_names_the_group(base_env: dict[str, str]) -> None:
     assert "with group 'root': add this user to that group (sudo usermod -aG root $USER)" in result.stderr
 
 
-def test_a_glob_never_follows_a_symlink_out_of_the_log_directory(run_script, env_file: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_glob_never_follows_a_symlink_out_of_the_log_directory(run_cli, env_file: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
     """Whoever can write the log directory must not make the check quote .env as malformed lines."""
     logs = workdir / "logs"
     logs.mkdir()
@@ -206,7 +206,7 @@ def test_a_glob_never_follows_a_symlink_out_of_the_log_directory(run_script, env
     (logs / "evil.access.log").symlink_to(env_file)
     with env_file.open("a") as fh:
         fh.write(f"ACCESS_LOGS={logs}/*.access.log\nLOG_FORMAT=edgecron\nCF_API_TOKEN=tok-9f3e-very-secret\n")
-    result = run_script("check_logs.py", "--json")
+    result = run_cli("check_logs.py", "--json")
     assert "tok-9f3e-very-secret" not in result.stdout + result.stderr
     doc = json.loads(result.stdout)
     [refused] = [f for f in doc["findings"] if f["check"] == "log_file_refused"]
@@ -245,10 +245,10 @@ def test_a_log_format_directive_pasted_over_lines_into_env_is_read(run_script, e
     assert (summary["requests"], summary["malformed"]) == (60, 0)
 
 
-def test_a_pasted_directive_without_its_semicolon_says_how_to_paste(run_script, env_file: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_pasted_directive_without_its_semicolon_says_how_to_paste(run_cli, env_file: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
     with env_file.open("a") as fh:
         fh.write(PASTED.replace("';\n", "'\n") + f"ACCESS_LOGS={workdir / 'access.log'}\n")
-    result = run_script("check_logs.py")
+    result = run_cli("check_logs.py")
     assert result.returncode == 2
     assert "is a log_format directive without its closing ';'" in result.stderr
     assert "pasted as is after LOG_FORMAT=, over as many lines as it takes" in result.stderr
@@ -271,19 +271,19 @@ def test_a_bare_json_format_with_log_escape_json(run_script, env_file: Path) -> 
     assert summary["cache_status"] == {"variable": "upstream_cache_status", "counts": {"HIT": 60}}
 
 
-def test_a_json_shaped_format_without_escape_json_gets_a_hint(run_script, env_file: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_json_shaped_format_without_escape_json_gets_a_hint(run_cli, env_file: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
     log = workdir / "access.log"
     log.write_text(json_lines(60))
     with env_file.open("a") as fh:
         fh.write(f"ACCESS_LOGS={log}\nLOG_FORMAT='{JSON_FORMAT}'\n")
-    result = run_script("check_logs.py", "--no-jobs")
+    result = run_cli("check_logs.py", "--no-jobs")
     assert result.returncode == 2  # every line has \" : the format does not match
     assert "Warning: LOG_FORMAT looks like JSON" in result.stderr
     assert "Hint: LOG_FORMAT looks like JSON" in result.stderr and "set LOG_ESCAPE=json" in result.stderr
 
 
 def test_json_reports_statuses_cache_upstream_top_paths_and_malformed_places(
-    run_script, env_file: Path, workdir: Path
+    run_cli, env_file: Path, workdir: Path
 ) -> None:  # type: ignore[no-untyped-def]
     log = workdir / "access.log"
     body = (
@@ -299,7 +299,7 @@ def test_json_reports_statuses_cache_upstream_top_paths_and_malformed_places(
     log.write_text(body)
     with env_file.open("a") as fh:
         fh.write(f"ACCESS_LOGS={log}\nLOG_FORMAT=edgecron\nLOG_MAX_LINE_BYTES=2048\n")
-    result = run_script("check_logs.py", "--json", "--no-jobs")
+    result = run_cli("check_logs.py", "--json", "--no-jobs")
     doc = json.loads(result.stdout)
     s = doc["summary"]
     assert s["lines"] == 65 == s["requests"] + s["outside_window"] + s["malformed"]
@@ -311,5 +311,5 @@ def test_json_reports_statuses_cache_upstream_top_paths_and_malformed_places(
     assert s["top_404_paths"] == [{"path": "/gone", "count": 7}]
     assert s["top_5xx_paths"] == [{"path": "/api", "count": 3}]
     assert [(m["file"], m["line"]) for m in s["malformed_lines"]] == [(str(log), 63), (str(log), 64), (str(log), 65)]
-    table = run_script("check_logs.py", "--summary", "--no-state", "--no-jobs")
+    table = run_cli("check_logs.py", "--summary", "--no-state", "--no-jobs")
     assert f"2xx ×50, 499 ×2, 4xx ×7, 5xx ×3; cache MISS ×62; first malformed line: {log}:63" in table.stdout

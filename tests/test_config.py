@@ -205,8 +205,8 @@ def test_token_never_reaches_output_logs_or_state(run_script, workdir: Path, tmp
     ],
     ids=["malformed-site-url", "missing-site-url", "concurrency-abc", "negative-rate"],
 )
-def test_config_errors_from_the_script(run_script, env: dict[str, str], fragments: list[str]) -> None:  # type: ignore[no-untyped-def]
-    proc = run_script("warm_cache.py", env=env)
+def test_config_errors_from_the_script(run_cli, env: dict[str, str], fragments: list[str]) -> None:  # type: ignore[no-untyped-def]
+    proc = run_cli("warm_cache.py", env=env)
     assert proc.returncode == 2
     line = error_line(proc)
     for fragment in fragments:
@@ -215,10 +215,10 @@ def test_config_errors_from_the_script(run_script, env: dict[str, str], fragment
     assert "fix .env" in proc.stderr
 
 
-def test_unknown_key_in_env_file_from_the_script(run_script, env_file: Path) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_key_in_env_file_from_the_script(run_cli, env_file: Path) -> None:  # type: ignore[no-untyped-def]
     with env_file.open("a") as fh:
         fh.write("WARM_CONCURENCY=4\n")
-    proc = run_script("warm_cache.py", "--dry-run")
+    proc = run_cli("warm_cache.py", "--dry-run")
     assert proc.returncode == 2
     line = error_line(proc)
     assert line.startswith(f"Error: WARM_CONCURENCY in {env_file} is not a known setting")

@@ -66,6 +66,7 @@ def test_an_unreadable_urls_file_is_a_usage_error_and_not_a_run_of_the_warm_job(
 # --- a non-zero exit always says why ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_purge_with_warm_says_on_stderr_when_the_rewarm_fails(
     run_script, env_file: Path, workdir: Path, httpserver: HTTPServer
 ) -> None:  # type: ignore[no-untyped-def]
@@ -109,6 +110,7 @@ def test_import_dry_run_prints_what_would_change_under_cron(run_script, env_file
     assert "would be" in result.stdout.splitlines()[0]
 
 
+@pytest.mark.slow
 def test_warm_verify_and_dry_run_print_under_cron(run_script, env_file: Path, site: DemoSite) -> None:  # type: ignore[no-untyped-def]
     with env_file.open("a") as fh:
         fh.write(f"SITE_URL={site.url}\nWARM_RATE=0\n")
@@ -134,6 +136,7 @@ def test_warm_verify_and_dry_run_print_under_cron(run_script, env_file: Path, si
         ("check_cache_rules.py", "check"),
     ],
 )
+@pytest.mark.slow
 def test_every_scheduled_command_has_summary(run_script, script: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
     result = run_script(*script, "--help")
     assert result.returncode == 0, result.stderr
@@ -143,6 +146,7 @@ def test_every_scheduled_command_has_summary(run_script, script: tuple[str, ...]
 # --- a config error under cron still reaches the monitor ----------------------------------------
 
 
+@pytest.mark.slow
 def test_config_error_under_cron_pings_the_failure(run_script, env_file: Path, httpserver: HTTPServer) -> None:  # type: ignore[no-untyped-def]
     httpserver.expect_request("/ping-key/warm/2", method="POST").respond_with_data("OK")
     with env_file.open("a") as fh:
@@ -167,6 +171,7 @@ def test_config_error_with_unreadable_monitoring_settings_still_exits_2(run_scri
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_runs_record_their_trigger(run_script, env_file: Path, workdir: Path, site: DemoSite) -> None:  # type: ignore[no-untyped-def]
     with env_file.open("a") as fh:
         fh.write(f"SITE_URL={site.url}\nWARM_RATE=0\n")
@@ -180,6 +185,7 @@ def test_runs_record_their_trigger(run_script, env_file: Path, workdir: Path, si
     assert warm["last_trigger"] == "manual"
 
 
+@pytest.mark.slow
 def test_status_shows_times_with_their_zone(run_script, env_file: Path) -> None:  # type: ignore[no-untyped-def]
     with env_file.open("a") as fh:
         fh.write("SCHEDULE_TIMEZONE=America/New_York\n")

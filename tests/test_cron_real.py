@@ -32,6 +32,8 @@ from edgecron.schedule import JOBS
 
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"  # what every crontab line runs
 CRON = Path("/usr/sbin/cron")
+pytestmark = pytest.mark.slow  # every crontab line run as cron runs it, and the real cron daemon
+
 CRON_PID_FILE = Path("/var/run/crond.pid")  # Debian's cron holds a flock on it while it runs
 CRON_D = Path("/etc/cron.d")
 ASSIGNMENT = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")

@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import start_demo_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_demo_serve_settings_drive_a_real_job_and_sigterm_stops_it(tmp_path: Path, base_env: dict[str, str]) -> None:
     proc, _ = start_demo_serve(tmp_path)
     try:

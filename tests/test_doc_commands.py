@@ -58,6 +58,8 @@ MAKE_NOT_RUN = {
     "demo": "runs the whole demo (tests/test_demo.py runs it)",
     "demo-serve": "keeps servers running until Ctrl-C (tests/test_demo_serve.py runs it)",
     "test": "is this test suite",
+    "test-fast": "is part of this test suite",
+    "coverage": "is this test suite, measured",
     "lint": "runs ruff and mypy (CI runs it as its own step)",
     "fmt": "rewrites the source files",
     "bench": "takes minutes (tests/test_bench_entry.py covers its entry point)",

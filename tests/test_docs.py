@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import RunScript
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted(p for p in (ROOT / "scripts").glob("*.py") if not p.name.startswith("_"))
 TYPE_LABEL = re.compile(r"<(?:int|float|str|path|list\[[a-z]+\])(?: range)?>")  # Typer's labels, e.g. <float range>
@@ -17,20 +19,19 @@ def command_names(section: str) -> list[str]:
     return [line.split()[0] for line in section.splitlines() if re.match(r"  \S", line)]
 
 
-def every_help_text() -> dict[str, str]:
+def every_help_text(run_cli: RunScript) -> dict[str, str]:
     texts: dict[str, str] = {}
     for script in SCRIPTS:
-        top = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=30)
+        top = run_cli(script.name, "--help")
         texts[script.name] = top.stdout
         if "Commands:" in top.stdout:
             for name in command_names(top.stdout.split("Commands:", 1)[1].split("Examples:", 1)[0]):
-                sub = [sys.executable, str(script), name, "--help"]
-                texts[f"{script.name} {name}"] = subprocess.run(sub, capture_output=True, text=True, timeout=30).stdout
+                texts[f"{script.name} {name}"] = run_cli(script.name, name, "--help").stdout
     return texts
 
 
-def test_help_shows_what_to_type_and_whole_command_descriptions() -> None:
-    texts = every_help_text()
+def test_help_shows_what_to_type_and_whole_command_descriptions(run_cli: RunScript) -> None:
+    texts = every_help_text(run_cli)
     assert len(texts) >= 16
     for where, text in texts.items():
         assert text.startswith("Usage:"), where
@@ -49,11 +50,11 @@ def test_env_example_and_readme_table_match_config_keys() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_every_script_help_ends_with_examples() -> None:
+def test_every_script_help_ends_with_examples(run_cli: RunScript) -> None:
     scripts = sorted(p for p in (ROOT / "scripts").glob("*.py") if not p.name.startswith("_"))
     assert scripts
     for script in scripts:
-        result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=30)
+        result = run_cli(script.name, "--help")
         assert result.returncode == 0, f"{script.name}: {result.stderr}"
         assert "Examples:" in result.stdout, f"{script.name} --help has no examples"
         tail = result.stdout.rsplit("Examples:", 1)[1]
@@ -61,18 +62,16 @@ def test_every_script_help_ends_with_examples() -> None:
         assert "Options" not in tail and "--help" not in tail, f"{script.name} --help does not end with its examples"
 
 
-def test_every_subcommand_help_ends_with_examples() -> None:
+def test_every_subcommand_help_ends_with_examples(run_cli: RunScript) -> None:
     checked = 0
     for script in sorted(p for p in (ROOT / "scripts").glob("*.py") if not p.name.startswith("_")):
-        top = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=30)
+        top = run_cli(script.name, "--help")
         if "Commands:" not in top.stdout:
             continue
         section = top.stdout.split("Commands:", 1)[1].split("Examples:", 1)[0]
         names = command_names(section)
         for name in names:
-            result = subprocess.run(
-                [sys.executable, str(script), name, "--help"], capture_output=True, text=True, timeout=30
-            )
+            result = run_cli(script.name, name, "--help")
             assert result.returncode == 0, f"{script.name} {name}: {result.stderr}"
             tail = result.stdout.rsplit("Examples:", 1)
             assert len(tail) == 2 and "Options" not in tail[1], (

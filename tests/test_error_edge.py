@@ -27,30 +27,30 @@ def assert_one_error(result: subprocess.CompletedProcess[str], code: int, starts
     "args",
     [("purge_cache.py", "outbox"), ("purge_cache.py", "everything", "--dry-run"), ("jobs.py", "status")],
 )
-def test_a_garbage_state_db_is_one_clear_error(run_script, workdir: Path, args: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+def test_a_garbage_state_db_is_one_clear_error(run_cli, workdir: Path, args: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
     (workdir / "state" / "state.db").write_bytes(b"this is not a database, just 64 bytes of text padding......\n")
-    result = run_script(*args)
+    result = run_cli(*args)
     assert_one_error(result, 2, f"Error: state database {workdir / 'state' / 'state.db'} is unusable")
 
 
-def test_a_state_db_from_a_newer_edgecron_is_refused(run_script, workdir: Path) -> None:  # type: ignore[no-untyped-def]
-    assert run_script("jobs.py", "status").returncode == 0  # creates the database
+def test_a_state_db_from_a_newer_edgecron_is_refused(run_cli, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    assert run_cli("jobs.py", "status").returncode == 0  # creates the database
     with sqlite3.connect(workdir / "state" / "state.db") as db:
         db.execute("INSERT INTO schema_migrations(name, applied_at) VALUES ('999_from_the_future', 'x')")
     for args in (("jobs.py", "status"), ("warm_cache.py", "--urls-file", "/dev/null")):
-        result = run_script(*args)
+        result = run_cli(*args)
         assert_one_error(result, 2, "Error: state database")
         assert "was written by a newer edgecron: got 'migrations 999_from_the_future'" in result.stderr
 
 
-def test_hash_and_percent_in_state_dir_open_the_right_file(run_script, env_file: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_hash_and_percent_in_state_dir_open_the_right_file(run_cli, env_file: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
     odd = workdir / "st#ate%41 dir"
     env_file.write_text(f"STATE_DIR={odd}\nSITE_URL=https://www.example.com\n")
-    assert run_script("purge_cache.py", "urls", "/a", "--dry-run").returncode == 0  # nothing yet: nothing created
+    assert run_cli("purge_cache.py", "urls", "/a", "--dry-run").returncode == 0  # nothing yet: nothing created
     assert not odd.exists()
-    assert run_script("jobs.py", "status").returncode == 0  # now state.db exists
+    assert run_cli("jobs.py", "status").returncode == 0  # now state.db exists
     before = sorted(p.name for p in workdir.iterdir())
-    result = run_script("purge_cache.py", "outbox")
+    result = run_cli("purge_cache.py", "outbox")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "The outbox is empty: nothing pending.\n"
     assert sorted(p.name for p in workdir.iterdir()) == before  # no stray file from a cut-short URI
@@ -72,21 +72,21 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(where)], check=False)
 
 
-def test_a_read_only_state_dir_is_one_clear_error(run_script, env_file: Path, tmpfs: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_read_only_state_dir_is_one_clear_error(run_cli, env_file: Path, tmpfs: Path) -> None:  # type: ignore[no-untyped-def]
     subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
     env_file.write_text(f"STATE_DIR={tmpfs / 'state'}\n")
-    result = run_script("warm_cache.py", "--urls-file", "/dev/null")
+    result = run_cli("warm_cache.py", "--urls-file", "/dev/null")
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert "Read-only file system" in result.stderr.splitlines()[0]
 
 
-def test_a_full_disk_is_temporary_and_says_so(run_script, env_file: Path, tmpfs: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_full_disk_is_temporary_and_says_so(run_cli, env_file: Path, tmpfs: Path) -> None:  # type: ignore[no-untyped-def]
     env_file.write_text(f"STATE_DIR={tmpfs / 'state'}\n")
-    assert run_script("jobs.py", "status").returncode == 0  # the database fits
+    assert run_cli("jobs.py", "status").returncode == 0  # the database fits
     filled = subprocess.run(["dd", "if=/dev/zero", f"of={tmpfs / 'filler'}", "bs=4k"], capture_output=True)
     assert b"No space left on device" in filled.stderr  # really full now
-    result = run_script("warm_cache.py", "--urls-file", "/dev/null")
+    result = run_cli("warm_cache.py", "--urls-file", "/dev/null")
     assert result.returncode == 75, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[0].startswith("Error: the disk is full")
@@ -103,14 +103,14 @@ def test_a_full_disk_is_temporary_and_says_so(run_script, env_file: Path, tmpfs:
     ],
 )
 def test_a_malformed_token_is_a_config_error_at_load_time(  # type: ignore[no-untyped-def]
-    run_script, env_file: Path, workdir: Path, env_line: str, token_file_bytes: bytes | None, message: str
+    run_cli, env_file: Path, workdir: Path, env_line: str, token_file_bytes: bytes | None, message: str
 ) -> None:
     with env_file.open("a") as fh:
         fh.write(env_line + "\n")
         if token_file_bytes is not None:
             (workdir / "token").write_bytes(token_file_bytes)
             fh.write(f"CF_API_TOKEN_FILE={workdir / 'token'}\n")
-    result = run_script("purge_cache.py", "outbox", "--retry")
+    result = run_cli("purge_cache.py", "outbox", "--retry")
     assert_one_error(result, 2, message)
     assert "abc" not in result.stderr and "def" not in result.stderr  # no piece of the token is shown
 
@@ -134,6 +134,7 @@ def test_a_symlinked_lock_file_is_refused_and_its_target_untouched(run_script, w
     assert target.read_text() == "keep me\n"
 
 
+@pytest.mark.slow
 def test_files_under_state_dir_are_private_whatever_the_umask(run_script, env_file: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
     with env_file.open("a") as fh:
         fh.write("SITE_URL=https://www.example.com\n")
@@ -154,18 +155,18 @@ def test_files_under_state_dir_are_private_whatever_the_umask(run_script, env_fi
     assert {p.name for p in state.rglob("*")} >= {"state.db", "warm.lock", "warm.jsonl"}
 
 
-def test_a_symlinked_event_log_is_not_followed(run_script, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_symlinked_event_log_is_not_followed(run_cli, workdir: Path) -> None:  # type: ignore[no-untyped-def]
     target = workdir / "precious.txt"
     target.write_text("keep me\n")
     (workdir / "state" / "logs").mkdir()
     (workdir / "state" / "logs" / "warm.jsonl").symlink_to(target)
-    assert run_script("warm_cache.py", "--urls-file", "/dev/null").returncode == 0  # the log never breaks a job
+    assert run_cli("warm_cache.py", "--urls-file", "/dev/null").returncode == 0  # the log never breaks a job
     assert target.read_text() == "keep me\n"
 
 
-def test_a_readable_env_is_a_warning_naming_the_fix(run_script, env_file: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_readable_env_is_a_warning_naming_the_fix(run_cli, env_file: Path) -> None:  # type: ignore[no-untyped-def]
     env_file.chmod(0o644)
-    result = run_script("jobs.py", "next", "warm")
+    result = run_cli("jobs.py", "next", "warm")
     assert result.returncode == 0
     assert result.stderr == (
         f"Warning: {env_file} (settings with the API token) is readable or writable by others (mode 0644); "
@@ -174,11 +175,11 @@ def test_a_readable_env_is_a_warning_naming_the_fix(run_script, env_file: Path) 
 
 
 @pytest.mark.parametrize("which", ["env", "state"])
-def test_a_world_writable_env_or_state_dir_is_an_error(run_script, env_file: Path, workdir: Path, which: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_world_writable_env_or_state_dir_is_an_error(run_cli, env_file: Path, workdir: Path, which: str) -> None:  # type: ignore[no-untyped-def]
     """Anyone who can write .env can point CF_API_URL elsewhere and receive the token."""
     path = env_file if which == "env" else workdir / "state"
     path.chmod(0o666 if which == "env" else 0o777)
-    result = run_script("warm_cache.py", "--urls-file", "/dev/null")
+    result = run_cli("warm_cache.py", "--urls-file", "/dev/null")
     assert_one_error(result, 2, f"Error: {path} (")
     assert "is writable by every user" in result.stderr
     assert f"chmod {'600' if which == 'env' else '700'} {path}" in result.stderr

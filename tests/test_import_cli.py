@@ -50,19 +50,17 @@ def outbox_of(state_dir: Path, status: str = "%") -> list[tuple[str, str]]:
         return conn.execute("SELECT value, source FROM outbox WHERE status LIKE ? ORDER BY value", (status,)).fetchall()
 
 
-def test_importing_the_same_feed_twice_writes_nothing_the_second_time(
-    run_script, env_file: Path, workdir: Path
-) -> None:
+def test_importing_the_same_feed_twice_writes_nothing_the_second_time(run_cli, env_file: Path, workdir: Path) -> None:
     configure(env_file)
     write_feed(workdir / "feed.jsonl", [item(f"k{i}") for i in range(50)])
-    first = run_script(SCRIPT)
+    first = run_cli(SCRIPT)
     assert (first.returncode, first.stdout, first.stderr) == (0, "", "")  # cron: silent on success
     db = workdir / "state" / "content.db"
     fingerprint = hashlib.sha256(db.read_bytes()).hexdigest()
     queued = outbox_of(workdir / "state")
     assert len(queued) == 50
 
-    second = run_script(SCRIPT, "--json")
+    second = run_cli(SCRIPT, "--json")
     assert second.returncode == 0, second.stderr
     counts = json.loads(second.stdout)["counts"]
     assert (counts["unchanged"], counts["inserted"], counts["updated"], counts["removed"]) == (50, 0, 0, 0)
@@ -71,6 +69,7 @@ def test_importing_the_same_feed_twice_writes_nothing_the_second_time(
     assert outbox_of(workdir / "state") == queued  # no purge enqueued
 
 
+@pytest.mark.slow
 def test_killed_at_random_points_then_rerun_equals_an_uninterrupted_run(
     run_script, base_env: dict[str, str], env_file: Path, tmp_path: Path
 ) -> None:
@@ -150,39 +149,39 @@ def _cursor(home: Path) -> tuple:
         return conn.execute("SELECT cursor_updated_at, cursor_key, resume_index FROM checkpoints").fetchone()
 
 
-def test_rollback_restores_the_previous_rows_and_queues_their_purges(run_script, env_file: Path, workdir: Path) -> None:
+def test_rollback_restores_the_previous_rows_and_queues_their_purges(run_cli, env_file: Path, workdir: Path) -> None:
     configure(env_file)
     write_feed(workdir / "feed.jsonl", [item("a"), item("b"), item("c")])
-    assert run_script(SCRIPT).returncode == 0
+    assert run_cli(SCRIPT).returncode == 0
     db, state = workdir / "state" / "content.db", workdir / "state"
     before = items_of(db)
     with sqlite3.connect(state / "state.db") as conn:  # as if the purge job had sent them
         conn.execute("UPDATE outbox SET status='done'")
     write_feed(workdir / "feed.jsonl", [item("a", "edited"), {"id": "b", "deleted": True}, item("c"), item("d")])
-    imported = json.loads(run_script(SCRIPT, "--json").stdout)
+    imported = json.loads(run_cli(SCRIPT, "--json").stdout)
     assert items_of(db) != before
     with sqlite3.connect(state / "state.db") as conn:
         conn.execute("UPDATE outbox SET status='done'")
 
-    result = run_script(SCRIPT, "rollback", imported["run_id"][:8], "--json")
+    result = run_cli(SCRIPT, "rollback", imported["run_id"][:8], "--json")
     assert result.returncode == 0, result.stderr
     assert items_of(db) == before
     rollback_id = json.loads(result.stdout)["run_id"]
     assert outbox_of(state, "pending") == [
         (f"http://www.example.com/articles/{k}", f"import:{rollback_id}") for k in ("a", "b", "d")
     ]
-    again = run_script(SCRIPT, "rollback", imported["run_id"])
+    again = run_cli(SCRIPT, "rollback", imported["run_id"])
     assert again.returncode == 2 and "already rolled back" in again.stderr
-    listed = json.loads(run_script(SCRIPT, "runs", "--json").stdout)["runs"]
+    listed = json.loads(run_cli(SCRIPT, "runs", "--json").stdout)["runs"]
     assert [(r["kind"], r["status"]) for r in listed][1:] == [("rollback", "ok"), ("import", "ok"), ("import", "ok")]
     assert listed[0]["status"] == "usage-error"  # the refused second rollback
     assert listed[2]["rolled_back_by"] == rollback_id and listed[2]["counts"]["removed"] == 1
 
 
-def test_dry_run_reports_and_creates_nothing(run_script, env_file: Path, workdir: Path) -> None:
+def test_dry_run_reports_and_creates_nothing(run_cli, env_file: Path, workdir: Path) -> None:
     configure(env_file)
     write_feed(workdir / "feed.jsonl", [item("a"), item("b"), item("a", "again")])
-    result = run_script(SCRIPT, "--dry-run", "--json")
+    result = run_cli(SCRIPT, "--dry-run", "--json")
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert (doc["counts"]["inserted"], doc["counts"]["updated"], doc["counts"]["duplicates"]) == (
@@ -194,7 +193,7 @@ def test_dry_run_reports_and_creates_nothing(run_script, env_file: Path, workdir
     assert sorted(p.name for p in (workdir / "state").iterdir()) == []
 
 
-def test_bad_items_are_reported_with_position_and_the_run_exits_1(run_script, env_file: Path, workdir: Path) -> None:
+def test_bad_items_are_reported_with_position_and_the_run_exits_1(run_cli, env_file: Path, workdir: Path) -> None:
     configure(env_file, IMPORT_MAX_REJECT_RATE=0.5)
     write_feed(
         workdir / "feed.jsonl",
@@ -206,7 +205,7 @@ def test_bad_items_are_reported_with_position_and_the_run_exits_1(run_script, en
         ]
         + [item(f"ok{i}") for i in range(5)],
     )
-    result = run_script(SCRIPT)
+    result = run_cli(SCRIPT)
     assert result.returncode == 1
     assert (
         "line 2: updated_at: got '2026-02-01T00:00:00', expected an ISO 8601 timestamp with a timezone" in result.stderr
@@ -215,12 +214,10 @@ def test_bad_items_are_reported_with_position_and_the_run_exits_1(run_script, en
     assert len(items_of(workdir / "state" / "content.db")) == 6
 
 
-def test_past_max_reject_rate_the_run_exits_2_keeping_committed_batches(
-    run_script, env_file: Path, workdir: Path
-) -> None:
+def test_past_max_reject_rate_the_run_exits_2_keeping_committed_batches(run_cli, env_file: Path, workdir: Path) -> None:
     configure(env_file, IMPORT_BATCH=5)
     write_feed(workdir / "feed.jsonl", [item(f"ok{i}") for i in range(5)] + ["{broken"] * 5 + [item("late")])
-    result = run_script(SCRIPT, "--max-reject-rate", "0.1")
+    result = run_cli(SCRIPT, "--max-reject-rate", "0.1")
     assert result.returncode == 2
     assert "Error: 5 of 10 items rejected" in result.stderr and "line 6: (line)" in result.stderr
     assert result.stderr.splitlines()[-1] == (
@@ -231,15 +228,16 @@ def test_past_max_reject_rate_the_run_exits_2_keeping_committed_batches(
     assert kept_in(workdir / "state") == ([f"ok{i}" for i in range(5)], 5, 5, (None, 10))
 
 
+@pytest.mark.slow
 def test_a_feed_page_failing_exits_75_keeping_progress_and_the_rerun_continues(
-    run_script, env_file: Path, httpserver: HTTPServer
+    run_cli, env_file: Path, httpserver: HTTPServer
 ) -> None:
     host = f"localhost:{httpserver.port}"
     configure(env_file, SITE_URL=f"http://{host}", IMPORT_SOURCE=httpserver.url_for("/feed"))
     page1 = {"items": [item("a", host=host), item("b", host=host)], "next": "/feed/2"}
     httpserver.expect_request("/feed").respond_with_json(page1)
     httpserver.expect_request("/feed/2").respond_with_response(Response("boom", status=500))
-    result = run_script(SCRIPT)
+    result = run_cli(SCRIPT)
     assert result.returncode == 75
     assert result.stderr.splitlines() == [
         f"Error: feed page {httpserver.url_for('/feed/2')} kept failing after 3 attempts: got 500, expected HTTP 200.",
@@ -252,25 +250,25 @@ def test_a_feed_page_failing_exits_75_keeping_progress_and_the_rerun_continues(
     httpserver.clear()
     httpserver.expect_request("/feed").respond_with_json(page1)
     httpserver.expect_request("/feed/2").respond_with_json({"items": [item("c", host=host)], "next": None})
-    rerun = run_script(SCRIPT, "--json")
+    rerun = run_cli(SCRIPT, "--json")
     assert rerun.returncode == 0, rerun.stderr
     doc = json.loads(rerun.stdout)
     assert doc["resumed_from"].endswith("/feed item 2") and doc["counts"]["inserted"] == 1
 
 
-def test_a_next_link_loop_exits_2(run_script, env_file: Path, httpserver: HTTPServer) -> None:
+def test_a_next_link_loop_exits_2(run_cli, env_file: Path, httpserver: HTTPServer) -> None:
     configure(env_file, SITE_URL=f"http://localhost:{httpserver.port}", IMPORT_SOURCE=httpserver.url_for("/a"))
     httpserver.expect_request("/a").respond_with_json({"items": [], "next": "/b"})
     httpserver.expect_request("/b").respond_with_json({"items": [], "next": "/a"})
-    result = run_script(SCRIPT)
+    result = run_cli(SCRIPT)
     assert result.returncode == 2 and "loops back" in result.stderr
 
 
-def test_check_db_passes_on_the_key_index_and_fails_on_a_full_scan(run_script, env_file: Path, workdir: Path) -> None:
+def test_check_db_passes_on_the_key_index_and_fails_on_a_full_scan(run_cli, env_file: Path, workdir: Path) -> None:
     configure(env_file)
     write_feed(workdir / "feed.jsonl", [item("a")])
-    assert run_script(SCRIPT).returncode == 0
-    good = run_script(SCRIPT, "check-db")
+    assert run_cli(SCRIPT).returncode == 0
+    good = run_cli(SCRIPT, "check-db")
     assert good.returncode == 0 and "SEARCH items USING INDEX" in good.stdout
     broken = workdir / "broken.db"
     with sqlite3.connect(broken) as conn:
@@ -278,19 +276,19 @@ def test_check_db_passes_on_the_key_index_and_fails_on_a_full_scan(run_script, e
             SCHEMA.replace("key TEXT PRIMARY KEY NOT NULL", "key TEXT NOT NULL")
             + f"PRAGMA user_version={SCHEMA_VERSION};"
         )
-    bad = run_script(SCRIPT, "check-db", env={"CONTENT_DB": str(broken)})
+    bad = run_cli(SCRIPT, "check-db", env={"CONTENT_DB": str(broken)})
     assert bad.returncode == 1 and "full table scan for item by key" in bad.stderr
 
 
 @pytest.mark.parametrize("command", [(), ("rollback",), ("runs",), ("check-db",)])
-def test_help_ends_with_examples(run_script, command: tuple[str, ...]) -> None:
-    result = run_script(SCRIPT, *(command or ("run",)), "--help")
+def test_help_ends_with_examples(run_cli, command: tuple[str, ...]) -> None:
+    result = run_cli(SCRIPT, *(command or ("run",)), "--help")
     assert result.returncode == 0 and "Examples:" in result.stdout
 
 
-def test_a_missing_source_is_a_config_error_without_traceback(run_script, env_file: Path) -> None:
+def test_a_missing_source_is_a_config_error_without_traceback(run_cli, env_file: Path) -> None:
     env_file.write_text(env_file.read_text() + "SITE_URL=http://www.example.com\n")
-    result = run_script(SCRIPT)
+    result = run_cli(SCRIPT)
     assert result.returncode == 2 and result.stderr.startswith("Error: IMPORT_SOURCE is not set")
     assert "Traceback" not in result.stderr
 
@@ -377,13 +375,13 @@ def kept_line(counts: str, checkpoint: str, *, rerun: str = "Fix the cause above
 
 
 def test_a_loop_after_committed_batches_says_what_was_kept_and_the_rerun_continues(
-    run_script, env_file: Path, httpserver: HTTPServer
+    run_cli, env_file: Path, httpserver: HTTPServer
 ) -> None:
     host = f"localhost:{httpserver.port}"
     a, b = httpserver.url_for("/a"), httpserver.url_for("/b")
     pages = {"/a": {"items": [item("a", host=host), item("b", host=host)], "next": "/b"}}
     feed_server(env_file, httpserver, pages | {"/b": {"items": [item("c", host=host)], "next": "/a"}}, IMPORT_BATCH=2)
-    result = run_script(SCRIPT)
+    result = run_cli(SCRIPT)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"Error: feed next link loops back to {a}, a page already read: got '{a}', expected each next link to lead "
@@ -395,20 +393,18 @@ def test_a_loop_after_committed_batches_says_what_was_kept_and_the_rerun_continu
 
     httpserver.clear()  # the feed is fixed: the rerun starts after the checkpoint, not at /a
     feed_server(env_file, httpserver, pages | {"/b": {"items": [item("c", host=host)], "next": None}})
-    rerun = run_script(SCRIPT, "--json")
+    rerun = run_cli(SCRIPT, "--json")
     assert rerun.returncode == 0, rerun.stderr
     doc = json.loads(rerun.stdout)
     assert (doc["resumed_from"], doc["counts"]["read"]) == (f"{b} item 1", 0)
     assert [req.path for req, _ in httpserver.log] == ["/b"]
 
 
-def test_an_off_host_next_link_after_items_says_what_was_kept(
-    run_script, env_file: Path, httpserver: HTTPServer
-) -> None:
+def test_an_off_host_next_link_after_items_says_what_was_kept(run_cli, env_file: Path, httpserver: HTTPServer) -> None:
     host = f"localhost:{httpserver.port}"
     away = "https://evil.example.net/p?page=2"
     feed_server(env_file, httpserver, {"/a": {"items": [item("a", host=host), item("b", host=host)], "next": away}})
-    result = run_script(SCRIPT)
+    result = run_cli(SCRIPT)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"Error: feed page {away} leads to a host that is not allowed: got 'evil.example.net', expected one of "
@@ -423,13 +419,13 @@ def test_an_off_host_next_link_after_items_says_what_was_kept(
 
 
 def test_a_malformed_page_after_items_says_what_was_kept_also_in_json(
-    run_script, env_file: Path, httpserver: HTTPServer
+    run_cli, env_file: Path, httpserver: HTTPServer
 ) -> None:
     host = f"localhost:{httpserver.port}"
     a, b = httpserver.url_for("/a"), httpserver.url_for("/b")
     feed_server(env_file, httpserver, {"/a": {"items": [item("a", host=host)], "next": "/b"}, "/b": b"{oops"})
     state = env_file.parent / "state"
-    result = run_script(SCRIPT, "--json")
+    result = run_cli(SCRIPT, "--json")
     assert result.returncode == 2
     what = f"feed page {b} is not valid JSON"
     assert result.stderr.splitlines() == [
@@ -452,7 +448,7 @@ def test_a_malformed_page_after_items_says_what_was_kept_also_in_json(
 
 
 def test_the_reject_rate_limit_after_committed_batches_says_what_was_kept(
-    run_script, env_file: Path, httpserver: HTTPServer
+    run_cli, env_file: Path, httpserver: HTTPServer
 ) -> None:
     host = f"localhost:{httpserver.port}"
     b = httpserver.url_for("/b")
@@ -463,7 +459,7 @@ def test_the_reject_rate_limit_after_committed_batches_says_what_was_kept(
         "/c": {"items": [item("e", host=host)], "next": None},  # never read: the run stops before it
     }
     feed_server(env_file, httpserver, pages, IMPORT_BATCH=3)
-    result = run_script(SCRIPT, "--max-reject-rate", "0.2")
+    result = run_cli(SCRIPT, "--max-reject-rate", "0.2")
     assert result.returncode == 2
     first = (
         f"{b} item 1: url: got 'http://evil.example.net/articles/x', expected an absolute http(s) URL on "
@@ -484,12 +480,12 @@ def test_the_reject_rate_limit_after_committed_batches_says_what_was_kept(
 
 
 def test_a_stop_that_committed_nothing_still_says_nothing_was_changed(
-    run_script, env_file: Path, httpserver: HTTPServer
+    run_cli, env_file: Path, httpserver: HTTPServer
 ) -> None:
     host = f"localhost:{httpserver.port}"
     a = httpserver.url_for("/a")
     feed_server(env_file, httpserver, {"/a": {"items": [], "next": "/b"}, "/b": {"items": [], "next": "/a"}})
-    result = run_script(SCRIPT)
+    result = run_cli(SCRIPT)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"Error: feed next link loops back to {a}, a page already read: got '{a}', expected each next link to lead "
@@ -501,17 +497,17 @@ def test_a_stop_that_committed_nothing_still_says_nothing_was_changed(
     httpserver.clear()  # a dry run writes nothing, whatever it read before the stop
     pages = {"/a": {"items": [item("a", host=host)], "next": "/b"}, "/b": {"items": [], "next": "/a"}}
     feed_server(env_file, httpserver, pages)
-    dry = run_script(SCRIPT, "--dry-run", "--json")
+    dry = run_cli(SCRIPT, "--dry-run", "--json")
     assert dry.returncode == 2
     assert dry.stderr.splitlines()[1:] == ["Nothing was changed; fix the input and rerun."]
     assert json.loads(dry.stdout)["committed"] is None
     assert items_of(env_file.parent / "state" / "content.db") == []
 
 
-def test_a_failure_after_the_import_finished_says_the_import_is_kept(run_script, env_file: Path, workdir: Path) -> None:
+def test_a_failure_after_the_import_finished_says_the_import_is_kept(run_cli, env_file: Path, workdir: Path) -> None:
     configure(env_file)
     write_feed(workdir / "feed.jsonl", [item("a"), item("b")])
-    result = run_script(SCRIPT, "--purge")  # CF_ZONE_ID is not set: found only when sending
+    result = run_cli(SCRIPT, "--purge")  # CF_ZONE_ID is not set: found only when sending
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "Error: CF_ZONE_ID is not set: expected the zone id (32 hex characters).",
@@ -591,7 +587,7 @@ def test_a_state_db_broken_mid_run_says_what_was_kept_not_that_nothing_changed(
 
 
 def test_a_csv_body_over_the_field_limit_is_one_body_reject_at_its_record_and_the_rest_imports(
-    run_script, env_file: Path, workdir: Path
+    run_cli, env_file: Path, workdir: Path
 ) -> None:
     limit = 131072  # csv's field limit when IMPORT_MAX_BODY_BYTES is below it
     configure(env_file, IMPORT_SOURCE=workdir / "feed.csv", IMPORT_MAX_BODY_BYTES=1000, IMPORT_MAX_REJECT_RATE=0.5)
@@ -606,7 +602,7 @@ def test_a_csv_body_over_the_field_limit_is_one_body_reject_at_its_record_and_th
         + row("k2", "x" * (limit + 1) + "\n" + smuggled.replace('"', '""'))  # record 2, lines 4-6
         + row("k3", "after")  # record 3, line 7
     )
-    result = run_script(SCRIPT)
+    result = run_cli(SCRIPT)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "1 item(s) rejected:",

@@ -37,8 +37,8 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str) -> Non
 # --- crontab ----------------------------------------------------------------------------------------
 
 
-def test_crontab_example_is_exactly_the_generated_crontab(run_script: RunScript, env_file: Path) -> None:
-    result = run_script("jobs.py", "crontab", "--home", "/opt/edgecron")
+def test_crontab_example_is_exactly_the_generated_crontab(run_cli: RunScript, env_file: Path) -> None:
+    result = run_cli("jobs.py", "crontab", "--home", "/opt/edgecron")
     assert result.returncode == 0, result.stderr
     # This test's settings file is not the checkout's .env, so cron must be told where it is.
     env_line = f"EDGECRON_ENV_FILE={env_file.resolve()}\n"
@@ -46,8 +46,8 @@ def test_crontab_example_is_exactly_the_generated_crontab(run_script: RunScript,
     assert result.stdout.replace(env_line, "") == (ROOT / "crontab.example").read_text()
 
 
-def test_crontab_lines_follow_settings(run_script: RunScript) -> None:
-    result = run_script(
+def test_crontab_lines_follow_settings(run_cli: RunScript) -> None:
+    result = run_cli(
         "jobs.py", "crontab", "--home", "/srv/e", env={"SCHEDULE_WARM": "5 */2 * * 1-5", "SCHEDULE_IMPORT": "off"}
     )
     assert result.returncode == 0, result.stderr
@@ -70,10 +70,8 @@ def test_crontab_lines_follow_settings(run_script: RunScript) -> None:
         ({"HEALTHCHECKS_URL": "not a url"}, ["HEALTHCHECKS_URL", "http(s) base URL"]),
     ],
 )
-def test_bad_settings_exit_2_with_the_key_named(
-    run_script: RunScript, env: dict[str, str], fragments: list[str]
-) -> None:
-    result = run_script("jobs.py", "crontab", env=env)
+def test_bad_settings_exit_2_with_the_key_named(run_cli: RunScript, env: dict[str, str], fragments: list[str]) -> None:
+    result = run_cli("jobs.py", "crontab", env=env)
     assert result.returncode == 2
     first = result.stderr.splitlines()[0]
     assert first.startswith("Error: ") and all(f in first for f in fragments), result.stderr
@@ -83,22 +81,22 @@ def test_bad_settings_exit_2_with_the_key_named(
 # --- next ------------------------------------------------------------------------------------------
 
 
-def test_next_for_an_expression_and_unknown_job(run_script: RunScript) -> None:
-    result = run_script("jobs.py", "next", "--cron", "0 3 * * 7", "--count", "3", "--json")
+def test_next_for_an_expression_and_unknown_job(run_cli: RunScript) -> None:
+    result = run_cli("jobs.py", "next", "--cron", "0 3 * * 7", "--count", "3", "--json")
     assert result.returncode == 0, result.stderr
     times = json.loads(result.stdout)["next"]["0 3 * * 7"]
     assert len(times) == 3 and all(t.endswith("T03:00:00+00:00") for t in times)
     from datetime import datetime
 
     assert {datetime.fromisoformat(t).strftime("%A") for t in times} == {"Sunday"}
-    bad = run_script("jobs.py", "next", "warmup")
+    bad = run_cli("jobs.py", "next", "warmup")
     assert bad.returncode == 2 and "unknown job 'warmup'" in bad.stderr
 
 
 # --- status ----------------------------------------------------------------------------------------
 
 
-def test_status_json_shows_runs_locks_and_outbox(env_file: Path, run_script: RunScript) -> None:
+def test_status_json_shows_runs_locks_and_outbox(env_file: Path, run_cli: RunScript) -> None:
     cfg = load_settings(env_file=env_file)
     with JobRun(settings=cfg, job="warm"):
         pass
@@ -129,7 +127,7 @@ def test_status_json_shows_runs_locks_and_outbox(env_file: Path, run_script: Run
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        result = run_script("jobs.py", "status", "--json")
+        result = run_cli("jobs.py", "status", "--json")
     finally:
         holder.kill()
         holder.wait()

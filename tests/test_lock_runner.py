@@ -148,6 +148,7 @@ def test_overlap_under_cron_exits_75_silently_and_is_recorded_as_skipped(
     assert skipped["finished_at"] == skipped["started_at"]
 
 
+@pytest.mark.slow
 def test_lock_of_a_running_warm_then_kill_9_frees_it(
     run_script, run_in_terminal, start_warm, workdir: Path, slow_site: DemoSite
 ) -> None:  # type: ignore[no-untyped-def]
@@ -171,6 +172,7 @@ def test_lock_of_a_running_warm_then_kill_9_frees_it(
 
 
 @pytest.mark.parametrize("signum,exit_code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.slow
 def test_signal_during_a_warm_keeps_finished_results(  # type: ignore[no-untyped-def]
     start_warm, workdir: Path, slow_site: DemoSite, signum: int, exit_code: int
 ) -> None:
@@ -312,11 +314,9 @@ def test_metrics_textfile_and_last_success_carried_over(workdir: Path) -> None:
     assert second["edgecron_job_last_success_timestamp_seconds"] == ok_finished.timestamp()
 
 
-def test_metrics_from_the_real_script(run_script, workdir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_metrics_from_the_real_script(run_cli, workdir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     with DemoSite(pages=2) as site:
-        proc = run_script(
-            "warm_cache.py", env={"SITE_URL": site.url, "WARM_RATE": "0", "METRICS_DIR": str(workdir / "m")}
-        )
+        proc = run_cli("warm_cache.py", env={"SITE_URL": site.url, "WARM_RATE": "0", "METRICS_DIR": str(workdir / "m")})
     assert proc.returncode == 0, proc.stderr
     values = metrics(workdir / "m" / "edgecron_warm.prom")
     assert values["edgecron_job_last_exit_code"] == 0

@@ -37,9 +37,12 @@ LOGROTATE = shutil.which("logrotate", path="/usr/sbin:/usr/bin:/sbin:/bin")
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 STAMP = datetime.now(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")  # recent: the script's checks look at recent traffic
 
-pytestmark = pytest.mark.skipif(
-    LOGROTATE is None, reason="the logrotate binary is not installed (Debian: apt-get install -y logrotate)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        LOGROTATE is None, reason="the logrotate binary is not installed (Debian: apt-get install -y logrotate)"
+    ),
+    pytest.mark.slow,  # the real logrotate binary, many times over
+]
 
 # Reads "ID ID …" lines on stdin, appends one log line per id with one write() each, answers "ok".
 # SIGUSR1 stays blocked and pending until the next command, so a reopen asked for by logrotate's

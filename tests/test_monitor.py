@@ -77,6 +77,7 @@ def test_unreachable_server_never_raises_and_hides_the_url() -> None:
     assert "ping-key" not in (result.error or "")
 
 
+@pytest.mark.slow
 def test_timeout_is_applied(httpserver: HTTPServer) -> None:
     def slow(request: Request) -> Response:
         time.sleep(1.5)

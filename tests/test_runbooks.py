@@ -7,16 +7,14 @@ does not exist yet is skipped with its name, so `pytest -ra` lists what is still
 from __future__ import annotations
 
 import functools
-import os
 import re
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, RunScript
 
 RUNBOOKS = sorted((ROOT / "notes" / "runbooks").glob("*.md"))
 SCRIPT = re.compile(r"(?:scripts/)?\b([a-z_]+\.py)\b")
@@ -49,10 +47,8 @@ def cases() -> list[pytest.param]:
 
 
 @functools.cache
-def help_text(script: str, subcommand: str | None) -> tuple[int, str]:
-    args = [sys.executable, str(ROOT / "scripts" / script)] + ([subcommand] if subcommand else []) + ["--help"]
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": "/nonexistent", "EDGECRON_ENV_FILE": "/nonexistent/.env"}
-    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
+def help_text(run_cli: RunScript, script: str, subcommand: str | None) -> tuple[int, str]:
+    result = run_cli(script, *([subcommand] if subcommand else []), "--help", env={"HOME": "/nonexistent"})
     return result.returncode, result.stdout + result.stderr
 
 
@@ -78,20 +74,20 @@ def test_runbooks_exist_and_name_commands() -> None:
 
 
 @pytest.mark.parametrize(("runbook", "command"), cases())
-def test_runbook_command_has_help(runbook: str, command: str) -> None:
+def test_runbook_command_has_help(run_cli: RunScript, runbook: str, command: str) -> None:
     tokens = shlex.split(command, comments=True)
     index = next(i for i, t in enumerate(tokens) if SCRIPT.fullmatch(t.split("/")[-1]))
     script = tokens[index].split("/")[-1]
     if not (ROOT / "scripts" / script).exists():
         pytest.skip(f"scripts/{script} does not exist yet (named in {runbook})")
     rest = tokens[index + 1 :]
-    code, top = help_text(script, None)
+    code, top = help_text(run_cli, script, None)
     assert code == 0, f"{script} --help failed:\n{top}"
     names = subcommands(top)
     sub = next((t for t in rest if not t.startswith("-")), None) if names else None
     if names:
         assert sub in names, f"{runbook}: {script} has no subcommand {sub!r} (has: {', '.join(names)})"
-        code, text = help_text(script, sub)
+        code, text = help_text(run_cli, script, sub)
         assert code == 0, f"{script} {sub} --help failed:\n{text}"
     else:
         text = top

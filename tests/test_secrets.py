@@ -75,7 +75,7 @@ def echo_headers(status: int, code: int):  # type: ignore[no-untyped-def]
 
 
 def test_an_api_that_echoes_the_authorization_header_leaks_the_token_nowhere(
-    run_script: RunScript, env_file: Path, workdir: Path, httpserver: HTTPServer
+    run_cli: RunScript, env_file: Path, workdir: Path, httpserver: HTTPServer
 ) -> None:
     api_path = f"/client/v4/zones/{ZONE}/purge_cache"
     state_dir = workdir / "state"
@@ -92,12 +92,12 @@ def test_an_api_that_echoes_the_authorization_header_leaks_the_token_nowhere(
     # A 400 quoting the headers: the URL is held in the outbox with the API's message as its error.
     httpserver.expect_oneshot_request(api_path, method="POST").respond_with_handler(echo_headers(400, 1012))
     outputs = []
-    refused = run_script("purge_cache.py", "urls", "https://www.example.com/a", "--json", env=CRON)
+    refused = run_cli("purge_cache.py", "urls", "https://www.example.com/a", "--json", env=CRON)
     assert refused.returncode == 1, refused.stderr
     outputs += [refused.stdout, refused.stderr]
     # A 403 quoting the headers: the run fails as a config error, its error recorded and pinged.
     httpserver.expect_oneshot_request(api_path, method="POST").respond_with_handler(echo_headers(403, 10000))
-    failed = run_script("purge_cache.py", "outbox", "--retry", env=CRON)
+    failed = run_cli("purge_cache.py", "outbox", "--retry", env=CRON)
     assert failed.returncode == 2, failed.stderr
     outputs += [failed.stdout, failed.stderr]
 
@@ -105,12 +105,12 @@ def test_an_api_that_echoes_the_authorization_header_leaks_the_token_nowhere(
     assert [r.headers["Authorization"] for r in sent] == [f"Bearer {TOKEN}"] * 2  # it did reach the API
     assert "Bearer ***" in failed.stderr  # the message is still there, with the token masked
     for args in (("purge_cache.py", "outbox"), ("purge_cache.py", "outbox", "--json")):
-        shown = run_script(*args)
+        shown = run_cli(*args)
         assert shown.returncode == 0, shown.stderr
         outputs += [shown.stdout, shown.stderr]
     assert "Bearer ***" in outputs[-2]  # the outbox's last error
     for args in (("jobs.py", "status"), ("jobs.py", "status", "--json"), ("check_logs.py", "--json")):
-        shown = run_script(*args)
+        shown = run_cli(*args)
         outputs += [shown.stdout, shown.stderr]
     assert "***" in outputs[-2]  # check_logs' stuck-outbox finding quotes the last error
     assert_nowhere(TOKEN, outputs=outputs, state_dir=state_dir, server=httpserver, ping_prefix="/hc/")
@@ -119,6 +119,7 @@ def test_an_api_that_echoes_the_authorization_header_leaks_the_token_nowhere(
 # --- a key in IMPORT_SOURCE's query string --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_key_in_the_feed_url_is_sent_to_the_feed_and_stored_printed_logged_and_pinged_nowhere(
     run_script: RunScript, env_file: Path, workdir: Path, httpserver: HTTPServer
 ) -> None:
@@ -181,7 +182,7 @@ def test_a_resumed_page_whose_masked_value_is_unknown_starts_again_from_the_firs
 
 
 def test_the_feed_auth_header_goes_to_the_feed_host_only_and_is_stored_nowhere(
-    run_script: RunScript, env_file: Path, workdir: Path, httpserver: HTTPServer
+    run_cli: RunScript, env_file: Path, workdir: Path, httpserver: HTTPServer
 ) -> None:
     other = HTTPServer(host="127.0.0.1", port=0)  # another allowed host the feed links to
     other.start()
@@ -200,7 +201,7 @@ def test_the_feed_auth_header_goes_to_the_feed_host_only_and_is_stored_nowhere(
                 f"SITE_URL={base}\nALLOWED_HOSTS=localhost,127.0.0.1\nIMPORT_SOURCE={base}/feed\n"
                 f"IMPORT_AUTH_HEADER=X-Api-Key: {AUTH_KEY}\nHEALTHCHECKS_URL={httpserver.url_for('/hc')}\n"
             )
-        result = run_script("import_stale.py", "--json", env=CRON)
+        result = run_cli("import_stale.py", "--json", env=CRON)
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["counts"]["inserted"] == 1
         feed_requests = [r for r, _ in httpserver.log if r.path == "/feed"]
@@ -310,7 +311,7 @@ def test_a_registered_secret_is_hidden_in_any_form_of_message_and_inside_documen
 
 
 def test_a_log_glob_that_reaches_the_env_file_shows_no_token_in_its_malformed_line_samples(
-    run_script: RunScript, env_file: Path, workdir: Path
+    run_cli: RunScript, env_file: Path, workdir: Path
 ) -> None:
     logs = workdir / "logs"
     logs.mkdir()
@@ -319,7 +320,7 @@ def test_a_log_glob_that_reaches_the_env_file_shows_no_token_in_its_malformed_li
     env_file.write_text(f"CF_API_TOKEN={TOKEN}\n" + env_file.read_text())  # the first "bad line" is shown
     outputs = []
     for args in (("--summary",), ("--json",), ("--no-state", "--json")):
-        result = run_script("check_logs.py", "--log", f"{logs}/*.log", *args)
+        result = run_cli("check_logs.py", "--log", f"{logs}/*.log", *args)
         outputs += [result.stdout, result.stderr]
     for text in outputs:
         assert TOKEN not in text, text

@@ -59,13 +59,13 @@ def error_line(proc) -> str:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def warm(run_script, httpserver: HTTPServer):  # type: ignore[no-untyped-def]
+def warm(run_cli, httpserver: HTTPServer):  # type: ignore[no-untyped-def]
     """Run warm_cache.py with SITE_URL on the loopback server and no rate limit."""
 
     def run(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
         full = {"SITE_URL": httpserver.url_for("/").rstrip("/"), "WARM_RATE": "0"}
         full.update(env or {})
-        return run_script("warm_cache.py", *args, env=full)
+        return run_cli("warm_cache.py", *args, env=full)
 
     return run
 
@@ -134,6 +134,7 @@ def test_gzip_bomb_stops_at_the_configured_decompressed_cap(warm, httpserver: HT
     [(b"", b"\0"), (f'<urlset xmlns="{NS}">'.encode(), b" ")],
     ids=["zeros", "xml-whitespace"],
 )
+@pytest.mark.slow
 def test_gzip_bomb_stops_at_the_default_cap(warm, httpserver: HTTPServer, prefix: bytes, filler: bytes) -> None:
     bomb = gzip_of_repeated(prefix, filler, 100 * 1024 * 1024)
     httpserver.expect_request("/sitemap.xml.gz").respond_with_data(bomb, content_type="application/gzip")

@@ -275,7 +275,7 @@ def test_the_django_gzip_body_is_the_same_document() -> None:
     ids=["yoast", "shopify"],
 )
 def test_warm_dry_run_on_a_sitemap_with_images_lists_the_pages_and_no_image(
-    name: str, host: str, run_script: Callable[..., subprocess.CompletedProcess[str]], corpus_server: LoopbackSite
+    name: str, host: str, run_cli: Callable[..., subprocess.CompletedProcess[str]], corpus_server: LoopbackSite
 ) -> None:
     """warm_cache.py --dry-run as an operator runs it: the file read from loopback, its pages on their own host."""
     corpus_server.routes.clear()
@@ -283,7 +283,7 @@ def test_warm_dry_run_on_a_sitemap_with_images_lists_the_pages_and_no_image(
     path = f"/mirror/{name}"
     corpus_server.routes[path] = Route(body=(REAL / name).read_bytes(), headers=XML)
     env = {"SITE_URL": corpus_server.url(""), "ALLOWED_HOSTS": f"127.0.0.1,{host}", "WARM_RATE": "0"}
-    proc = run_script("warm_cache.py", "--dry-run", "--sitemap", corpus_server.url(path), env=env)
+    proc = run_cli("warm_cache.py", "--dry-run", "--sitemap", corpus_server.url(path), env=env)
     prefix = "[dry-run] GET "
     listed = [line.removeprefix(prefix) for line in proc.stdout.splitlines() if line.startswith(prefix)]
     assert listed == expected(name), proc.stdout + proc.stderr

@@ -161,6 +161,7 @@ def test_a_text_file_with_no_url_early_is_not_a_url_list(httpserver: HTTPServer,
 # --- large tokens ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_40_mib_comment_is_read_through(httpserver: HTTPServer) -> None:
     """expat before 2.6 re-scans an unfinished token on every feed (CVE-2023-52425): fed in small
     chunks this file took 76 s. No timing is asserted: the bench measures it; here it must work."""

@@ -120,17 +120,17 @@ def test_a_wrong_explicit_format_says_what_was_expected_and_what_came(httpserver
 
 
 def test_a_wrong_format_from_the_command_line_exits_2_and_writes_nothing(
-    run_script, env_file: Path, httpserver: HTTPServer
+    run_cli, env_file: Path, httpserver: HTTPServer
 ) -> None:
     site = site_for(httpserver)
     httpserver.expect_request("/feed/").respond_with_handler(document_handler(site, "rss"))
     env_file.write_text(env_file.read_text() + f"SITE_URL={site.base}\nIMPORT_SOURCE={site.base}/feed/\n")
-    result = run_script(SCRIPT, "--format", "jsonfeed")
+    result = run_cli(SCRIPT, "--format", "jsonfeed")
     assert result.returncode == 2
     assert "Error: feed page" in result.stderr and "it is an RSS 2.0 document (<rss> root)" in result.stderr
     assert "Content-Type application/rss+xml" in result.stderr and "Traceback" not in result.stderr
-    assert run_script(SCRIPT, "--format", "rss").returncode == 0  # the same source with the right format
-    bad = run_script(SCRIPT, "--format", "yaml")
+    assert run_cli(SCRIPT, "--format", "rss").returncode == 0  # the same source with the right format
+    bad = run_cli(SCRIPT, "--format", "yaml")
     assert bad.returncode == 2 and "--format is not a format this tool reads" in bad.stderr
 
 
@@ -167,11 +167,11 @@ def test_a_dtd_or_entity_in_rss_or_atom_is_refused(
     assert "DOCTYPE" in err.value.message and "refused for safety" in err.value.message
 
 
-def test_an_entity_bomb_run_exits_2_and_imports_nothing(run_script, env_file: Path, httpserver: HTTPServer) -> None:
+def test_an_entity_bomb_run_exits_2_and_imports_nothing(run_cli, env_file: Path, httpserver: HTTPServer) -> None:
     httpserver.expect_request("/feed/").respond_with_data(BILLION_LAUGHS, content_type="application/rss+xml")
     base = f"http://localhost:{httpserver.port}"
     env_file.write_text(env_file.read_text() + f"SITE_URL={base}\nIMPORT_SOURCE={base}/feed/\nIMPORT_FORMAT=rss\n")
-    result = run_script(SCRIPT)
+    result = run_cli(SCRIPT)
     assert result.returncode == 2 and "declares a DOCTYPE" in result.stderr
 
 
@@ -212,9 +212,7 @@ def test_wordpress_modified_gmt_is_utc_by_the_declared_rule_but_a_local_field_ne
     assert isinstance(reject, Reject) and reject.field == "modified" and "IMPORT_NAIVE_TIMEZONE" in reject.expected
 
 
-def test_a_naive_feed_date_in_a_run_is_reported_with_the_hint(
-    run_script, env_file: Path, httpserver: HTTPServer
-) -> None:
+def test_a_naive_feed_date_in_a_run_is_reported_with_the_hint(run_cli, env_file: Path, httpserver: HTTPServer) -> None:
     base = f"http://localhost:{httpserver.port}"
     doc = {
         "version": "https://jsonfeed.org/version/1.1",
@@ -227,13 +225,13 @@ def test_a_naive_feed_date_in_a_run_is_reported_with_the_hint(
     env_file.write_text(
         env_file.read_text() + f"SITE_URL={base}\nIMPORT_SOURCE={base}/feed.json\nIMPORT_MAX_REJECT_RATE=1\n"
     )
-    result = run_script(SCRIPT)
+    result = run_cli(SCRIPT)
     assert result.returncode == 1
     assert "updated_at: got '2026-02-01T10:00:00'" in result.stderr and "IMPORT_NAIVE_TIMEZONE=UTC" in result.stderr
     env_file.write_text(env_file.read_text() + "IMPORT_NAIVE_TIMEZONE=UTC\n")
-    assert run_script(SCRIPT).returncode == 0
+    assert run_cli(SCRIPT).returncode == 0
     env_file.write_text(env_file.read_text() + "IMPORT_NAIVE_TIMEZONE=Mars/Olympus\n")
-    wrong = run_script(SCRIPT)
+    wrong = run_cli(SCRIPT)
     assert wrong.returncode == 2 and "IMPORT_NAIVE_TIMEZONE" in wrong.stderr
 
 
@@ -463,6 +461,7 @@ def test_field_map_is_refused_for_rss_and_atom_whose_fields_are_fixed(tmp_path: 
 # --- what auto chose is said -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_chosen_format_is_in_the_event_log_and_on_a_terminal(
     run_script, run_in_terminal, env_file: Path, httpserver: HTTPServer
 ) -> None:

@@ -54,7 +54,7 @@ def serve(httpserver: HTTPServer, kind: str, site: Site) -> str:
 
 @pytest.mark.parametrize("kind", list(SOURCES))
 def test_a_real_source_imports_then_writes_nothing_then_takes_exactly_one_revision(
-    kind: str, run_script, env_file: Path, httpserver: HTTPServer
+    kind: str, run_cli, env_file: Path, httpserver: HTTPServer
 ) -> None:
     site = Site(base=f"http://localhost:{httpserver.port}", posts=sample_posts(5))
     source = serve(httpserver, kind, site)
@@ -63,7 +63,7 @@ def test_a_real_source_imports_then_writes_nothing_then_takes_exactly_one_revisi
     state = env_file.parent / "state"
     db = state / "content.db"
 
-    first = run_script(SCRIPT, "--json")
+    first = run_cli(SCRIPT, "--json")
     assert first.returncode == 0, first.stderr
     doc = json.loads(first.stdout)
     assert doc["format"]["format"] == kind and doc["format"]["auto"] is True
@@ -82,7 +82,7 @@ def test_a_real_source_imports_then_writes_nothing_then_takes_exactly_one_revisi
         }
 
     fingerprint = hashlib.sha256(db.read_bytes()).hexdigest()
-    second = run_script(SCRIPT, "--json")
+    second = run_cli(SCRIPT, "--json")
     assert second.returncode == 0, second.stderr
     counts = json.loads(second.stdout)["counts"]
     assert (counts["inserted"], counts["updated"], counts["removed"], counts["rejected"]) == (0, 0, 0, 0)
@@ -98,7 +98,7 @@ def test_a_real_source_imports_then_writes_nothing_then_takes_exactly_one_revisi
     revised.body = "<p>Revised: the corrected text.</p>\n"
     if kind == "rss":  # WordPress's RSS only shows a post's publication time (see the runbook)
         revised.published += timedelta(days=30)
-    third = run_script(SCRIPT, "--json")
+    third = run_cli(SCRIPT, "--json")
     assert third.returncode == 0, third.stderr
     doc = json.loads(third.stdout)
     assert (doc["counts"]["updated"], doc["counts"]["inserted"], doc["counts"]["removed"]) == (1, 0, 0)
@@ -110,15 +110,15 @@ def test_a_real_source_imports_then_writes_nothing_then_takes_exactly_one_revisi
 
 
 def test_an_rss_edit_with_an_unchanged_pubdate_is_caught_by_max_age_as_the_runbook_says(
-    run_script, env_file: Path, httpserver: HTTPServer
+    run_cli, env_file: Path, httpserver: HTTPServer
 ) -> None:
     site = Site(base=f"http://localhost:{httpserver.port}", posts=sample_posts(3))
     source = serve(httpserver, "rss", site)
     env_file.write_text(env_file.read_text() + f"SITE_URL={site.base}\nIMPORT_SOURCE={source}\n")
-    assert run_script(SCRIPT).returncode == 0
+    assert run_cli(SCRIPT).returncode == 0
     edited = site.posts[0]
     edited.body = "<p>Edited in WordPress: pubDate stays the publication time.</p>"
-    behind = json.loads(run_script(SCRIPT, "--json").stdout)["counts"]
+    behind = json.loads(run_cli(SCRIPT, "--json").stdout)["counts"]
     assert (behind["updated"], behind["behind_cursor"]) == (0, 2)  # the limit the runbook names (the newest is re-read)
-    rechecked = json.loads(run_script(SCRIPT, "--json", "--max-age", "0s").stdout)
+    rechecked = json.loads(run_cli(SCRIPT, "--json", "--max-age", "0s").stdout)
     assert rechecked["counts"]["updated"] == 1 and rechecked["changed_urls"] == [site.url_of(edited)]

@@ -84,24 +84,18 @@ def hostile_sitemaps(httpserver: HTTPServer, env_file: Path) -> str:
     return base
 
 
-def test_warm_dry_run_output_stays_inert_with_hostile_sitemap_urls(
-    run_script: RunScript, hostile_sitemaps: str
-) -> None:
+def test_warm_dry_run_output_stays_inert_with_hostile_sitemap_urls(run_cli: RunScript, hostile_sitemaps: str) -> None:
     """The URL policy refuses URLs with control characters (counted as unsafe); what is printed stays inert."""
     base = hostile_sitemaps
-    result = run_script("warm_cache.py", "--dry-run", "-s", f"{base}/sitemap.txt", "-s", f"{base}/sitemap.xml")
+    result = run_cli("warm_cache.py", "--dry-run", "-s", f"{base}/sitemap.txt", "-s", f"{base}/sitemap.xml")
     assert result.returncode == 0, result.stderr
     assert_inert(result.stdout, result.stderr)
     assert result.stdout.splitlines() == [f"[dry-run] GET {base}/clean"]
 
 
-def test_warm_dry_run_json_is_valid_json_with_hostile_sitemap_urls(
-    run_script: RunScript, hostile_sitemaps: str
-) -> None:
+def test_warm_dry_run_json_is_valid_json_with_hostile_sitemap_urls(run_cli: RunScript, hostile_sitemaps: str) -> None:
     base = hostile_sitemaps
-    result = run_script(
-        "warm_cache.py", "--dry-run", "--json", "-s", f"{base}/sitemap.txt", "-s", f"{base}/sitemap.xml"
-    )
+    result = run_cli("warm_cache.py", "--dry-run", "--json", "-s", f"{base}/sitemap.txt", "-s", f"{base}/sitemap.xml")
     assert result.returncode == 0, result.stderr
     assert_inert(result.stdout, result.stderr)
     doc = json.loads(result.stdout)
@@ -132,22 +126,22 @@ def test_a_feed_item_url_with_escapes_is_rejected_and_shown_inert(
     assert "post\\x1b]0;pwn\\x07\\x9b" in imported.stderr
 
 
-def test_jobs_status_shows_a_failing_outbox_value_and_its_error_escaped(run_script: RunScript, workdir: Path) -> None:
+def test_jobs_status_shows_a_failing_outbox_value_and_its_error_escaped(run_cli: RunScript, workdir: Path) -> None:
     with open_state(workdir / "state") as state:
         outbox = PurgeOutbox(state)
         outbox.enqueue("tag", [f"tag{CLEAR}"], source="test", now=NOW)
         claimed = outbox.claim("tag", 10, run_id="r1", now=NOW)
         outbox.mark_failed([i.id for i in claimed], error=f"code 1: refused {OSC_TITLE}", now=NOW)
-    result = run_script("jobs.py", "status")
+    result = run_cli("jobs.py", "status")
     assert result.returncode == 0, result.stderr
     assert_inert(result.stdout, result.stderr)
     assert "tag tag\\x1b[2J: 1 attempts, code 1: refused \\x1b]0;pwn\\x07" in result.stdout
 
-    shown = run_script("purge_cache.py", "outbox")
+    shown = run_cli("purge_cache.py", "outbox")
     assert shown.returncode == 0, shown.stderr
     assert_inert(shown.stdout, shown.stderr)
     assert "tag\\x1b[2J" in shown.stdout
-    as_json = run_script("purge_cache.py", "outbox", "--json")
+    as_json = run_cli("purge_cache.py", "outbox", "--json")
     assert_inert(as_json.stdout)
     assert [i["value"] for i in json.loads(as_json.stdout)["items"]] == [f"tag{CLEAR}"]
 
@@ -155,17 +149,17 @@ def test_jobs_status_shows_a_failing_outbox_value_and_its_error_escaped(run_scri
 # --- ACCESS_LOGS file names -----------------------------------------------------------------------
 
 
-def test_check_logs_shows_a_hostile_log_file_name_escaped(run_script: RunScript, workdir: Path) -> None:
+def test_check_logs_shows_a_hostile_log_file_name_escaped(run_cli: RunScript, workdir: Path) -> None:
     logs = workdir / "logs"
     logs.mkdir()
     line = '127.0.0.1 - - [01/Dec/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "ua"\n'
     (logs / "access.log").write_text(line)
     (logs / f"access{OSC_TITLE}{C1_CSI}.log").mkdir()  # matched by the glob, not a regular file
-    result = run_script("check_logs.py", "--no-state", "--summary", "--log", f"{logs}/access*")
+    result = run_cli("check_logs.py", "--no-state", "--summary", "--log", f"{logs}/access*")
     assert_inert(result.stdout, result.stderr)
     assert f"{logs}/access\\x1b]0;pwn\\x07\\x9b.log is not a regular file" in result.stderr
 
-    as_json = run_script("check_logs.py", "--no-state", "--json", "--log", f"{logs}/access*")
+    as_json = run_cli("check_logs.py", "--no-state", "--json", "--log", f"{logs}/access*")
     assert_inert(as_json.stdout, as_json.stderr)
     paths = {f["path"] for f in json.loads(as_json.stdout)["files"]}
     assert f"{logs}/access{OSC_TITLE}{C1_CSI}.log" in paths

@@ -151,7 +151,7 @@ def test_purge_urls_and_deploy_manifest_keys_are_refused(allowed: LoopbackSite) 
 
 
 def test_warm_script_end_to_end_never_reaches_the_internal_host(
-    run_script, env_file: Path, allowed: LoopbackSite, internal: LoopbackSite
+    run_cli, env_file: Path, allowed: LoopbackSite, internal: LoopbackSite
 ) -> None:  # type: ignore[no-untyped-def]
     bad = smuggle(allowed)
     allowed.routes["/s.xml"] = Route(
@@ -159,14 +159,14 @@ def test_warm_script_end_to_end_never_reaches_the_internal_host(
     )
     with env_file.open("a") as fh:
         fh.write(f"SITE_URL=http://127.0.0.1:{allowed.port}\nWARM_RATE=0\n")
-    proc = run_script("warm_cache.py", "--sitemap", allowed.url("/s.xml"), "--json")
+    proc = run_cli("warm_cache.py", "--sitemap", allowed.url("/s.xml"), "--json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["summary"]["requested"] == 1 and doc["dropped"]["counts"] == {"invalid": 1}
 
 
 def test_purge_script_urls_warm_end_to_end_never_reaches_the_internal_host(
-    run_script, env_file: Path, allowed: LoopbackSite, internal: LoopbackSite
+    run_cli, env_file: Path, allowed: LoopbackSite, internal: LoopbackSite
 ) -> None:  # type: ignore[no-untyped-def]
     zone, token = "0123456789abcdef0123456789abcdef", "tok-url-policy"
     with CloudflareEmulator(token=token, zone=zone, plan="free") as api:
@@ -174,7 +174,7 @@ def test_purge_script_urls_warm_end_to_end_never_reaches_the_internal_host(
             fh.write(f"SITE_URL=http://127.0.0.1:{allowed.port}\nCF_API_TOKEN={token}\nCF_ZONE_ID={zone}\n")
             fh.write(f"CF_API_URL={api.base_url}\nWARM_RATE=0\n")
         allowed.hits.clear()
-        proc = run_script("purge_cache.py", "urls", smuggle(allowed), "/ok", "--warm")
+        proc = run_cli("purge_cache.py", "urls", smuggle(allowed), "/ok", "--warm")
         purges = [u for p in api.snapshot()["purges"] for u in p["body"].get("files", [])]
     assert proc.returncode == 1, proc.stderr  # one URL rejected, the rest purged and warmed
     assert "refused" in proc.stderr
@@ -251,6 +251,7 @@ PATH_TOKENS = [
     st.sampled_from(["/", "/", "/", "", "?", "#"]),
     st.lists(st.sampled_from(PATH_TOKENS), max_size=8).map("".join),
 )
+@pytest.mark.slow
 def test_the_shortcut_for_urls_already_normal_agrees_with_parsing(base: str, port: str, lead: str, rest: str) -> None:
     policy = UrlPolicy(("www.example.com", "127.0.0.1"))
     url = base + port + lead + rest
@@ -378,6 +379,7 @@ def connections_elsewhere(allows: Callable[[str], str | None], pair: tuple[Loopb
     return reached
 
 
+@pytest.mark.slow
 def test_whatever_the_policy_allows_connects_to_the_allowed_host(pair: tuple[LoopbackSite, LoopbackSite]) -> None:
     policy = UrlPolicy(ALLOWED)
 
@@ -395,6 +397,7 @@ def test_whatever_the_policy_allows_connects_to_the_allowed_host(pair: tuple[Loo
     assert connections_elsewhere(allows, pair) == []
 
 
+@pytest.mark.slow
 def test_the_same_property_catches_the_old_urlsplit_allowlist(pair: tuple[LoopbackSite, LoopbackSite]) -> None:
     def old_allows(url: str) -> str | None:
         try:

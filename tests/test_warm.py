@@ -335,6 +335,11 @@ def test_connection_refused_and_timeouts_are_results_not_exceptions(httpserver: 
         httpserver.url_for("/slow")
     )
     assert (late.outcome, late.error) == ("failed", "timed out")
+    # The server answers the abandoned request after the test: let it, or its log entry lands in the
+    # next test's log (the server is shared by the tests of one process).
+    deadline = time.monotonic() + 5
+    while not httpserver.log and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 # --- run, stop and store -----------------------------------------------------------------------

@@ -69,11 +69,11 @@ class Flaky:
 
 
 @pytest.fixture
-def warm(run_script, httpserver: HTTPServer):  # type: ignore[no-untyped-def]
+def warm(run_cli, httpserver: HTTPServer):  # type: ignore[no-untyped-def]
     def run(*args: str, env: dict[str, str] | None = None, input: str | None = None):  # type: ignore[no-untyped-def]
         full = {"SITE_URL": httpserver.url_for("/").rstrip("/"), "WARM_RATE": "0"}
         full.update(env or {})
-        return run_script("warm_cache.py", *args, env=full, input=input)
+        return run_cli("warm_cache.py", *args, env=full, input=input)
 
     return run
 
@@ -160,6 +160,7 @@ def test_bypass_paths_and_duplicates_are_skipped_and_counted(warm, httpserver: H
 # --- retries -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_429_with_retry_after_then_200(warm, workdir: Path, httpserver: HTTPServer) -> None:
     flaky = Flaky(429, headers={"Retry-After": "1"})
     httpserver.expect_request("/slow").respond_with_handler(flaky)
@@ -170,6 +171,7 @@ def test_429_with_retry_after_then_200(warm, workdir: Path, httpserver: HTTPServ
     assert (row["outcome"], row["http_status"], row["attempts"]) == ("filled", 200, 2)
 
 
+@pytest.mark.slow
 def test_503_twice_then_200(warm, workdir: Path, httpserver: HTTPServer) -> None:
     flaky = Flaky(503, 503)
     httpserver.expect_request("/busy").respond_with_handler(flaky)
@@ -192,6 +194,7 @@ def test_retry_after_beyond_max_retry_wait_fails_without_waiting(warm, workdir: 
 
 
 @pytest.mark.parametrize("threshold,exit_code", [(None, 1), ("0.5", 0)])
+@pytest.mark.slow
 def test_connection_refused_is_counted_and_the_run_continues(
     warm, workdir: Path, httpserver: HTTPServer, threshold: str | None, exit_code: int
 ) -> None:
@@ -483,6 +486,7 @@ def test_missing_urls_file(warm, workdir: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_unreachable_site_is_a_temporary_failure(warm) -> None:
     proc = warm(env={"SITE_URL": f"http://localhost:{free_port()}"})
     assert proc.returncode == 75
@@ -491,8 +495,8 @@ def test_unreachable_site_is_a_temporary_failure(warm) -> None:
     assert len(errors) == 1 and "robots.txt" in errors[0]
 
 
-def test_help_ends_with_examples(run_script) -> None:  # type: ignore[no-untyped-def]
-    proc = run_script("warm_cache.py", "--help")
+def test_help_ends_with_examples(run_cli) -> None:  # type: ignore[no-untyped-def]
+    proc = run_cli("warm_cache.py", "--help")
     assert proc.returncode == 0
     tail = proc.stdout.rstrip().splitlines()
     examples = next(i for i, line in enumerate(tail) if line.strip() == "Examples:")
@@ -500,8 +504,8 @@ def test_help_ends_with_examples(run_script) -> None:  # type: ignore[no-untyped
     assert tail[-1].strip().startswith(("warm_cache.py", "git diff"))
 
 
-def test_negative_rate_option_is_a_usage_error(run_script) -> None:  # type: ignore[no-untyped-def]
-    proc = run_script("warm_cache.py", "--rate", "-1")
+def test_negative_rate_option_is_a_usage_error(run_cli) -> None:  # type: ignore[no-untyped-def]
+    proc = run_cli("warm_cache.py", "--rate", "-1")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "--rate" in proc.stderr

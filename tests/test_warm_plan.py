@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+import pytest
 from edgecron.dropped import DroppedUrls
 from edgecron.urls import UrlPolicy, UrlRefused
 from edgecron.warm import _path, plan_urls
@@ -20,6 +21,7 @@ TOKENS = [*"/aZ0-~!'(*,;=:@.?#é %", "/admin", "/cart", "%2F", "?q=/admin", "#/a
     st.sampled_from(["", "/", "?", "#"]),
     st.lists(st.sampled_from(TOKENS), max_size=8).map("".join),
 )
+@pytest.mark.slow
 def test_the_path_shortcut_agrees_with_urlsplit(base: str, lead: str, rest: str) -> None:
     try:
         url = POLICY.check(base + lead + rest)
