@@ -20,4 +20,3 @@ def test_no_library_module_is_over_the_limit() -> None:
     assert len(lines) > 40  # the library itself was found, not an empty directory
     over = {name: count for name, count in lines.items() if count > MAX_LINES}
     assert over == {}, f"split these along their concerns, at most {MAX_LINES} lines each: {over}"
-
