@@ -15,7 +15,7 @@ import re
 from itertools import pairwise
 
 import pytest
-from edgecron import sitemap
+from edgecron import sitemap, sitemapxml
 from edgecron.errors import EdgecronError
 from edgecron.http import make_session
 from edgecron.sitemap import SitemapReader
@@ -170,7 +170,7 @@ def read(body: bytes, cuts: list[int], *, max_urls: int) -> dict[str, object]:
 
 def reference(body: bytes, monkeypatch: pytest.MonkeyPatch, *, max_urls: int) -> dict[str, object]:
     with monkeypatch.context() as patch:
-        patch.setattr(sitemap, "_scanners_for", lambda url: {})
+        patch.setattr(sitemap, "scanners_for", lambda url: {})
         patch.setattr(sitemap, "MIN_FEED", 1 << 30)
         return read(body, [], max_urls=max_urls)
 
@@ -207,9 +207,9 @@ def test_the_scanner_reads_what_the_handlers_read(
     expected = reference(body, monkeypatch, max_urls=max_urls)
     with monkeypatch.context() as patch:
         patch.setattr(sitemap, "MIN_FEED", min_feed)
-        patch.setattr(sitemap, "CARRY_MAX", carry)
-        patch.setattr(sitemap, "SLICE_HELD_MAX", held)
-        patch.setattr(sitemap, "MAX_SKIP", skips)
+        patch.setattr(sitemapxml, "CARRY_MAX", carry)
+        patch.setattr(sitemapxml, "SLICE_HELD_MAX", held)
+        patch.setattr(sitemapxml, "MAX_SKIP", skips)
         assert read(body, cuts, max_urls=max_urls) == expected
 
 
@@ -220,14 +220,14 @@ def test_a_plain_sitemap_is_read_by_the_scanner(monkeypatch: pytest.MonkeyPatch)
     )
     doc = f'<?xml version="1.0" encoding="UTF-8"?>\n<urlset xmlns="{NS}">\n{body}\n</urlset>\n'.encode()
     scanned = []
-    real_read = sitemap._EntryScanner.read
+    real_read = sitemapxml.EntryScanner.read
 
-    def counting(self: sitemap._EntryScanner, text: str, start: int, end: int) -> sitemap._Scanned:
+    def counting(self: sitemapxml.EntryScanner, text: str, start: int, end: int) -> sitemapxml.Scanned:
         found = real_read(self, text, start, end)
         scanned.extend(found.locs)
         return found
 
-    monkeypatch.setattr(sitemap._EntryScanner, "read", counting)
+    monkeypatch.setattr(sitemapxml.EntryScanner, "read", counting)
     got = read(doc, [100, 5000], max_urls=50_000)
     assert [p.url for p in got["pages"]] == [f"http://localhost/p{i}" for i in range(500)]
     assert [p.lastmod for p in got["pages"]][:3] == ["2026-12-01", "2026-12-02", "2026-12-03"]
