@@ -118,7 +118,7 @@ def test_api_down_exits_75_then_retry_sends(configured, run_script, api):
 
 @pytest.mark.slow
 def test_429_storm_waits_and_every_url_is_purged_once(configured, run_script, api):
-    api.throttle(seconds=3, retry_after=2)
+    api.throttle(count=2, retry_after=2)  # by count, not seconds: a slow start must not miss the storm
     result = run_script("purge_cache.py", "urls", *urls(90), "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["summary"]["rate_limited"] >= 1
