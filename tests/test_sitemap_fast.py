@@ -2,7 +2,7 @@
 
 `SitemapReader` reads runs of plain `<url><loc>…</loc></url>` entries with a regular expression and
 hands expat blanks in their place (sitemap.py's docstring). The reference here is the same reader
-with no scanner (`_scanners_for` gives none: every entry through the handlers), fed the document in
+with no scanner (`scanners_for` gives none: every entry through the handlers), fed the document in
 one block. Documents are built from real-world shapes and from everything the scanner must leave to
 the handlers: prefixes, attributes, comments, CDATA, references, non-ASCII, a second <loc>, foreign
 namespaces, UTF-16, and malformed XML; the reader under test gets the bytes in random chunks with
