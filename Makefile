@@ -57,9 +57,10 @@ lock:
 # Tests run on WORKERS processes (pytest-xdist): most wait on subprocesses and loopback servers, so
 # more workers than the 2 CPUs pay. `make test` measures line coverage of lib/ and scripts/ in the
 # same run, subprocesses included ([tool.coverage.*] in pyproject.toml), and fails below
-# COVERAGE_FLOOR (the measured figure rounded down) when the whole suite ran (no TESTS).
+# COVERAGE_FLOOR when the whole suite ran (no TESTS): the lowest figure measured (94.7-95.2% over runs
+# on busy and quiet machines: retry and signal paths are reached or not by timing) rounded down.
 WORKERS ?= 4
-COVERAGE_FLOOR := 95
+COVERAGE_FLOOR := 94
 PYTEST_ARGS = -n $(WORKERS) --dist loadgroup $(if $(TESTS),-k '$(TESTS)',)
 COVERAGE = $(PY) -m coverage
 
