@@ -8,7 +8,7 @@ This module judges the access-log figures and the log files; `health.py` judges 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any
 
@@ -100,95 +100,99 @@ class Thresholds:
 
 
 def log_findings(summary: LogSummary, limits: Thresholds) -> list[Finding]:
-    findings: list[Finding] = []
-    total = summary.requests
-    enough = total >= limits.min_requests and total > 0
-    few = f"only {total} requests (judged from {limits.min_requests})"
+    """One finding per log check, in the order check_logs.py reports them."""
+    return [check(summary, limits) for check in LOG_CHECKS]
 
+
+def _too_few(summary: LogSummary, limits: Thresholds) -> str | None:
+    """Why a rate cannot be judged from this window (None: enough requests to judge it)."""
+    total = summary.requests
+    if total >= limits.min_requests and total > 0:
+        return None
+    return f"only {total} requests (judged from {limits.min_requests})"
+
+
+def _rate_5xx(summary: LogSummary, limits: Thresholds) -> Finding:
+    total = summary.requests
     errors = summary.count_5xx()
     rate = errors / total if total else 0.0
     examples = [f"{p}: {n}×5xx" for p, n in summary.top_5xx_paths()]
-    findings.append(
-        Finding.skipped("5xx_rate", summary=few, value=round(rate, 4), threshold=limits.rate_5xx, examples=examples)
-        if not enough
-        else Finding.judged(
-            "5xx_rate",
-            breach=rate > limits.rate_5xx,
-            severity="critical",
-            summary=f"{errors} of {total} responses were 5xx ({rate:.2%})",
-            value=round(rate, 4),
-            threshold=limits.rate_5xx,
-            examples=examples,
+    if few := _too_few(summary, limits):
+        return Finding.skipped(
+            "5xx_rate", summary=few, value=round(rate, 4), threshold=limits.rate_5xx, examples=examples
         )
+    return Finding.judged(
+        "5xx_rate",
+        breach=rate > limits.rate_5xx,
+        severity="critical",
+        summary=f"{errors} of {total} responses were 5xx ({rate:.2%})",
+        value=round(rate, 4),
+        threshold=limits.rate_5xx,
+        examples=examples,
     )
 
-    if not summary.has_request_time:
-        findings.append(Finding.skipped("p95_request_time", summary="LOG_FORMAT has no $request_time"))
-    else:
-        pct = summary.percentiles()
-        slow = [f"{p}: p95 {v:.2f}s over {n} requests" for p, n, v in summary.slowest_paths()]
-        text = f"p50 {pct['p50']:.3f}s, p95 {pct['p95']:.3f}s, p99 {pct['p99']:.3f}s"
-        findings.append(
-            Finding.skipped(
-                "p95_request_time",
-                summary=f"{text}; {few}",
-                value=pct["p95"],
-                threshold=limits.p95_seconds,
-                examples=slow,
-            )
-            if not enough
-            else Finding.judged(
-                "p95_request_time",
-                breach=pct["p95"] > limits.p95_seconds,
-                severity="warning",
-                summary=text,
-                value=pct["p95"],
-                threshold=limits.p95_seconds,
-                examples=slow,
-            )
-        )
 
+def _p95_request_time(summary: LogSummary, limits: Thresholds) -> Finding:
+    if not summary.has_request_time:
+        return Finding.skipped("p95_request_time", summary="LOG_FORMAT has no $request_time")
+    pct = summary.percentiles()
+    slow = [f"{p}: p95 {v:.2f}s over {n} requests" for p, n, v in summary.slowest_paths()]
+    text = f"p50 {pct['p50']:.3f}s, p95 {pct['p95']:.3f}s, p99 {pct['p99']:.3f}s"
+    if few := _too_few(summary, limits):
+        return Finding.skipped(
+            "p95_request_time", summary=f"{text}; {few}", value=pct["p95"], threshold=limits.p95_seconds, examples=slow
+        )
+    return Finding.judged(
+        "p95_request_time",
+        breach=pct["p95"] > limits.p95_seconds,
+        severity="warning",
+        summary=text,
+        value=pct["p95"],
+        threshold=limits.p95_seconds,
+        examples=slow,
+    )
+
+
+def _static_origin_hits(summary: LogSummary, limits: Thresholds) -> Finding:
     static = summary.static_origin()
     worst = static[0][1] if static else 0
     breach = worst > limits.static_origin_hits
-    findings.append(
-        Finding.judged(
-            "static_origin_hits",
-            breach=breach,
-            severity="warning",
-            summary=(
-                f"{static[0][0]} reached the origin {worst} times: Cloudflare is not caching it"
-                if breach
-                else f"busiest static URL reached the origin {worst} times"
-            ),
-            value=worst,
-            threshold=limits.static_origin_hits,
-            examples=[f"{p}: {n}" for p, n in static[:5]],
-        )
+    return Finding.judged(
+        "static_origin_hits",
+        breach=breach,
+        severity="warning",
+        summary=(
+            f"{static[0][0]} reached the origin {worst} times: Cloudflare is not caching it"
+            if breach
+            else f"busiest static URL reached the origin {worst} times"
+        ),
+        value=worst,
+        threshold=limits.static_origin_hits,
+        examples=[f"{p}: {n}" for p, n in static[:5]],
     )
 
-    if not summary.can_see_logged_in:
-        findings.append(
-            Finding.skipped(
-                "loggedin_cacheable",
-                summary="LOG_FORMAT lacks $logged_in with $upstream_cache_status or $sent_http_cache_control"
-                " (see notes/nginx-log-format.md)",
-            )
-        )
-    else:
-        n = summary.loggedin_cached
-        findings.append(
-            Finding.judged(
-                "loggedin_cacheable",
-                breach=n > 0,
-                severity="critical",
-                summary=f"{n} responses to logged-in visitors were cached or marked cacheable",
-                value=n,
-                threshold=0,
-                examples=summary.loggedin_examples,
-            )
-        )
 
+def _loggedin_cacheable(summary: LogSummary, limits: Thresholds) -> Finding:
+    if not summary.can_see_logged_in:
+        return Finding.skipped(
+            "loggedin_cacheable",
+            summary="LOG_FORMAT lacks $logged_in with $upstream_cache_status or $sent_http_cache_control"
+            " (see notes/nginx-log-format.md)",
+        )
+    n = summary.loggedin_cached
+    return Finding.judged(
+        "loggedin_cacheable",
+        breach=n > 0,
+        severity="critical",
+        summary=f"{n} responses to logged-in visitors were cached or marked cacheable",
+        value=n,
+        threshold=0,
+        examples=summary.loggedin_examples,
+    )
+
+
+def _upstream_errors(summary: LogSummary, limits: Thresholds) -> Finding:
+    total = summary.requests
     bad_gateway = summary.statuses.get(b"502", 0) + summary.statuses.get(b"503", 0)
     timeouts = summary.statuses.get(b"504", 0)
     upstream_rate = (bad_gateway + timeouts) / total if total else 0.0
@@ -196,35 +200,42 @@ def log_findings(summary: LogSummary, limits: Thresholds) -> list[Finding]:
         f"{bad_gateway} bad gateway/unavailable (502/503), {timeouts} timeouts (504), "
         f"{summary.upstream_retries} retries on another upstream"
     )
-    findings.append(
-        Finding.skipped(
+    if few := _too_few(summary, limits):
+        return Finding.skipped(
             "upstream_errors", summary=f"{text}; {few}", value=round(upstream_rate, 4), threshold=limits.rate_5xx
         )
-        if not enough
-        else Finding.judged(
-            "upstream_errors",
-            breach=upstream_rate > limits.rate_5xx,
-            severity="critical",
-            summary=text,
-            value=round(upstream_rate, 4),
-            threshold=limits.rate_5xx,
-        )
+    return Finding.judged(
+        "upstream_errors",
+        breach=upstream_rate > limits.rate_5xx,
+        severity="critical",
+        summary=text,
+        value=round(upstream_rate, 4),
+        threshold=limits.rate_5xx,
     )
 
+
+def _malformed_lines(summary: LogSummary, limits: Thresholds) -> Finding:
     lines = summary.lines
     bad_rate = summary.malformed / lines if lines else 0.0
-    findings.append(
-        Finding.judged(
-            "malformed_lines",
-            breach=bad_rate > limits.malformed_rate,
-            severity="warning",
-            summary=f"{summary.malformed} of {lines} lines did not match LOG_FORMAT",
-            value=summary.malformed,
-            threshold=limits.malformed_rate,
-            examples=summary.malformed_samples,
-        )
+    return Finding.judged(
+        "malformed_lines",
+        breach=bad_rate > limits.malformed_rate,
+        severity="warning",
+        summary=f"{summary.malformed} of {lines} lines did not match LOG_FORMAT",
+        value=summary.malformed,
+        threshold=limits.malformed_rate,
+        examples=summary.malformed_samples,
     )
-    return findings
+
+
+LOG_CHECKS: tuple[Callable[[LogSummary, Thresholds], Finding], ...] = (
+    _rate_5xx,
+    _p95_request_time,
+    _static_origin_hits,
+    _loggedin_cacheable,
+    _upstream_errors,
+    _malformed_lines,
+)
 
 
 def file_findings(

@@ -177,11 +177,7 @@ class SitemapXml:
             nonlocal entry_name, loc_name, lastmod_name
             namespace, _, local = name.rpartition(NS_SEP)
             if namespace not in SITEMAP_NAMESPACES or local not in ("urlset", "sitemapindex"):
-                raise InputError(
-                    f"sitemap {url} is not a sitemap" + (" (it is an HTML page)" if local.lower() == "html" else ""),
-                    got=f"<{local}>" + (f" in namespace {namespace}" if namespace else ""),
-                    expected=f"<urlset> or <sitemapindex> in namespace {SITEMAP_NS} or none (check SITEMAP_URLS)",
-                )
+                raise _not_a_sitemap(url, namespace=namespace, local=local)
             self.kind = "url" if local == "urlset" else "sitemap"
             prefix = namespace + NS_SEP if namespace else ""
             # expat hands back the objects in its intern table: the names compare by identity
@@ -297,6 +293,14 @@ class SitemapXml:
         if self._entries:
             self.found.append(self._entries[:])
             self._entries.clear()
+
+
+def _not_a_sitemap(url: str, *, namespace: str, local: str) -> InputError:
+    return InputError(
+        f"sitemap {url} is not a sitemap" + (" (it is an HTML page)" if local.lower() == "html" else ""),
+        got=f"<{local}>" + (f" in namespace {namespace}" if namespace else ""),
+        expected=f"<urlset> or <sitemapindex> in namespace {SITEMAP_NS} or none (check SITEMAP_URLS)",
+    )
 
 
 def _refuse_doctype(name: str, sysid: str | None, pubid: str | None, has_internal_subset: bool) -> None:
