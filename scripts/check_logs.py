@@ -43,7 +43,7 @@ def check(
     no_state: bool = typer.Option(False, "--no-state", help="Read whole files; save no position or result."),
     since: str | None = typer.Option(None, help="Only lines at or after this time (ISO or 30m/2h/1d ago)."),
     until: str | None = typer.Option(None, help="Only lines before this time (ISO or 30m/2h/1d ago)."),
-    max_age: str | None = typer.Option(None, help="Every job must have succeeded within this (30m, 2h, 1d)."),
+    max_age: str | None = typer.Option(None, help="Every job must have succeeded within this (30m, 2h, 2w, 1d12h)."),
     jobs: bool = typer.Option(True, "--jobs/--no-jobs", help="Also check job runs, locks and the outbox."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Check from the saved positions; save nothing."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document (summary and findings)."),
