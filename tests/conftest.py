@@ -7,7 +7,7 @@ import os
 import pty
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lib"))
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
+
+from pgcluster import PgCluster, throwaway_cluster  # noqa: E402
 
 RunScript = Callable[..., subprocess.CompletedProcess[str]]
 # What the coverage run (`make coverage`, `make test`) hands to the processes it measures: kept in the
@@ -193,3 +195,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Slow tests first: on several workers the long ones then run beside the many short ones
     instead of alone at the end (the order is otherwise kept)."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A real PostgreSQL server for this test process (one per xdist worker), running until the session ends.
+
+    Stopped (`pg_ctl stop -m immediate`) and its directory removed even when tests fail.
+    """
+    with throwaway_cluster() as cluster:
+        yield cluster
