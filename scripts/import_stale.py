@@ -277,7 +277,7 @@ def rollback(
 
 @app.command(epilog=_cli.examples("import_stale.py runs --limit 5", "import_stale.py runs --json"))
 def runs(
-    limit: int = typer.Option(20, help="How many runs to list."),
+    limit: int = typer.Option(20, min=1, help="How many runs to list."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """List import runs (newest first) with their counts."""

@@ -132,3 +132,9 @@ def test_examples_are_declared_one_way(script: Path) -> None:
     text = script.read_text()
     assert "Examples:" not in text
     assert "def command(" not in text
+
+
+def test_a_runs_limit_below_one_is_a_usage_error(feed_env: Path, workdir: Path) -> None:
+    result = invoke(["runs", "--limit", "-1"], feed_env)  # SQLite's LIMIT -1 would list every run
+    assert result.exit_code == 2
+    assert "Invalid value for '--limit': Input should be greater than or equal to 1" in result.stderr
