@@ -22,7 +22,7 @@ from edgecron.logformat import resolve_format
 from edgecron.loglines import line_numbers
 from edgecron.logsummary import LogSummary
 from edgecron.schedule import JOBS, load_schedule, schedule_timezone
-from edgecron.state import StateDB, open_state
+from edgecron.state import StateDB, open_existing_state
 
 app = _cli.new_app(__doc__ or "")
 
@@ -116,8 +116,7 @@ def check(
 
 def _existing_state(cfg: Settings) -> StateDB | None:
     """Dry runs read positions, runs and deploys when a state database exists; they create none."""
-    path = cfg.state_dir / "state.db"
-    return open_state(cfg.state_dir) if path.exists() else None
+    return open_existing_state(cfg.state_db)
 
 
 def _duration(text: str, option: str) -> timedelta:

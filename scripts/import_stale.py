@@ -284,7 +284,7 @@ def runs(
     cfg = _cli.settings()
     with _cli.user_errors(), ContentStore(cfg.content_db, readonly=True) as store:
         if (cfg.state_dir / "state.db").exists():
-            with open_state(cfg.state_dir) as state:
+            with open_state(cfg.state_db) as state:
                 docs = run_history(store, state, limit=limit)
         else:
             docs = run_history(store, None, limit=limit)
@@ -311,7 +311,7 @@ def check_db(json_out: bool = typer.Option(False, "--json", help="Print one JSON
     """Show the content store's indexes and the query plans of its key lookups; exit 1 on a full scan."""
     cfg = _cli.settings()
     with _cli.user_errors():
-        if not cfg.content_db.exists():
+        if isinstance(cfg.content_db, Path) and not cfg.content_db.exists():
             raise InputError("there is no content store yet", got=str(cfg.content_db), expected="an import run first")
         with ContentStore(cfg.content_db, readonly=True) as store:
             check = store.check()

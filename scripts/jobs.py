@@ -54,9 +54,9 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print one JSON d
     with _cli.user_errors():
         schedule = load_schedule(cfg)
         tz = schedule_timezone(cfg)
-        with open_state(cfg.state_dir) as state:
+        with open_state(cfg.state_db) as state:
             jobs, outbox = collect_status(cfg, state, schedule, now=_cli.utcnow())
-    size = state_size(state_dir=cfg.state_dir, content_db=cfg.content_db)
+    size = state_size(state_db=cfg.state_db, content_db=cfg.content_db, state_dir=cfg.state_dir)
     if json_out:
         _cli.print_json(
             {

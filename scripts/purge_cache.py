@@ -163,7 +163,7 @@ def everything(
 ) -> None:
     """Purge the whole zone. Every visitor's next request goes to the origin: prefer precise purges."""
     cfg = _cli.settings()
-    pages = cached_pages_estimate(read_only(cfg.state_dir))
+    pages = cached_pages_estimate(read_only(cfg.state_db))
     risk = (
         f"every cached object is refetched from the origin; the last warm run alone fetched {pages} pages"
         if pages
@@ -276,7 +276,7 @@ def outbox_cmd(
             Opts(dry_run, json_out, warm, max_wait, wait, True, summary=summary),
         )
         return
-    items = PurgeOutbox.open_rows(read_only(cfg.state_dir))
+    items = PurgeOutbox.open_rows(read_only(cfg.state_db))
     if json_out:
         _cli.print_json({"open": len(items), "items": items})
         return
@@ -327,7 +327,7 @@ def _read_values(values: list[str], file: str | None) -> list[str]:
 def _run(cfg: Settings, make_plan: Callable[[StateView], PurgePlan], opts: Opts) -> None:
     with _cli.job("purge", cfg, dry_run=opts.dry_run, lock_wait=opts.lock_wait) as run:
         if opts.dry_run:
-            plan = make_plan(read_only(cfg.state_dir))
+            plan = make_plan(read_only(cfg.state_db))
             _print_dry_run(cfg, plan, opts)
             if plan.rejected:
                 run.exit_code = ExitCode.PROBLEMS
@@ -375,7 +375,7 @@ def _warm(cfg: Settings, run: JobRun, urls: list[str]) -> dict[str, Any] | None:
 def _print_dry_run(cfg: Settings, plan: PurgePlan, opts: Opts) -> None:
     """The exact bodies a real run would POST: this plan's items plus what the outbox holds."""
     values: dict[str, dict[str, None]] = {kind: {} for kind in KINDS}
-    for kind, value in peek_open(read_only(cfg.state_dir), include_held=opts.include_held):
+    for kind, value in peek_open(read_only(cfg.state_db), include_held=opts.include_held):
         values[kind].setdefault(value, None)
     for kind, items in plan.items.items():
         for value in items:

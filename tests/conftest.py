@@ -32,11 +32,37 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked `both_backends` run once per state backend: STATE_DIR's SQLite file and STATE_DB on a
+    real PostgreSQL (the `pg_cluster` of this worker, a fresh database per test)."""
+    if metafunc.definition.get_closest_marker("both_backends") and "state_backend" in metafunc.fixturenames:
+        metafunc.parametrize("state_backend", BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def env_file(workdir: Path) -> Path:
+def state_backend(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def state_db(state_backend: str, workdir: Path, request: pytest.FixtureRequest) -> Path | str:
+    """Where this test's state database is: `workdir/state/state.db`, or a fresh PostgreSQL database's URL."""
+    if state_backend == "postgresql":
+        cluster: PgCluster = request.getfixturevalue("pg_cluster")
+        return cluster.new_database()
+    return workdir / "state" / "state.db"
+
+
+@pytest.fixture
+def env_file(workdir: Path, state_db: Path | str) -> Path:
     """An empty `.env` for this test; tests append KEY=value lines to it."""
     path = workdir / ".env"
-    path.write_text(f"STATE_DIR={workdir / 'state'}\n")
+    path.write_text(
+        f"STATE_DIR={workdir / 'state'}\n" + (f"STATE_DB={state_db}\n" if isinstance(state_db, str) else "")
+    )
     path.chmod(0o600)  # it may hold the token: a readable one is a warning on every run
     return path
 

@@ -5,7 +5,7 @@ may sit under a 0700 `mktemp -d` directory the server's user cannot enter); `sta
 and `pg_ctl start` there, listening on 127.0.0.1 on a free port and on a unix socket in that
 directory; `stop()` is `pg_ctl stop -m immediate` (nothing to keep: fsync is off) and `remove()`
 deletes the directory. Run as root, the server runs as `postgres` (or `nobody`): it refuses root.
-No Python driver here: tests talk to the server with the installed `psql`.
+The cluster's own checks talk to it with the installed `psql`, so they do not depend on the driver under test.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ class PgCluster:
     root: Path
     port: int
     user: str | None
+    _databases: int = 0
 
     @classmethod
     def create(cls, bin_dir: Path) -> PgCluster:
@@ -164,6 +165,13 @@ class PgCluster:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def new_database(self) -> str:
+        """A fresh, empty database in this cluster (one per test): its URL."""
+        self._databases += 1
+        name = f"t{os.getpid()}_{self._databases}"
+        self.psql(f"CREATE DATABASE {name}")
+        return f"postgresql://{DB_ROLE}@127.0.0.1:{self.port}/{name}"
 
     def psql(self, sql: str, *, dsn: str | None = None) -> str:
         """Run `sql` in one new connection; rows unaligned, `|`-separated, without headers."""

@@ -50,7 +50,7 @@ def run_once(state: StateDB, paths: list[Path]) -> tuple[list[str], LogReader]:
 
 @pytest.fixture
 def state(tmp_path: Path) -> StateDB:
-    db = open_state(tmp_path / "state")
+    db = open_state(tmp_path / "state" / "state.db")
     yield db
     db.close()
 

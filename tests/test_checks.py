@@ -206,7 +206,7 @@ def test_since_until_window() -> None:
 
 @pytest.fixture
 def state(tmp_path: Path) -> StateDB:
-    db = open_state(tmp_path / "state")
+    db = open_state(tmp_path / "state" / "state.db")
     yield db
     db.close()
 

@@ -234,7 +234,7 @@ def test_past_the_reject_rate_the_run_stops_keeping_committed_batches(
 
 def test_purges_are_relayed_to_the_state_outbox_once(store: module.ContentStore, tmp_path: Path) -> None:
     run_import(store, write_feed(tmp_path / "f.jsonl", [item("a"), item("b")]), run_id="r1")
-    with open_state(tmp_path / "state") as state:
+    with open_state(tmp_path / "state" / "state.db") as state:
         outbox = PurgeOutbox(state)
         assert forward_purges(store, outbox, now=NOW) == 2
         assert forward_purges(store, outbox, now=NOW) == 0  # the relay is empty now

@@ -85,7 +85,7 @@ def stale_jobs(workdir: Path, max_age: str, *, succeeded_ago: timedelta) -> list
     """The job_stale findings of `check_logs.py --max-age` with warm last succeeding `succeeded_ago` ago."""
     (workdir / "state").mkdir(parents=True)
     finished = datetime.now(UTC) - succeeded_ago
-    with open_state(workdir / "state") as state:
+    with open_state(workdir / "state" / "state.db") as state:
         state.execute(
             "INSERT INTO runs(run_id, job, started_at, finished_at, status, exit_code, trigger)"
             " VALUES ('w1', 'warm', ?, ?, 'ok', 0, 'cron')",

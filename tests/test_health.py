@@ -73,7 +73,7 @@ def cfg(env_file: Path) -> Settings:
 def seeded(cfg: Settings) -> Iterator[datetime]:
     """The state above, as of the returned time; the warm lock stays held until the test ends."""
     now = datetime.now(UTC)
-    with open_state(cfg.state_dir) as state:
+    with open_state(cfg.state_db) as state:
         add_run(state, "warm", "ok", started=now - timedelta(minutes=12), finished=now - timedelta(minutes=10))
         add_run(state, "purge", "ok", started=now - timedelta(minutes=6), finished=now - timedelta(minutes=5))
         add_run(state, "purge", "running", started=now - timedelta(minutes=1), finished=None, pid=gone_pid())
@@ -114,7 +114,7 @@ def verdicts_of_check_logs(findings: list[dict[str, Any]]) -> dict[str, set[str]
 def test_status_and_the_log_check_judge_the_same_runs_alike(cfg: Settings, seeded: datetime) -> None:
     now = seeded
     schedule = load_schedule(cfg)
-    with open_state(cfg.state_dir) as state:
+    with open_state(cfg.state_db) as state:
         jobs, outbox = collect_status(cfg, state, schedule, now=now)
         findings = job_findings(
             state,

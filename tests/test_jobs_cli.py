@@ -102,7 +102,7 @@ def test_status_json_shows_runs_locks_and_outbox(env_file: Path, run_cli: RunScr
         pass
     with pytest.raises(InputError), JobRun(settings=cfg, job="import"):
         raise InputError("feed line 3 is not JSON", expected="one JSON object per line")
-    with open_state(cfg.state_dir) as state:
+    with open_state(cfg.state_db) as state:
         outbox = PurgeOutbox(state)
         outbox.enqueue(
             "url",

@@ -169,7 +169,7 @@ class Bench:
             + "}\n"
         )
         self.conf.chmod(0o600)
-        self.state = open_state(root / "state")
+        self.state = open_state(root / "state" / "state.db")
         self.next_id = 0
         self.written: list[str] = []
         self.counted: list[str] = []

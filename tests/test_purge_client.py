@@ -57,7 +57,7 @@ def purged(api: CloudflareEmulator) -> Counter[str]:
 
 
 def send_all(state_dir, client, values, *, kind="url"):
-    with open_state(state_dir) as state:
+    with open_state(state_dir / "state.db") as state:
         outbox = PurgeOutbox(state)
         outbox.enqueue(kind, values, source="test", now=NOW)
         report = send_outbox(outbox, client, run_id="r1", now=lambda: NOW, stop=threading.Event())
@@ -100,7 +100,7 @@ def test_too_many_halves_the_batch_and_keeps_the_smaller_size(api, tmp_path):
 def test_invalid_item_is_isolated_and_held(api, tmp_path):
     values = urls(5)
     client = client_for(api)
-    with open_state(tmp_path) as state:
+    with open_state(tmp_path / "state.db") as state:
         outbox = PurgeOutbox(state)
         outbox.enqueue("url", [*values[:2], "/not-absolute", *values[2:]], source="import", now=NOW)
         report = send_outbox(outbox, client, run_id="r", now=lambda: NOW, stop=threading.Event())
@@ -166,7 +166,7 @@ def test_api_down_raises_unavailable_after_backoff(tmp_path):
     assert isinstance(report.error, UpstreamUnavailable)
     assert fake.sleeps == [1.0, 2.0, 4.0, 8.0]  # 5 attempts
     assert counts["pending"] == 40
-    with open_state(tmp_path) as state:
+    with open_state(tmp_path / "state.db") as state:
         claimed = [i for i in PurgeOutbox(state).open_items() if i.attempts]
         assert len(claimed) == 30 and all("unavailable" in (i.last_error or "") for i in claimed)
 
@@ -194,7 +194,7 @@ def test_local_bucket_paces_free_plan_tag_purges():
 
 
 def test_enqueue_is_idempotent_and_claims_recover(tmp_path):
-    with open_state(tmp_path) as state:
+    with open_state(tmp_path / "state.db") as state:
         outbox = PurgeOutbox(state)
         assert outbox.enqueue("url", urls(3), source="a", now=NOW) == 3
         assert outbox.enqueue("url", urls(4), source="b", now=NOW) == 1

@@ -103,7 +103,7 @@ class Entry:
 
 
 def test_changed_purges_only_moved_lastmods_after_a_baseline(tmp_path):
-    with open_state(tmp_path) as state:
+    with open_state(tmp_path / "state.db") as state:
         first = plan_changed(state.conn, [Entry("u1", "2026-01-01"), Entry("u2", "2026-01-01T10:00:00Z")])
         assert first.items == {} and first.notes["baseline"] is False
         first.commit(state, now=NOW, run_id="r1")

@@ -134,7 +134,7 @@ def test_a_newer_manual_run_does_not_prune_the_last_scheduled_success(tmp_path: 
     for _ in range(2):
         with JobRun(settings=settings, job="warm", now=clock, trigger="manual"):
             pass
-    with open_state(settings.state_dir) as state:
+    with open_state(settings.state_db) as state:
         assert last_completed_at(state, "warm", scheduled_only=True) == last_cron.isoformat(timespec="milliseconds")
         triggers = [row[0] for row in state.execute("SELECT trigger FROM runs ORDER BY id")]
         assert triggers == ["cron", "manual", "manual"]  # the two older cron runs went
@@ -143,7 +143,7 @@ def test_a_newer_manual_run_does_not_prune_the_last_scheduled_success(tmp_path: 
 def test_sent_purges_age_out_but_pending_and_held_ones_never_do(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, RETAIN_OUTBOX_DAYS="7")
     clock = Clock()
-    with open_state(settings.state_dir) as state:
+    with open_state(settings.state_db) as state:
         outbox = PurgeOutbox(state)
         outbox.enqueue("url", [f"{SITE}/sent", f"{SITE}/pending", f"{SITE}/held"], source="test", now=clock())
         sent, pending, held = outbox.claim("url", 3, run_id="r", now=clock())
@@ -161,7 +161,7 @@ def test_log_slots_and_deploys_keep_the_window_and_the_newest_deploy(tmp_path: P
     settings = settings_for(tmp_path)
     policy = RetentionPolicy.from_settings(settings)
     now = START + timedelta(days=100)
-    with open_state(settings.state_dir) as state, state.transaction() as conn:
+    with open_state(settings.state_db) as state, state.transaction() as conn:
         for days_ago in (90, 40, 29):
             moment = now - timedelta(days=days_ago)
             record_slots(conn, {int(moment.timestamp()): [10, 0, 0, {b"0.01": 10}]}, now=moment)
@@ -277,11 +277,11 @@ def test_a_state_db_from_before_auto_vacuum_is_switched_once_and_gives_space_bac
     db = tmp_path / "state.db"
     with sqlite3.connect(db) as legacy:  # as created by earlier versions: auto_vacuum NONE
         legacy.execute("CREATE TABLE filler (x TEXT)")
-    with open_state(tmp_path) as state:
+    with open_state(tmp_path / "state.db") as state:
         assert state.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
         fill(state.conn)
     big = db.stat().st_size
-    with open_state(tmp_path) as state:
+    with open_state(tmp_path / "state.db") as state:
         state.execute("DELETE FROM filler")
         assert reclaim_space(state.conn) == "vacuum"
         assert state.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
@@ -329,7 +329,9 @@ class YearOfCron:
         self.clock.at = end
 
     def size(self) -> StateSize:
-        return state_size(state_dir=self.settings.state_dir, content_db=self.settings.content_db)
+        return state_size(
+            state_db=self.settings.state_db, content_db=self.settings.content_db, state_dir=self.settings.state_dir
+        )
 
     def job(self, name: str) -> JobRun:
         return JobRun(settings=self.settings, job=name, now=self.clock)
@@ -512,6 +514,6 @@ def test_re_warms_by_other_jobs_never_prune_the_warm_jobs_last_run(tmp_path: Pat
             store = WarmResultStore(purge.state, run_id=purge.run_id, now=purge.now)
             store.add(WarmResult(f"{SITE}/p0", "filled"))
             store.flush()
-    conn = read_only(settings.state_dir)
+    conn = read_only(settings.state_db)
     assert cached_pages_estimate(conn) == 5
     assert {r[0] for r in conn.execute("SELECT DISTINCT run_id FROM warm_results")} == {warm_id, purge.run_id}

@@ -127,7 +127,7 @@ def test_a_feed_item_url_with_escapes_is_rejected_and_shown_inert(
 
 
 def test_jobs_status_shows_a_failing_outbox_value_and_its_error_escaped(run_cli: RunScript, workdir: Path) -> None:
-    with open_state(workdir / "state") as state:
+    with open_state(workdir / "state" / "state.db") as state:
         outbox = PurgeOutbox(state)
         outbox.enqueue("tag", [f"tag{CLEAR}"], source="test", now=NOW)
         claimed = outbox.claim("tag", 10, run_id="r1", now=NOW)

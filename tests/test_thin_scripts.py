@@ -44,7 +44,7 @@ def test_the_outbox_listing_reads_the_library_and_creates_nothing(workdir: Path,
     empty = invoke(["outbox"], env_file, script="purge_cache")
     assert (empty.exit_code, empty.stdout) == (0, "The outbox is empty: nothing pending.\n")
     assert not state_db.exists()  # listing never creates the database
-    with open_state(workdir / "state") as state:
+    with open_state(workdir / "state" / "state.db") as state:
         outbox = PurgeOutbox(state)
         outbox.enqueue("url", ["https://www.example.com/a", "https://www.example.com/b"], source="t", now=NOW)
         outbox.enqueue("tag", ["done-tag"], source="t", now=NOW)

@@ -349,7 +349,7 @@ def test_warm_urls_stores_every_result(httpserver: HTTPServer, tmp_path: Path) -
     for i in range(30):
         httpserver.expect_request(f"/p{i}").respond_with_data("x", headers={"cf-cache-status": "MISS"})
     urls = [httpserver.url_for(f"/p{i}") for i in range(30)] + [httpserver.url_for("/nope")]
-    with open_state(tmp_path) as state:
+    with open_state(tmp_path / "state.db") as state:
         store = WarmResultStore(state, run_id="r1", now=lambda: T0)
         store.BATCH = 7  # several batches plus a final flush
         summary = warm_urls(

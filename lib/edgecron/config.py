@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,9 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from .configtable import KEY_NAMES, KEYS, Key
-from .credentials import AuthHeader, Secret, read_import_auth, read_token_file
+from .configtable import KEY_NAMES, KEYS, Key, hide_password
+from .credentials import AuthHeader, Secret, read_import_auth, read_secret_file, read_token_file
+from .db import is_postgres_url, safe_dsn
 from .envfile import read_env_file
 from .errors import ConfigError
 
@@ -77,9 +79,22 @@ class Settings(Mapping[str, Any]):
         return self._resolve(raw) if raw else None
 
     @property
-    def content_db(self) -> Path:
+    def content_db(self) -> Path | str:
+        """The content store: a SQLite file, or a PostgreSQL URL (CONTENT_DB or CONTENT_DB_FILE)."""
         raw = self.parsed.get("CONTENT_DB") or ""
+        if is_postgres_url(raw):
+            return str(raw)
         return self._resolve(raw) if raw else self.state_dir / "content.db"
+
+    @property
+    def state_db(self) -> Path | str:
+        """The state database: STATE_DIR/state.db, or the PostgreSQL URL of STATE_DB (or STATE_DB_FILE)."""
+        url = self.parsed.get("STATE_DB") or ""
+        return str(url) if url else self.state_dir / "state.db"
+
+    @property
+    def node_name(self) -> str:
+        return str(self.parsed.get("NODE_NAME") or "") or socket.gethostname()
 
     @property
     def allowed_hosts(self) -> tuple[str, ...]:
@@ -111,7 +126,7 @@ class Settings(Mapping[str, Any]):
     def redacted(self) -> dict[str, Any]:
         """All values with secrets masked, for `--json` and logs."""
         return {
-            k: ("***" if isinstance(v, Secret) and v else v)
+            k: ("***" if isinstance(v, Secret) and v else safe_dsn(v) if is_postgres_url(v) else v)
             for k, v in self.parsed.items()
             if not isinstance(v, Secret) or v
         }
@@ -178,6 +193,8 @@ def load_settings(
             expected="the token as one word (Cloudflare tokens have no spaces or line breaks)",
         )
     values["CF_API_TOKEN"] = Secret(token)
+    for name in ("STATE_DB", "CONTENT_DB"):
+        values[name] = _store_url(name, merged, values)
     values["IMPORT_AUTH_HEADER"] = read_import_auth(merged.get("IMPORT_AUTH_HEADER", ""), values["IMPORT_AUTH_FILE"])
     base_dir = env_file.parent.resolve() if env_file is not None else Path.cwd()
     settings = Settings(parsed=values, env_file=env_file, base_dir=base_dir)
@@ -198,6 +215,19 @@ def load_settings(
         w for path, kind, is_dir in places if path is not None and (w := _loose_permissions(path, kind, is_dir))
     ]
     return Settings(parsed=values, env_file=env_file, base_dir=base_dir, warnings=tuple(warnings))
+
+
+def _store_url(key: str, merged: Mapping[str, str], values: Mapping[str, Any]) -> Any:
+    """STATE_DB or CONTENT_DB, or the URL held in its `_FILE` key (one of the two, not both)."""
+    file = values.get(f"{key}_FILE") or ""
+    if not file:
+        return values[key]
+    if merged.get(key, "").strip():
+        raise ConfigError(f"{key} and {key}_FILE are both set", expected="only one of them")
+    text = read_secret_file(Path(file).expanduser(), key=f"{key}_FILE", holding="a postgresql:// URL")
+    if not is_postgres_url(text):
+        raise ConfigError(f"{key}_FILE does not hold a PostgreSQL URL", got=file, expected="postgresql://user@host/db")
+    return hide_password(text)
 
 
 def _loose_permissions(path: Path, kind: str, is_dir: bool) -> str | None:

@@ -10,9 +10,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .db import is_postgres_url
+from .redact import register_secret
 from .sources import FORMATS
 
 # --- parsers: text -> value, raising ValueError(expected) on bad input -------------------------
@@ -109,6 +111,35 @@ def _path(text: str) -> str:
     return text.strip()
 
 
+def _state_db(text: str) -> str:
+    value = text.strip()
+    if value and not is_postgres_url(value):
+        raise ValueError("empty (STATE_DIR/state.db) or a postgresql://user@host:5432/dbname URL")
+    return hide_password(value)
+
+
+def _content_db(text: str) -> str:
+    value = text.strip()
+    return hide_password(value) if is_postgres_url(value) else value
+
+
+def hide_password(url: str) -> str:
+    """A PostgreSQL URL's password is registered as a secret: `redact` hides it wherever it turns up."""
+    if is_postgres_url(url):
+        parts = urlsplit(url)
+        password = parts.password or parse_qs(parts.query).get("password", [""])[-1]
+        if password:
+            register_secret(password)
+    return url
+
+
+def _node_name(text: str) -> str:
+    value = text.strip()
+    if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", value):
+        raise ValueError("letters, digits, '.', '_' or '-' (at most 63), such as web-1; empty: the host name")
+    return value
+
+
 def _text(text: str) -> str:
     return text.strip()
 
@@ -150,6 +181,20 @@ KEYS: tuple[Key, ...] = (
     Key("SITEMAP_URLS", "", _url_list, "Sitemaps to warm, comma-separated (default: discovered from robots.txt)."),
     Key("STATE_DIR", "", _path, "Where state.db, logs and backups live (default ~/.local/state/edgecron)."),
     Key("LOCK_DIR", "", _path, "Where <job>.lock files live (default STATE_DIR/locks)."),
+    Key(
+        "STATE_DB",
+        "",
+        _state_db,
+        "Empty: STATE_DIR/state.db (SQLite, one VPS). A postgresql://user@host/db URL puts runs, outbox, "
+        "log cursors and the job locks in PostgreSQL, shared by every node (notes/scaling.md).",
+    ),
+    Key("STATE_DB_FILE", "", _path, "A file holding the STATE_DB URL (keeps its password out of .env)."),
+    Key(
+        "NODE_NAME",
+        "",
+        _node_name,
+        "This node's name in runs, locks and log findings (default: the host name); unique per node.",
+    ),
     Key("METRICS_DIR", "", _path, "node_exporter textfile directory; empty disables metrics."),
     Key(
         "HEALTHCHECKS_URL",
@@ -307,7 +352,14 @@ KEYS: tuple[Key, ...] = (
         "Time zone of feed timestamps without an offset, e.g. UTC or Europe/Berlin; empty: such items are rejected.",
         "import",
     ),
-    Key("CONTENT_DB", "", _path, "Content store (default STATE_DIR/content.db).", "import"),
+    Key(
+        "CONTENT_DB",
+        "",
+        _content_db,
+        "Content store: a SQLite file (default STATE_DIR/content.db) or a postgresql:// URL.",
+        "import",
+    ),
+    Key("CONTENT_DB_FILE", "", _path, "A file holding the CONTENT_DB URL (keeps its password out of .env).", "import"),
     Key(
         "IMPORT_BATCH", "500", _int(1, 100000), "Items per transaction (rows and checkpoint commit together).", "import"
     ),

@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .contentschema import KEEP_CREATED, KEEP_PREVIOUS, REMOVED_KEYS_TABLE, SCHEMA, SCHEMA_VERSION, UPSERT
+from .db import immediate_transaction, safe_dsn
 from .errors import InputError, StateError
 from .feed import FeedItem, Position, Reject
 from .redact import redact
 from .retention import RetentionPolicy, prune_content, reclaim_space
-from .state import immediate_transaction, incremental_vacuum_if_new, iso
+from .state import incremental_vacuum_if_new, iso
 
 ROLLBACK_WINDOW_KEY = "RETAIN_VERSIONS_DAYS"  # older runs' versions are pruned (retention.py)
 # The lookups `check-db` verifies are index searches, not table scans.
@@ -99,7 +100,12 @@ class ContentStore:
     """A connection to the content store. `readonly=True` never creates or changes a file;
     `retention` (None: keep everything) bounds the history kept for rollback."""
 
-    def __init__(self, path: Path, *, readonly: bool = False, retention: RetentionPolicy | None = None) -> None:
+    def __init__(
+        self, location: Path | str, *, readonly: bool = False, retention: RetentionPolicy | None = None
+    ) -> None:
+        if not isinstance(location, Path):
+            raise StateError("CONTENT_DB on PostgreSQL is not supported yet", got=safe_dsn(location))
+        path = location
         self.path = path
         self.readonly = readonly
         self.retention = retention

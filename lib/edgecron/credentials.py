@@ -61,7 +61,7 @@ def read_import_auth(text: str, file: str) -> AuthHeader | None:
     if file:
         if line:
             raise ConfigError("IMPORT_AUTH_HEADER and IMPORT_AUTH_FILE are both set", expected="only one of them")
-        line = _read_secret_file(Path(file).expanduser(), key="IMPORT_AUTH_FILE", holding="the header line")
+        line = read_secret_file(Path(file).expanduser(), key="IMPORT_AUTH_FILE", holding="the header line")
     if not line:
         return None
     name, colon, value = line.partition(":")
@@ -81,10 +81,10 @@ def read_import_auth(text: str, file: str) -> AuthHeader | None:
 
 
 def read_token_file(path: Path) -> str:
-    return _read_secret_file(path, key="CF_API_TOKEN_FILE", holding="the API token")
+    return read_secret_file(path, key="CF_API_TOKEN_FILE", holding="the API token")
 
 
-def _read_secret_file(path: Path, *, key: str, holding: str) -> str:
+def read_secret_file(path: Path, *, key: str, holding: str) -> str:
     try:
         token = path.read_text(encoding="utf-8").strip()
     except UnicodeDecodeError:

@@ -15,12 +15,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 
+from .db import DbRow
 from .findings import Finding, Thresholds
 from .lock import LockHolder, current_holder
 from .outbox import OutboxItem, PurgeOutbox
@@ -36,8 +36,8 @@ class JobHealth:
     """What the runs table and the job's lock say about one job."""
 
     job: str
-    newest: sqlite3.Row | None  # the newest run that tried to work, any trigger
-    last_scheduled: sqlite3.Row | None  # the newest finished run started by cron or the scheduler
+    newest: DbRow | None  # the newest run that tried to work, any trigger
+    last_scheduled: DbRow | None  # the newest finished run started by cron or the scheduler
     last_ok: str | None  # when the newest completed run (ok or problems) finished, any trigger
     last_scheduled_ok: str | None  # the same among scheduled runs
     holder: LockHolder | None

@@ -37,7 +37,7 @@ class Cursor:
 
 
 _CURSOR_COLUMNS = (
-    "path, dev, inode, offset, head_len, head_sha256, lines, anchor_len, anchor_sha256, anchor_offset, rotated_sig"
+    'path, dev, inode, "offset", head_len, head_sha256, lines, anchor_len, anchor_sha256, anchor_offset, rotated_sig'
 )
 
 

@@ -7,12 +7,12 @@ pending with its attempts and last error for the next run.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .db import Database, DbRow
 from .redact import redact
 from .state import StateDB, iso
 
@@ -46,7 +46,7 @@ class PurgeOutbox:
         with self.state.transaction() as conn:
             for value in values:
                 cur = conn.execute(
-                    "INSERT OR IGNORE INTO outbox(kind, value, source, enqueued_at) VALUES (?,?,?,?)",
+                    "INSERT INTO outbox(kind, value, source, enqueued_at) VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
                     (kind, value, source, stamp),
                 )
                 added += cur.rowcount
@@ -67,7 +67,7 @@ class PurgeOutbox:
 
     def counts(self) -> dict[str, int]:
         rows = self.state.execute(
-            "SELECT status, count(*), sum(attempts > 0) FROM outbox WHERE status != 'done' GROUP BY status"
+            "SELECT status, count(*), sum(CASE WHEN attempts > 0 THEN 1 ELSE 0 END) FROM outbox WHERE status != 'done' GROUP BY status"
         ).fetchall()
         out = {"pending": 0, "failing": 0}
         for status, count, failing in rows:
@@ -77,7 +77,7 @@ class PurgeOutbox:
         return out
 
     @staticmethod
-    def open_rows(conn: sqlite3.Connection | None) -> list[dict[str, Any]]:
+    def open_rows(conn: Database | None) -> list[dict[str, Any]]:
         """Every column of the items not yet done, oldest first, from a read-only connection (None:
         no database yet). Listing and dry runs use it: they must not create or migrate the database,
         so a database from before a migration can lack a column (`held`)."""
@@ -87,14 +87,14 @@ class PurgeOutbox:
         return [dict(zip(row.keys(), row, strict=True)) for row in rows]
 
     @staticmethod
-    def enqueue_in(conn: sqlite3.Connection, kind: str, values: Iterable[str], *, source: str, now: datetime) -> int:
+    def enqueue_in(conn: Database, kind: str, values: Iterable[str], *, source: str, now: datetime) -> int:
         """`enqueue` inside the caller's transaction, so a record and its purges commit together."""
         if kind not in KINDS:
             raise ValueError(f"unknown purge kind {kind!r}")
         added = 0
         for value in values:
             added += conn.execute(
-                "INSERT OR IGNORE INTO outbox(kind, value, source, enqueued_at) VALUES (?,?,?,?)",
+                "INSERT INTO outbox(kind, value, source, enqueued_at) VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
                 (kind, value, source, iso(now)),
             ).rowcount
         return added
@@ -157,7 +157,7 @@ class PurgeOutbox:
             )
 
 
-def _item(row: sqlite3.Row) -> OutboxItem:
+def _item(row: DbRow) -> OutboxItem:
     return OutboxItem(
         id=row["id"],
         kind=row["kind"],

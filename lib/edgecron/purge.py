@@ -9,7 +9,6 @@ sitemap lastmod memory), so a crash never leaves a deploy recorded without its p
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -21,6 +20,7 @@ from urllib.parse import urljoin, urlsplit
 
 from .cloudflare import CloudflareClient, PurgeRejected, WaitInterrupted, interruptible_sleep
 from .config import Settings
+from .db import Database
 from .errors import EdgecronError, InputError, LockHeld
 from .lock import JobLock
 from .outbox import OutboxItem, PurgeOutbox
@@ -34,7 +34,7 @@ MAX_TAG_CHARS = 1024
 
 # The state a plan is made from: the purge job's connection, a read-only one for a dry run, or None
 # (no state database yet). Scripts pass it through without knowing it is SQLite.
-StateView = sqlite3.Connection | None
+StateView = Database | None
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class PurgePlan:
     items: dict[str, list[str]] = field(default_factory=dict)
     rejected: list[Rejected] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
-    record: Callable[[sqlite3.Connection, datetime, str], None] | None = None
+    record: Callable[[Database, datetime, str], None] | None = None
     no_warm: set[str] = field(default_factory=set)  # purged but not to be warmed (removed pages)
 
     def commit(self, state: StateDB, *, now: datetime, run_id: str) -> int:
@@ -255,7 +255,7 @@ class ManifestDiff:
         return self.changed + self.added + self.removed
 
 
-def last_manifest(conn: sqlite3.Connection | None) -> dict[str, str] | None:
+def last_manifest(conn: Database | None) -> dict[str, str] | None:
     if conn is None:
         return None
     row = conn.execute("SELECT manifest FROM deploys ORDER BY id DESC LIMIT 1").fetchone()
@@ -285,7 +285,7 @@ def plan_deploy(manifest: Manifest, previous: dict[str, str] | None, *, ref: str
         "record_only": record_only,
     }
 
-    def record(conn: sqlite3.Connection, now: datetime, run_id: str) -> None:
+    def record(conn: Database, now: datetime, run_id: str) -> None:
         conn.execute(
             "INSERT INTO deploys(ref, deployed_at, manifest, changed, removed, run_id) VALUES (?,?,?,?,?,?)",
             (
@@ -318,7 +318,7 @@ def normalize_lastmod(value: str) -> str:
     return moment.isoformat()
 
 
-def plan_changed(conn: sqlite3.Connection | None, entries: Iterable[Any]) -> PurgePlan:
+def plan_changed(conn: Database | None, entries: Iterable[Any]) -> PurgePlan:
     """URLs whose sitemap <lastmod> moved since the last run; the first run only remembers.
 
     URLs new since a previous run count as changed (a cached 404 may sit there).
@@ -345,7 +345,7 @@ def plan_changed(conn: sqlite3.Connection | None, entries: Iterable[Any]) -> Pur
         "no_lastmod": counts["no-lastmod"],
     }
 
-    def record(db: sqlite3.Connection, now: datetime, run_id: str) -> None:
+    def record(db: Database, now: datetime, run_id: str) -> None:
         db.executemany(
             "INSERT INTO sitemap_lastmod(url, lastmod, seen_at) VALUES (?,?,?) "
             "ON CONFLICT(url) DO UPDATE SET lastmod=excluded.lastmod, seen_at=excluded.seen_at",
@@ -359,12 +359,12 @@ def plan_changed(conn: sqlite3.Connection | None, entries: Iterable[Any]) -> Pur
 # --- reading state without changing it (dry runs) --------------------------------------------
 
 
-def read_only(state_dir: Path) -> sqlite3.Connection | None:
-    """The state database opened read-only, or None when it does not exist yet."""
-    return read_only_connection(state_dir / "state.db")
+def read_only(location: Path | str) -> Database | None:
+    """The state database (a settings' `state_db`) opened read-only, or None when it does not exist yet."""
+    return read_only_connection(location)
 
 
-def cached_pages_estimate(conn: sqlite3.Connection | None) -> int | None:
+def cached_pages_estimate(conn: Database | None) -> int | None:
     """Pages the last warm run fetched: what a purge-everything sends back to the origin."""
     if conn is None:
         return None
@@ -375,7 +375,7 @@ def cached_pages_estimate(conn: sqlite3.Connection | None) -> int | None:
     return int(row[0]) if row and row[0] else None
 
 
-def peek_open(conn: sqlite3.Connection | None, *, include_held: bool) -> list[tuple[str, str]]:
+def peek_open(conn: Database | None, *, include_held: bool) -> list[tuple[str, str]]:
     """(kind, value) of items a send would pick up, without claiming them."""
     return [(row["kind"], row["value"]) for row in PurgeOutbox.open_rows(conn) if include_held or not row.get("held")]
 

@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from .db import Database
 from .state import iso
 
 MIB = 1024 * 1024
@@ -63,7 +64,7 @@ class RetentionPolicy:
         )
 
 
-def prune_state(conn: sqlite3.Connection, policy: RetentionPolicy, *, now: datetime) -> dict[str, int]:
+def prune_state(conn: Database, policy: RetentionPolicy, *, now: datetime) -> dict[str, int]:
     """Drop from state.db what `policy` no longer keeps, in the caller's transaction; rows dropped per table."""
     runs_before = iso(now - policy.runs)
     return {
@@ -89,7 +90,7 @@ def prune_state(conn: sqlite3.Connection, policy: RetentionPolicy, *, now: datet
     }
 
 
-def _prune_warm_results(conn: sqlite3.Connection, *, keep_runs: int) -> int:
+def _prune_warm_results(conn: Database, *, keep_runs: int) -> int:
     """Keep the newest `keep_runs` runs' rows, walking back from the newest row by run (ids only grow)."""
     kept: list[str] = []
     below: int | None = None
@@ -120,7 +121,7 @@ def _prune_warm_results(conn: sqlite3.Connection, *, keep_runs: int) -> int:
     ).rowcount
 
 
-def prune_content(conn: sqlite3.Connection, policy: RetentionPolicy, *, now: datetime) -> dict[str, int]:
+def prune_content(conn: Database | sqlite3.Connection, policy: RetentionPolicy, *, now: datetime) -> dict[str, int]:
     """Drop content.db history of import runs that left the rollback window, in the caller's transaction."""
     old = [
         row[0]
@@ -171,10 +172,11 @@ class StateSize:
         return self.state_db + self.content_db + self.logs
 
 
-def state_size(*, state_dir: Path, content_db: Path) -> StateSize:
+def state_size(*, state_db: Path | str, content_db: Path | str, state_dir: Path) -> StateSize:
+    """Bytes on this disk: a database in PostgreSQL counts 0 here (its server keeps it)."""
     return StateSize(
-        state_db=_db_bytes(state_dir / "state.db"),
-        content_db=_db_bytes(content_db),
+        state_db=_db_bytes(state_db) if isinstance(state_db, Path) else 0,
+        content_db=_db_bytes(content_db) if isinstance(content_db, Path) else 0,
         logs=sum(_bytes(p) for p in (state_dir / "logs").glob("*") if p.is_file()),
     )
 

@@ -22,7 +22,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
-from .errors import EdgecronError, ExitCode, LockHeld, from_unexpected
+from .errors import EdgecronError, ExitCode, LockHeld, StateError, from_unexpected
 from .lock import JobLock
 from .redact import redact_value
 from .retention import RetentionPolicy, prune_state, reclaim_space
@@ -185,7 +185,7 @@ class JobRun:
                 self._record_skipped(started, command=command, reason=held.message)
                 raise
             try:
-                self.state = open_state(self.settings.state_dir)
+                self.state = open_state(self.settings.state_db)
                 start_run(
                     self.state, run_id=self.run_id, job=self.job, started=started, trigger=self.trigger, command=command
                 )
@@ -272,7 +272,7 @@ class JobRun:
         """Another run holds the lock: one 'skipped' row and event, so persistent skipping is visible."""
         self.log("skipped", reason=reason, trigger=self.trigger)
         try:
-            with open_state(self.settings.state_dir) as state:
+            with open_state(self.settings.state_db) as state:
                 record_skipped(
                     state,
                     run_id=self.run_id,
@@ -293,8 +293,8 @@ class JobRun:
         try:
             with self.state.transaction() as conn:
                 dropped = prune_state(conn, self.retention, now=self.now())
-            reclaimed = reclaim_space(self.state.conn)
-        except sqlite3.Error as exc:
+            reclaimed = None if self.state.is_postgres else reclaim_space(self.state.conn)  # autovacuum's job
+        except (sqlite3.Error, StateError) as exc:
             self.log("prune-failed", level="warning", error=str(exc))
             return
         if any(dropped.values()) or reclaimed:

@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from .db import DbRow
 from .redact import redact
 from .state import StateDB, iso
 
@@ -104,14 +104,14 @@ def last_run(
     scheduled_only: bool = False,
     finished_only: bool = False,
     exclude_run: str | None = None,
-) -> sqlite3.Row | None:
+) -> DbRow | None:
     """The newest run of `job` that tried to do its work (skipped runs are not runs of the work)."""
     where = ["job = ?", "status != 'skipped'", "run_id != ?"]
     if scheduled_only:
         where.append(_SCHEDULED_SQL)
     if finished_only:
         where.append("finished_at IS NOT NULL")
-    row: sqlite3.Row | None = state.execute(
+    row: DbRow | None = state.execute(
         # Newest by insertion (id), not by clock: a clock set back must not resurrect an old run.
         f"SELECT * FROM runs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT 1",
         (job, exclude_run or ""),

@@ -1,4 +1,4 @@
-"""The state database, `STATE_DIR/state.db`: SQLite in WAL mode with a busy timeout.
+"""The state database: `STATE_DIR/state.db` (SQLite in WAL mode with a busy timeout) or STATE_DB's PostgreSQL.
 
 Migrations are named and applied once each, in list order; each module's tables are added by
 appending to `MIGRATIONS` (never edit an applied one: add a new one).
@@ -7,11 +7,10 @@ appending to `MIGRATIONS` (never edit an applied one: add a new one).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
+from .db import Database, is_postgres_url
 from .errors import StateError
 
 WAL_SIZE_LIMIT = 16 * 1024 * 1024
@@ -121,7 +120,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             path TEXT PRIMARY KEY,
             dev INTEGER NOT NULL,
             inode INTEGER NOT NULL,
-            offset INTEGER NOT NULL,
+            "offset" INTEGER NOT NULL,
             head_len INTEGER NOT NULL DEFAULT 0,
             head_sha256 TEXT NOT NULL DEFAULT '',
             lines INTEGER NOT NULL DEFAULT 0,
@@ -187,22 +186,40 @@ MIGRATIONS: list[tuple[str, str]] = [
 ]
 
 
-class StateDB:
-    """A connection to the state database with migrations applied."""
+class StateDB(Database):
+    """The state database with migrations applied: STATE_DIR/state.db, or STATE_DB's PostgreSQL URL."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, location: Path | str) -> None:
+        self.path = location
+        if is_postgres_url(location):
+            base = Database.open_postgres(str(location), what="state database")
+        else:
+            base = self._open_sqlite(Path(location))
+        super().__init__(base.conn, dialect=base.dialect, what=base.what, location=base.location)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-            self.conn.row_factory = sqlite3.Row
-            incremental_vacuum_if_new(self.conn)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")  # the WAL shrinks back after a big run
-            self.conn.execute("PRAGMA busy_timeout=30000")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.execute("PRAGMA foreign_keys=ON")
             self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise StateError(
+                f"state database {location} is unusable",
+                got=str(exc),
+                expected="a writable SQLite file (or none: it is created)",
+            ) from None
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _open_sqlite(path: Path) -> Database:
+        try:
+            base = Database.open_sqlite(path, what="state database")
+            conn = base.conn
+            incremental_vacuum_if_new(conn)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")  # the WAL shrinks back after a big run
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as exc:
             raise StateError(
                 f"state database {path} is unusable",
@@ -213,37 +230,31 @@ class StateDB:
             raise StateError(
                 f"state directory {path.parent} is unusable", got=exc.strerror, expected="a writable directory"
             ) from None
+        return base
 
     def _migrate(self) -> None:
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
-        )
-        done = {row[0] for row in self.conn.execute("SELECT name FROM schema_migrations")}
-        check_schema_known(done, self.path)
+        if not self.table_exists("schema_migrations"):
+            with self.transaction():  # two nodes starting at once: the second waits, then finds it made
+                self.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+                )
+        done = {row[0] for row in self.execute("SELECT name FROM schema_migrations")}
+        check_schema_known(done, self.location)
         for name, sql in MIGRATIONS:
             if name in done:
                 continue
             with self.transaction():
-                if self.conn.execute("SELECT 1 FROM schema_migrations WHERE name=?", (name,)).fetchone():
+                if self.execute("SELECT 1 FROM schema_migrations WHERE name=?", (name,)).fetchone():
                     continue  # another process applied it while we waited for the write lock
-                for statement in _statements(sql):
-                    self.conn.execute(statement)
-                self.conn.execute(
-                    "INSERT INTO schema_migrations(name, applied_at) VALUES (?, datetime('now'))", (name,)
+                self.execute_ddl(sql)
+                self.execute(
+                    "INSERT INTO schema_migrations(name, applied_at) VALUES (?, ?)",
+                    (name, iso(datetime.now(UTC))),
                 )
-            # Each migration rewrites the schema pages: copied back at once, the WAL holds one
-            # migration instead of all of them, so a new database fits where its tables fit.
-            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error): data and checkpoints commit together."""
-        return immediate_transaction(self.conn)
-
-    def execute(self, sql: str, params: tuple | dict = ()) -> sqlite3.Cursor:
-        return self.conn.execute(sql, params)
-
-    def close(self) -> None:
-        self.conn.close()
+            if not self.is_postgres:
+                # Each migration rewrites the schema pages: copied back at once, the WAL holds one
+                # migration instead of all of them, so a new database fits where its tables fit.
+                self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def __enter__(self) -> StateDB:
         return self
@@ -252,19 +263,7 @@ class StateDB:
         self.close()
 
 
-@contextmanager
-def immediate_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction on an autocommit (isolation_level=None) connection."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def check_schema_known(applied: set[str], path: Path) -> None:
+def check_schema_known(applied: set[str], path: Path | str) -> None:
     """A database migrated by a newer edgecron is refused: this code would misread its tables."""
     unknown = sorted(applied - {name for name, _ in MIGRATIONS})
     if unknown:
@@ -275,23 +274,26 @@ def check_schema_known(applied: set[str], path: Path) -> None:
         )
 
 
-def read_only_connection(path: Path) -> sqlite3.Connection | None:
-    """A SQLite file opened read-only (None when it does not exist yet); never creates or changes one.
-
-    The URI is built with `Path.as_uri()`, which percent-encodes `#`, `%`, `?` and spaces: pasted
-    into `file:` by hand they cut the path short and SQLite opened (or created) another file.
-    """
+def read_only_connection(location: Path | str) -> Database | None:
+    """The state database opened read-only (None when it does not exist yet): never creates,
+    migrates or changes one. Listings and dry runs use it."""
+    if is_postgres_url(location):
+        db = Database.open_postgres(str(location), what="state database", readonly=True)
+        if not db.table_exists("schema_migrations"):
+            db.close()
+            return None
+        return db
+    path = Path(location)
     if not path.exists():
         return None
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
-        conn.row_factory = sqlite3.Row
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a garbage file fails here
+        db = Database.open_sqlite(path, what="state database", readonly=True)
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a garbage file fails here
     except sqlite3.DatabaseError as exc:
         raise StateError(
             f"state database {path} is unusable", got=str(exc), expected="a SQLite file written by edgecron"
         ) from None
-    return conn
+    return db
 
 
 def incremental_vacuum_if_new(conn: sqlite3.Connection) -> None:
@@ -301,14 +303,23 @@ def incremental_vacuum_if_new(conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
 
 
-def _statements(sql: str) -> list[str]:
-    return [part.strip() for part in sql.split(";") if part.strip()]
-
-
 def iso(moment: datetime) -> str:
     """Timestamps are stored as ISO 8601 UTC strings with seconds precision and offset."""
     return moment.isoformat(timespec="milliseconds")
 
 
-def open_state(state_dir: Path) -> StateDB:
-    return StateDB(state_dir / "state.db")
+def open_existing_state(location: Path | str) -> StateDB | None:
+    """The state database when one exists (None otherwise: nothing is created)."""
+    if is_postgres_url(location):
+        probe = read_only_connection(location)
+        if probe is None:
+            return None
+        probe.close()
+    elif not Path(location).exists():
+        return None
+    return StateDB(location)
+
+
+def open_state(location: Path | str) -> StateDB:
+    """The state database at a settings' `state_db` (a file or a PostgreSQL URL)."""
+    return StateDB(location)
