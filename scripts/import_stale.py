@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import _cli
 import typer
 from edgecron.config import Settings
-from edgecron.content import ContentStore
+from edgecron.content import PG_BACKUP_HINT, ContentStore
 from edgecron.durations import parse_duration
 from edgecron.errors import ConfigError, EdgecronError, ExitCode, InputError, from_unexpected
 from edgecron.feed import Validator, parse_field_map
@@ -24,7 +24,7 @@ from edgecron.purge import send_for_another_job
 from edgecron.retention import RetentionPolicy
 from edgecron.runner import JobRun
 from edgecron.sources import FIELD_RULES, FORMATS
-from edgecron.state import open_state
+from edgecron.state import open_existing_state
 from edgecron.warm import rewarm
 
 app = _cli.new_app("Import stale content from IMPORT_SOURCE; `run` is the default command.", default_command="run")
@@ -98,9 +98,7 @@ def run(
             run_id=job.run_id,
             now=job.now,
             stop=job.stop,
-            backup=lambda: str(
-                store.backup(cfg.state_dir / "backups", keep=cfg["BACKUP_KEEP"], now=job.now(), label=job.run_id)
-            ),
+            backup=lambda: _backup(store, cfg, job),
             forward_purges=relay,
         )
         report = importer.report
@@ -138,6 +136,12 @@ def run(
         _print_report(doc, json_out=json_out, table=table)
         if report.stopped and report.committed is not None:  # interrupted: the frame says so next
             _cli.say(_kept(report.committed, None, file_source=file_source))
+
+
+def _backup(store: ContentStore, cfg: Settings, job: JobRun) -> str | None:
+    """A copy of a SQLite store before the first write (None on PostgreSQL: its own backups cover it)."""
+    path = store.backup(cfg.state_dir / "backups", keep=cfg["BACKUP_KEEP"], now=job.now(), label=job.run_id)
+    return None if path is None else str(path)
 
 
 def _kept(committed: Committed, error: EdgecronError | None, *, file_source: bool) -> str:
@@ -255,11 +259,10 @@ def rollback(
         target = lookup.resolve_run_id(run_id)  # a typo is a usage error, not a run of the import job
     with _cli.job("import", cfg) as job, ContentStore(cfg.content_db) as store:
         assert job.state is not None
-        backups: list[str] = []
+        backups: list[str | None] = []
 
         def backup() -> None:  # after the checks, before the first write
-            path = store.backup(cfg.state_dir / "backups", keep=cfg["BACKUP_KEEP"], now=job.now(), label=job.run_id)
-            backups.append(str(path))
+            backups.append(_backup(store, cfg, job))
 
         result = store.rollback(target, run_id=job.run_id, now=job.now(), force=force, before_write=backup)
         forward_purges(store, PurgeOutbox(job.state), now=job.now())
@@ -271,7 +274,7 @@ def rollback(
         else:  # only ever run by a person: confirm what happened, terminal or not
             _cli.out(
                 f"rolled back {target}: {result.restored} restored, {result.removed} removed, "
-                f"{len(result.urls)} URL(s) queued for purge; backup {backups[0]}"
+                f"{len(result.urls)} URL(s) queued for purge; backup {backups[0] or PG_BACKUP_HINT}"
             )
 
 
@@ -283,11 +286,12 @@ def runs(
     """List import runs (newest first) with their counts."""
     cfg = _cli.settings()
     with _cli.user_errors(), ContentStore(cfg.content_db, readonly=True) as store:
-        if (cfg.state_dir / "state.db").exists():
-            with open_state(cfg.state_db) as state:
-                docs = run_history(store, state, limit=limit)
-        else:
-            docs = run_history(store, None, limit=limit)
+        state = open_existing_state(cfg.state_db)
+        try:
+            docs = run_history(store, state, limit=limit)
+        finally:
+            if state is not None:
+                state.close()
     if json_out:
         _cli.print_json({"runs": docs})
         return
@@ -310,11 +314,10 @@ def runs(
 def check_db(json_out: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
     """Show the content store's indexes and the query plans of its key lookups; exit 1 on a full scan."""
     cfg = _cli.settings()
-    with _cli.user_errors():
-        if isinstance(cfg.content_db, Path) and not cfg.content_db.exists():
-            raise InputError("there is no content store yet", got=str(cfg.content_db), expected="an import run first")
-        with ContentStore(cfg.content_db, readonly=True) as store:
-            check = store.check()
+    with _cli.user_errors(), ContentStore(cfg.content_db, readonly=True) as store:
+        if not store.exists:
+            raise InputError("there is no content store yet", got=str(store.path), expected="an import run first")
+        check = store.check()
     if json_out:
         _cli.print_json(
             {"path": str(check.path), "indexes": check.indexes, "plans": check.plans, "full_scans": check.full_scans}

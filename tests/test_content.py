@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from edgecron import content as module
+from edgecron.contentschema import SCHEMA, SCHEMA_VERSION
 from edgecron.durations import parse_duration
 from edgecron.errors import InputError
 from edgecron.feed import Validator
@@ -256,8 +257,8 @@ def test_check_finds_index_searches_and_flags_a_store_without_its_key_index(tmp_
         assert any(i["unique"] and i["columns"] == ["key"] for i in good.check().indexes)
     broken = sqlite3.connect(tmp_path / "broken.db")
     broken.executescript(
-        module.SCHEMA.replace("key TEXT PRIMARY KEY NOT NULL", "key TEXT NOT NULL")
-        + f"PRAGMA user_version={module.SCHEMA_VERSION};"
+        SCHEMA.replace("key TEXT PRIMARY KEY NOT NULL", "key TEXT NOT NULL")
+        + f"PRAGMA user_version={SCHEMA_VERSION};"
     )
     broken.close()
     with module.ContentStore(tmp_path / "broken.db", readonly=True) as store:
@@ -278,5 +279,5 @@ def test_a_schema_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
         store.conn.execute("DROP TABLE removed_keys")
         store.conn.execute("PRAGMA user_version=1")
     with module.ContentStore(path) as store:
-        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == module.SCHEMA_VERSION
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert store.removed_by_feed(["a"]) == {}

@@ -1,4 +1,5 @@
-"""The content store: imported items in their own SQLite file (CONTENT_DB), with versions to undo.
+"""The content store: imported items, with versions to undo, in their own SQLite file or in
+CONTENT_DB's PostgreSQL database (which may be the state database's: the table names differ).
 
 - `items`: one row per natural key (the primary key is the unique index on `key`), with a content
   hash; an upsert writes only when the hash differs.
@@ -7,7 +8,8 @@
   can tell when a later run changed the same key again.
 - `checkpoints`: the import cursor and the resume position. They live here, not in state.db,
   because rows and checkpoint must commit in one transaction and SQLite transactions do not span
-  two files; a kill -9 then loses at most the uncommitted batch, which a rerun re-reads.
+  two files (nor do PostgreSQL's two databases); a kill -9 then loses at most the uncommitted batch,
+  which a rerun re-reads.
 - `removed_keys`: keys a feed's tombstone removed, and when; an older copy of such a key (later in
   the same feed, or in a later run) does not bring it back, only an edit made after the removal
   does. Rolling back the removing run forgets it.
@@ -26,27 +28,32 @@ import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .contentschema import KEEP_CREATED, KEEP_PREVIOUS, REMOVED_KEYS_TABLE, SCHEMA, SCHEMA_VERSION, UPSERT
-from .db import immediate_transaction, safe_dsn
+from .contentschema import (
+    KEEP_CREATED,
+    KEEP_PREVIOUS,
+    RELAY,
+    REMEMBER_REMOVED,
+    SAVE_CHECKPOINT,
+    UPSERT,
+    DbCheck,
+    check_lookups,
+    migrate,
+    open_content_db,
+)
+from .db import Database, is_postgres_url, safe_dsn
 from .errors import InputError, StateError
 from .feed import FeedItem, Position, Reject
 from .redact import redact
 from .retention import RetentionPolicy, prune_content, reclaim_space
-from .state import incremental_vacuum_if_new, iso
+from .state import iso
 
 ROLLBACK_WINDOW_KEY = "RETAIN_VERSIONS_DAYS"  # older runs' versions are pruned (retention.py)
-# The lookups `check-db` verifies are index searches, not table scans.
-KEY_LOOKUPS = {
-    "item by key": "SELECT content_hash FROM items WHERE key = ?",
-    "versions of a run": "SELECT * FROM versions WHERE run_id = ?",
-    "later changes of a key": "SELECT run_id FROM versions WHERE key = ? AND id > ?",
-}
+PG_BACKUP_HINT = "none: on PostgreSQL the rollback is one transaction; `pg_dump` the database for a copy"
 
 
 @dataclass(slots=True)
@@ -85,83 +92,33 @@ class RollbackResult:
     urls: list[str] = field(default_factory=list)
 
 
-@dataclass
-class DbCheck:
-    path: Path
-    indexes: list[dict[str, Any]]
-    plans: dict[str, list[str]]
-
-    @property
-    def full_scans(self) -> list[str]:
-        return [name for name, details in self.plans.items() if any(d.startswith("SCAN") for d in details)]
-
-
-class ContentStore:
-    """A connection to the content store. `readonly=True` never creates or changes a file;
-    `retention` (None: keep everything) bounds the history kept for rollback."""
+class ContentStore(Database):
+    """The content store on SQLite (a file) or PostgreSQL (a URL). `readonly=True` never creates or
+    changes a store (one that does not exist reads as empty: `exists` is False); `retention` (None:
+    keep everything) bounds the history kept for rollback."""
 
     def __init__(
         self, location: Path | str, *, readonly: bool = False, retention: RetentionPolicy | None = None
     ) -> None:
-        if not isinstance(location, Path):
-            raise StateError("CONTENT_DB on PostgreSQL is not supported yet", got=safe_dsn(location))
-        path = location
-        self.path = path
         self.readonly = readonly
         self.retention = retention
+        self.path: Path | str = safe_dsn(str(location)) if is_postgres_url(location) else Path(location)
         try:
-            if readonly and not path.exists():
-                self.conn = sqlite3.connect(":memory:", isolation_level=None)  # an empty store
-                self.conn.executescript(SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
-            elif readonly:
-                self.conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-                incremental_vacuum_if_new(self.conn)
-                self.conn.execute("PRAGMA journal_mode=WAL")
-                self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.execute("PRAGMA busy_timeout=30000")
-            self.conn.row_factory = sqlite3.Row
-            self._migrate()
+            base, self.exists = open_content_db(location, readonly=readonly)
+            super().__init__(base.conn, dialect=base.dialect, what=base.what, location=base.location)
+            try:
+                migrate(self, readonly=readonly)
+            except BaseException:
+                self.close()
+                raise
         except sqlite3.DatabaseError as exc:
             raise StateError(
-                f"content store {path} is unusable", got=str(exc), expected="a writable SQLite file (or none)"
+                f"content store {self.path} is unusable", got=str(exc), expected="a writable SQLite file (or none)"
             ) from None
         except OSError as exc:
             raise StateError(
-                f"content store {path} is unusable", got=exc.strerror, expected="a writable directory"
+                f"content store {self.path} is unusable", got=exc.strerror, expected="a writable directory"
             ) from None
-
-    def _migrate(self) -> None:
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StateError(
-                f"content store {self.path} has a newer schema",
-                got=version,
-                expected=f"schema {SCHEMA_VERSION}; upgrade edgecron",
-            )
-        if version == SCHEMA_VERSION:
-            return
-        if self.readonly:
-            raise StateError(
-                f"content store {self.path} needs a schema upgrade", got=version, expected="run once without --dry-run"
-            )
-        with self.transaction() as conn:
-            current = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated
-            if current == 0:
-                for statement in (s.strip() for s in SCHEMA.split(";")):
-                    if statement:
-                        conn.execute(statement)
-            elif current == 1:
-                conn.execute(REMOVED_KEYS_TABLE)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-
-    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        return immediate_transaction(self.conn)
-
-    def close(self) -> None:
-        self.conn.close()
 
     def __enter__(self) -> ContentStore:
         return self
@@ -188,6 +145,10 @@ class ContentStore:
         return dict(self._rows_by_key("SELECT key, at FROM removed_keys WHERE key IN ({})", keys))
 
     def _rows_by_key(self, sql: str, keys: Sequence[str]) -> Iterator[tuple[Any, ...]]:
+        if self.is_postgres:  # one array parameter, whatever the count
+            if keys:
+                yield from self.execute(sql.replace("IN ({})", "= ANY(?)"), (list(keys),))
+            return
         cursor = self.conn.cursor()
         cursor.row_factory = None  # plain tuples: this runs once per item
         for start in range(0, len(keys), 900):  # under SQLite's bound-parameter limit
@@ -195,15 +156,16 @@ class ContentStore:
             yield from cursor.execute(sql.format(",".join("?" * len(chunk))), chunk)
 
     def get(self, key: str) -> dict[str, Any] | None:
-        row = self.conn.execute("SELECT * FROM items WHERE key = ?", (key,)).fetchone()
+        row = self.execute("SELECT * FROM items WHERE key = ?", (key,)).fetchone()
         return dict(row) if row else None
 
     def snapshot(self) -> list[tuple[Any, ...]]:
         """Every item row, ordered by key: what tests and tools compare."""
-        return [tuple(row) for row in self.conn.execute("SELECT * FROM items ORDER BY key")]
+        # Sorted here: PostgreSQL's ORDER BY follows the database's collation, SQLite's the bytes.
+        return sorted(tuple(row) for row in self.execute("SELECT * FROM items"))
 
     def checkpoint(self, source: str) -> Checkpoint:
-        row = self.conn.execute("SELECT * FROM checkpoints WHERE source = ?", (source,)).fetchone()
+        row = self.execute("SELECT * FROM checkpoints WHERE source = ?", (source,)).fetchone()
         if row is None:
             return Checkpoint(source)
         resume = None
@@ -218,18 +180,19 @@ class ContentStore:
         )
 
     def runs(self, *, limit: int = 20) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT * FROM import_runs ORDER BY started_at DESC LIMIT ?", (limit,))
+        rows = self.execute("SELECT * FROM import_runs ORDER BY started_at DESC LIMIT ?", (limit,))
         return [dict(row, counts=json.loads(row["counts"])) for row in rows]
 
     def run_record(self, run_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute("SELECT * FROM import_runs WHERE run_id = ?", (run_id,)).fetchone()
+        row = self.execute("SELECT * FROM import_runs WHERE run_id = ?", (run_id,)).fetchone()
         return dict(row, counts=json.loads(row["counts"])) if row else None
 
     def resolve_run_id(self, text: str) -> str:
         """A full run id from itself or a unique prefix of at least 6 characters."""
         rows = (
-            self.conn.execute(
-                "SELECT DISTINCT run_id FROM versions WHERE run_id LIKE ? || '%' LIMIT 2", (text,)
+            self.execute(
+                "SELECT DISTINCT run_id FROM versions WHERE lower(substr(run_id, 1, ?)) = ? LIMIT 2",
+                (len(text), text.lower()),
             ).fetchall()
             if len(text) >= 6
             else []
@@ -247,13 +210,13 @@ class ContentStore:
         return str(rows[0][0])
 
     def rejects(self, run_id: str) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT * FROM rejects WHERE run_id = ? ORDER BY id", (run_id,))
+        rows = self.execute("SELECT * FROM rejects WHERE run_id = ? ORDER BY id", (run_id,))
         return [dict(row) for row in rows]
 
     def count(self, table: str) -> int:
         if table not in ("items", "versions", "rejects", "purge_relay", "import_runs"):
             raise ValueError(table)
-        return int(self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        return int(self.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
     # --- writes --------------------------------------------------------------------------------
 
@@ -291,7 +254,7 @@ class ContentStore:
             conn.executemany(UPSERT, [_item_row(c.item, c.new_hash) for c in last.values() if c.item is not None])
             conn.executemany("DELETE FROM items WHERE key = ?", [(k,) for k, c in last.items() if c.item is None])
             conn.executemany(
-                "INSERT OR REPLACE INTO removed_keys(key, at, run_id) VALUES (?,?,?)",
+                REMEMBER_REMOVED,
                 [(k, stamp, run_id) for k in (*(k for k, c in last.items() if c.item is None), *removed)],
             )
             conn.executemany("DELETE FROM removed_keys WHERE key = ?", [(k,) for k in revived])
@@ -340,7 +303,7 @@ class ContentStore:
                 self._save_checkpoint(conn, checkpoint, run_id=run_id, now=now)
             if self.retention is not None:
                 prune_content(conn, self.retention, now=now)
-        if self.retention is not None:
+        if self.retention is not None and not self.is_postgres:  # PostgreSQL: autovacuum's job
             reclaim_space(self.conn)
         return True
 
@@ -362,7 +325,7 @@ class ContentStore:
                 expected="a run that has not been rolled back",
                 hint="Nothing was changed.",
             )
-        versions = self.conn.execute("SELECT * FROM versions WHERE run_id = ? ORDER BY id", (target_run_id,)).fetchall()
+        versions = self.execute("SELECT * FROM versions WHERE run_id = ? ORDER BY id", (target_run_id,)).fetchall()
         if not versions:
             raise InputError(
                 f"run {target_run_id} changed nothing in the content store",
@@ -376,7 +339,7 @@ class ContentStore:
             v for v in versions if (current[v["key"]].content_hash if v["key"] in current else None) != v["new_hash"]
         ]
         if conflicts and not force:
-            later = self.conn.execute(
+            later = self.execute(
                 "SELECT run_id FROM versions WHERE key = ? AND id > ? ORDER BY id LIMIT 1",
                 (conflicts[0]["key"], conflicts[0]["id"]),
             ).fetchone()
@@ -436,16 +399,24 @@ class ContentStore:
         return result
 
     def pending_purges(self) -> list[tuple[int, str, str]]:
+        sql = "SELECT id, url, run_id FROM purge_relay ORDER BY id"
+        if self.is_postgres:
+            return [tuple(row) for row in self.execute(sql)]
         cursor = self.conn.cursor()
         cursor.row_factory = None  # plain tuples: one per changed URL
-        return cursor.execute("SELECT id, url, run_id FROM purge_relay ORDER BY id").fetchall()
+        return cursor.execute(sql).fetchall()
 
     def clear_purges(self, up_to_id: int) -> None:
         with self.transaction() as conn:
             conn.execute("DELETE FROM purge_relay WHERE id <= ?", (up_to_id,))
 
-    def backup(self, dest_dir: Path, *, keep: int, now: datetime, label: str) -> Path:
-        """An online copy (SQLite backup API: consistent while others write), keeping the last `keep`."""
+    def backup(self, dest_dir: Path, *, keep: int, now: datetime, label: str) -> Path | None:
+        """An online copy (SQLite backup API: consistent while others write), keeping the last `keep`.
+
+        None on PostgreSQL: its server's backups (pg_dump, base backups) cover it, and a rollback
+        is one transaction that is itself recorded as versions, so it can be rolled back in turn."""
+        if self.is_postgres:
+            return None
         dest_dir.mkdir(parents=True, exist_ok=True)
         final = dest_dir / f"content-{now.strftime('%Y%m%dT%H%M%S%fZ')}-{label}.db"
         partial = final.with_name(final.name + ".partial")
@@ -465,32 +436,18 @@ class ContentStore:
         return final
 
     def check(self) -> DbCheck:
-        indexes = []
-        for table in ("items", "versions"):
-            for row in self.conn.execute(f"PRAGMA index_list({table})"):
-                columns = [c["name"] for c in self.conn.execute(f"PRAGMA index_info({row['name']!r})")]
-                indexes.append({"table": table, "name": row["name"], "unique": bool(row["unique"]), "columns": columns})
-        plans = {}
-        for name, sql in KEY_LOOKUPS.items():
-            try:
-                plans[name] = [
-                    row["detail"] for row in self.conn.execute("EXPLAIN QUERY PLAN " + sql, (None,) * sql.count("?"))
-                ]
-            except sqlite3.OperationalError as exc:
-                plans[name] = [f"SCAN impossible: {exc}"]
-        return DbCheck(self.path, indexes, plans)
+        """The indexes of items and versions, and whether each key lookup is an index search."""
+        return check_lookups(self)
 
     # --- helpers -------------------------------------------------------------------------------
 
     @staticmethod
-    def _relay(conn: sqlite3.Connection, urls: Iterable[str], run_id: str) -> None:
-        conn.executemany(
-            "INSERT OR IGNORE INTO purge_relay(url, run_id) VALUES (?, ?)", ((u, run_id) for u in urls if u)
-        )
+    def _relay(conn: Database, urls: Iterable[str], run_id: str) -> None:
+        conn.executemany(RELAY, ((u, run_id) for u in urls if u))
 
     @staticmethod
     def _save_run(
-        conn: sqlite3.Connection,
+        conn: Database,
         *,
         run_id: str,
         kind: str,
@@ -506,11 +463,10 @@ class ContentStore:
         )
 
     @staticmethod
-    def _save_checkpoint(conn: sqlite3.Connection, cp: Checkpoint, *, run_id: str, now: datetime) -> None:
+    def _save_checkpoint(conn: Database, cp: Checkpoint, *, run_id: str, now: datetime) -> None:
         resume = cp.resume
         conn.execute(
-            "INSERT OR REPLACE INTO checkpoints(source, cursor_updated_at, cursor_key, fingerprint, resume_page, "
-            "resume_index, resume_unit, high_updated_at, high_key, run_id, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            SAVE_CHECKPOINT,
             (
                 cp.source,
                 *(_unpair(cp.cursor)),
