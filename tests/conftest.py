@@ -35,11 +35,19 @@ def workdir(tmp_path: Path) -> Path:
 BACKENDS = ("sqlite", "postgresql")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_content_backends: run once with a SQLite content store and once with PostgreSQL (CONTENT_DB)"
+    )
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests marked `both_backends` run once per state backend: STATE_DIR's SQLite file and STATE_DB on a
     real PostgreSQL (the `pg_cluster` of this worker, a fresh database per test)."""
     if metafunc.definition.get_closest_marker("both_backends") and "state_backend" in metafunc.fixturenames:
         metafunc.parametrize("state_backend", BACKENDS, indirect=True)
+    if metafunc.definition.get_closest_marker("both_content_backends") and "content_backend" in metafunc.fixturenames:
+        metafunc.parametrize("content_backend", BACKENDS, indirect=True)
 
 
 @pytest.fixture
@@ -57,11 +65,28 @@ def state_db(state_backend: str, workdir: Path, request: pytest.FixtureRequest) 
 
 
 @pytest.fixture
-def env_file(workdir: Path, state_db: Path | str) -> Path:
+def content_backend(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def content_db(content_backend: str, workdir: Path, request: pytest.FixtureRequest) -> Path | str:
+    """Where this test's content store is (`both_content_backends` runs it on each): STATE_DIR's
+    content.db, or a fresh PostgreSQL database's URL."""
+    if content_backend == "postgresql":
+        cluster: PgCluster = request.getfixturevalue("pg_cluster")
+        return cluster.new_database()
+    return workdir / "state" / "content.db"
+
+
+@pytest.fixture
+def env_file(workdir: Path, state_db: Path | str, content_db: Path | str) -> Path:
     """An empty `.env` for this test; tests append KEY=value lines to it."""
     path = workdir / ".env"
     path.write_text(
-        f"STATE_DIR={workdir / 'state'}\n" + (f"STATE_DB={state_db}\n" if isinstance(state_db, str) else "")
+        f"STATE_DIR={workdir / 'state'}\n"
+        + (f"STATE_DB={state_db}\n" if isinstance(state_db, str) else "")
+        + (f"CONTENT_DB={content_db}\n" if isinstance(content_db, str) else "")
     )
     path.chmod(0o600)  # it may hold the token: a readable one is a warning on every run
     return path

@@ -1,4 +1,5 @@
-"""The content store and the import flow over real SQLite files (content.db and state.db)."""
+"""The content store and the import flow over real stores: content.db (a SQLite file) or a real
+PostgreSQL database (tests using `store` run on both), and state.db."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from content_stores import tables_in, written
 from edgecron import content as module
 from edgecron.contentschema import SCHEMA, SCHEMA_VERSION
 from edgecron.durations import parse_duration
@@ -18,6 +20,7 @@ from edgecron.importer import Importer, ImportOptions, forward_purges
 from edgecron.outbox import PurgeOutbox
 from edgecron.state import open_state
 
+pytestmark = pytest.mark.both_content_backends
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 HOSTS = ("www.example.com",)
 
@@ -52,19 +55,26 @@ def run_import(store: module.ContentStore, feed: Path, *, run_id: str, now: date
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> module.ContentStore:
-    with module.ContentStore(tmp_path / "content.db") as opened:
+def store(content_db: Path | str) -> module.ContentStore:
+    with module.ContentStore(content_db) as opened:
         yield opened
 
 
-def test_importing_twice_changes_nothing_the_second_time(store: module.ContentStore, tmp_path: Path) -> None:
+def writes(store: module.ContentStore, location: Path | str) -> object:
+    """SQLite's count of rows this connection changed; on PostgreSQL every row with its xmin."""
+    return store.conn.total_changes if isinstance(location, Path) else written(location)
+
+
+def test_importing_twice_changes_nothing_the_second_time(
+    store: module.ContentStore, tmp_path: Path, content_db: Path | str
+) -> None:
     feed = write_feed(tmp_path / "f.jsonl", [item(f"k{i}") for i in range(10)])
     first = run_import(store, feed, run_id="r1")
-    changes_after_first = store.conn.total_changes
+    after_first = writes(store, content_db)
     second = run_import(store, feed, run_id="r2")
     assert first.counts["inserted"] == 10
     assert (second.counts["inserted"], second.counts["updated"], second.counts["unchanged"]) == (0, 0, 10)
-    assert store.conn.total_changes == changes_after_first  # not one row written
+    assert writes(store, content_db) == after_first  # not one row written
     assert store.pending_purges() == [] or all(r[2] == "r1" for r in store.pending_purges())
 
 
@@ -121,7 +131,7 @@ def test_differing_duplicates_in_one_batch_do_not_write_again_on_a_rerun(
     again = run_import(store, feed, run_id="r2")
     assert (again.counts["updated"], again.counts["inserted"]) == (0, 0)
     assert again.counts["duplicates"] == 1
-    assert store.conn.execute("SELECT count(*) FROM versions WHERE run_id='r2'").fetchone()[0] == 0
+    assert store.execute("SELECT count(*) FROM versions WHERE run_id='r2'").fetchone()[0] == 0
     assert store.get("a")["body"] == "second"
 
 
@@ -162,7 +172,7 @@ def test_an_item_behind_the_cursor_that_left_the_store_is_inserted_again(
     feed = [item(k, stamp="2026-01-01T00:00:00Z") for k in "abc"] + [item("d", stamp="2026-02-01T00:00:00Z")]
     run_import(store, write_feed(tmp_path / "a.jsonl", feed), run_id="r1")
     before = store.snapshot()
-    store.conn.execute("DELETE FROM items WHERE key = 'b'")  # removed by hand, not by a feed
+    store.execute("DELETE FROM items WHERE key = 'b'")  # removed by hand, not by a feed
     report = run_import(store, write_feed(tmp_path / "a.jsonl", feed), run_id="r3")
     assert (report.counts["inserted"], report.counts["behind_cursor"], report.counts["unchanged"]) == (1, 2, 3)
     assert store.snapshot() == before
@@ -202,13 +212,15 @@ def test_items_inside_the_overlap_window_are_re_checked(store: module.ContentSto
     assert report.counts["updated"] == 1
 
 
-def test_a_dry_run_reports_the_same_counts_and_writes_nothing(tmp_path: Path) -> None:
+def test_a_dry_run_reports_the_same_counts_and_writes_nothing(content_db: Path | str, tmp_path: Path) -> None:
     feed = write_feed(tmp_path / "f.jsonl", [item("a"), item("b"), item("a", "2"), "[1]", item("c")])
-    path = tmp_path / "content.db"
-    with module.ContentStore(path, readonly=True) as ro:
+    with module.ContentStore(content_db, readonly=True) as ro:
         dry = run_import(ro, feed, run_id="dry", dry_run=True, max_reject_rate=0.5)
-    assert not path.exists()
-    with module.ContentStore(path) as rw:
+    if isinstance(content_db, Path):
+        assert not content_db.exists()
+    else:  # not one table created in the database
+        assert tables_in(content_db) == []
+    with module.ContentStore(content_db) as rw:
         real = run_import(rw, feed, run_id="real", max_reject_rate=0.5)
     assert dry.counts == real.counts
     assert (dry.counts["inserted"], dry.counts["updated"], dry.counts["rejected"]) == (
@@ -243,7 +255,8 @@ def test_purges_are_relayed_to_the_state_outbox_once(store: module.ContentStore,
         assert {i.source for i in outbox.open_items()} == {"import:r1"}
 
 
-def test_backups_are_complete_copies_and_only_the_last_n_are_kept(store: module.ContentStore, tmp_path: Path) -> None:
+def test_backups_are_complete_copies_and_only_the_last_n_are_kept(tmp_path: Path) -> None:
+    store = module.ContentStore(tmp_path / "content.db")
     run_import(store, write_feed(tmp_path / "f.jsonl", [item("a")]), run_id="r1")
     made = [store.backup(tmp_path / "backups", keep=2, now=NOW + timedelta(seconds=i), label=f"r{i}") for i in range(4)]
     assert sorted((tmp_path / "backups").iterdir()) == made[2:]
@@ -257,8 +270,7 @@ def test_check_finds_index_searches_and_flags_a_store_without_its_key_index(tmp_
         assert any(i["unique"] and i["columns"] == ["key"] for i in good.check().indexes)
     broken = sqlite3.connect(tmp_path / "broken.db")
     broken.executescript(
-        SCHEMA.replace("key TEXT PRIMARY KEY NOT NULL", "key TEXT NOT NULL")
-        + f"PRAGMA user_version={SCHEMA_VERSION};"
+        SCHEMA.replace("key TEXT PRIMARY KEY NOT NULL", "key TEXT NOT NULL") + f"PRAGMA user_version={SCHEMA_VERSION};"
     )
     broken.close()
     with module.ContentStore(tmp_path / "broken.db", readonly=True) as store:

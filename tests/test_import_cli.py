@@ -1,8 +1,8 @@
-"""scripts/import_stale.py as cron runs it: real subprocesses, real SQLite files, kill -9."""
+"""scripts/import_stale.py as cron runs it: real subprocesses, real SQLite files, kill -9; run,
+rollback and runs also with the content store on a real PostgreSQL (CONTENT_DB)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from content_stores import item_rows, tables_in, written
 from edgecron.contentschema import SCHEMA, SCHEMA_VERSION
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -40,23 +41,21 @@ def configure(env_file: Path, **keys: object) -> None:
             fh.write(f"{name}={value}\n")
 
 
-def items_of(db: Path) -> list[tuple]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT * FROM items ORDER BY key").fetchall()
-
-
 def outbox_of(state_dir: Path, status: str = "%") -> list[tuple[str, str]]:
     with sqlite3.connect(state_dir / "state.db") as conn:
         return conn.execute("SELECT value, source FROM outbox WHERE status LIKE ? ORDER BY value", (status,)).fetchall()
 
 
-def test_importing_the_same_feed_twice_writes_nothing_the_second_time(run_cli, env_file: Path, workdir: Path) -> None:
+@pytest.mark.both_content_backends
+def test_importing_the_same_feed_twice_writes_nothing_the_second_time(
+    run_cli, env_file: Path, workdir: Path, content_db: Path | str
+) -> None:
     configure(env_file)
     write_feed(workdir / "feed.jsonl", [item(f"k{i}") for i in range(50)])
     first = run_cli(SCRIPT)
     assert (first.returncode, first.stdout, first.stderr) == (0, "", "")  # cron: silent on success
-    db = workdir / "state" / "content.db"
-    fingerprint = hashlib.sha256(db.read_bytes()).hexdigest()
+    fingerprint = written(content_db)
+    assert len(item_rows(content_db)) == 50
     queued = outbox_of(workdir / "state")
     assert len(queued) == 50
 
@@ -64,8 +63,7 @@ def test_importing_the_same_feed_twice_writes_nothing_the_second_time(run_cli, e
     assert second.returncode == 0, second.stderr
     counts = json.loads(second.stdout)["counts"]
     assert (counts["unchanged"], counts["inserted"], counts["updated"], counts["removed"]) == (50, 0, 0, 0)
-    assert hashlib.sha256(db.read_bytes()).hexdigest() == fingerprint  # not one byte of content.db
-    assert not Path(str(db) + "-wal").exists() or Path(str(db) + "-wal").stat().st_size == 0
+    assert written(content_db) == fingerprint  # not one byte of content.db, not one row rewritten
     assert outbox_of(workdir / "state") == queued  # no purge enqueued
 
 
@@ -130,7 +128,7 @@ def test_killed_at_random_points_then_rerun_equals_an_uninterrupted_run(
     # And one more run of the same feed changes nothing, wherever the kills fell.
     again = json.loads(run_script(SCRIPT, "--json", env=victim_env).stdout)["counts"]
     assert (again["inserted"], again["updated"], again["removed"]) == (0, 0, 0), f"seed {seed}"
-    assert items_of(victim / "state" / "content.db") == items_of(reference / "state" / "content.db"), f"seed {seed}"
+    assert item_rows(victim / "state" / "content.db") == item_rows(reference / "state" / "content.db"), f"seed {seed}"
     assert _cursor(victim) == _cursor(reference)
     assert {v for v, _ in outbox_of(victim / "state")} == {v for v, _ in outbox_of(reference / "state")}
 
@@ -149,24 +147,29 @@ def _cursor(home: Path) -> tuple:
         return conn.execute("SELECT cursor_updated_at, cursor_key, resume_index FROM checkpoints").fetchone()
 
 
-def test_rollback_restores_the_previous_rows_and_queues_their_purges(run_cli, env_file: Path, workdir: Path) -> None:
+@pytest.mark.both_content_backends
+def test_rollback_restores_the_previous_rows_and_queues_their_purges(
+    run_cli, env_file: Path, workdir: Path, content_db: Path | str
+) -> None:
     configure(env_file)
     write_feed(workdir / "feed.jsonl", [item("a"), item("b"), item("c")])
     assert run_cli(SCRIPT).returncode == 0
-    db, state = workdir / "state" / "content.db", workdir / "state"
-    before = items_of(db)
+    db, state = content_db, workdir / "state"
+    before = item_rows(db)
     with sqlite3.connect(state / "state.db") as conn:  # as if the purge job had sent them
         conn.execute("UPDATE outbox SET status='done'")
     write_feed(workdir / "feed.jsonl", [item("a", "edited"), {"id": "b", "deleted": True}, item("c"), item("d")])
     imported = json.loads(run_cli(SCRIPT, "--json").stdout)
-    assert items_of(db) != before
+    assert item_rows(db) != before
     with sqlite3.connect(state / "state.db") as conn:
         conn.execute("UPDATE outbox SET status='done'")
 
-    result = run_cli(SCRIPT, "rollback", imported["run_id"][:8], "--json")
+    result = run_cli(SCRIPT, "rollback", imported["run_id"][:8].upper(), "--json")
     assert result.returncode == 0, result.stderr
-    assert items_of(db) == before
+    assert item_rows(db) == before
     rollback_id = json.loads(result.stdout)["run_id"]
+    backup = json.loads(result.stdout)["backup"]  # a file copy of SQLite; PostgreSQL's own backups cover it
+    assert (backup is None) if isinstance(db, str) else Path(backup).is_file()
     assert outbox_of(state, "pending") == [
         (f"http://www.example.com/articles/{k}", f"import:{rollback_id}") for k in ("a", "b", "d")
     ]
@@ -178,7 +181,8 @@ def test_rollback_restores_the_previous_rows_and_queues_their_purges(run_cli, en
     assert listed[2]["rolled_back_by"] == rollback_id and listed[2]["counts"]["removed"] == 1
 
 
-def test_dry_run_reports_and_creates_nothing(run_cli, env_file: Path, workdir: Path) -> None:
+@pytest.mark.both_content_backends
+def test_dry_run_reports_and_creates_nothing(run_cli, env_file: Path, workdir: Path, content_db: Path | str) -> None:
     configure(env_file)
     write_feed(workdir / "feed.jsonl", [item("a"), item("b"), item("a", "again")])
     result = run_cli(SCRIPT, "--dry-run", "--json")
@@ -191,6 +195,8 @@ def test_dry_run_reports_and_creates_nothing(run_cli, env_file: Path, workdir: P
     )  # the last copy of "a" is inserted once
     assert doc["dry_run"] is True
     assert sorted(p.name for p in (workdir / "state").iterdir()) == []
+    if isinstance(content_db, str):  # not one table created in PostgreSQL either
+        assert tables_in(content_db) == []
 
 
 def test_bad_items_are_reported_with_position_and_the_run_exits_1(run_cli, env_file: Path, workdir: Path) -> None:
@@ -211,7 +217,7 @@ def test_bad_items_are_reported_with_position_and_the_run_exits_1(run_cli, env_f
         "line 2: updated_at: got '2026-02-01T00:00:00', expected an ISO 8601 timestamp with a timezone" in result.stderr
     )
     assert "line 3: (item)" in result.stderr and "line 4: url" in result.stderr
-    assert len(items_of(workdir / "state" / "content.db")) == 6
+    assert len(item_rows(workdir / "state" / "content.db")) == 6
 
 
 def test_past_max_reject_rate_the_run_exits_2_keeping_committed_batches(run_cli, env_file: Path, workdir: Path) -> None:
@@ -354,7 +360,7 @@ def kept_in(state_dir: Path) -> tuple[list[str], int, int, tuple[str | None, int
         (run_id,) = conn.execute("SELECT run_id FROM import_runs").fetchone()
         checkpoint = conn.execute("SELECT resume_page, resume_index FROM checkpoints").fetchone()
         rejects = conn.execute("SELECT count(*) FROM rejects").fetchone()[0]
-    keys = [row[0] for row in items_of(state_dir / "content.db")]
+    keys = [row[0] for row in item_rows(state_dir / "content.db")]
     return keys, sum(1 for _, source in outbox_of(state_dir) if source == f"import:{run_id}"), rejects, checkpoint
 
 
@@ -492,7 +498,7 @@ def test_a_stop_that_committed_nothing_still_says_nothing_was_changed(
         "to a new page, and null on the last page.",
         "Nothing was changed; fix the input and rerun.",
     ]
-    assert items_of(env_file.parent / "state" / "content.db") == []
+    assert item_rows(env_file.parent / "state" / "content.db") == []
 
     httpserver.clear()  # a dry run writes nothing, whatever it read before the stop
     pages = {"/a": {"items": [item("a", host=host)], "next": "/b"}, "/b": {"items": [], "next": "/a"}}
@@ -501,7 +507,7 @@ def test_a_stop_that_committed_nothing_still_says_nothing_was_changed(
     assert dry.returncode == 2
     assert dry.stderr.splitlines()[1:] == ["Nothing was changed; fix the input and rerun."]
     assert json.loads(dry.stdout)["committed"] is None
-    assert items_of(env_file.parent / "state" / "content.db") == []
+    assert item_rows(env_file.parent / "state" / "content.db") == []
 
 
 def test_a_failure_after_the_import_finished_says_the_import_is_kept(run_cli, env_file: Path, workdir: Path) -> None:
@@ -609,7 +615,7 @@ def test_a_csv_body_over_the_field_limit_is_one_body_reject_at_its_record_and_th
         f"  record 2 (lines 4-6): body: got {limit + 1 + 1 + len(smuggled)} bytes, expected at most 1000 bytes "
         "(IMPORT_MAX_BODY_BYTES)",
     ]
-    assert [r[0] for r in items_of(workdir / "state" / "content.db")] == ["k1", "k3"]  # not k9
+    assert [r[0] for r in item_rows(workdir / "state" / "content.db")] == ["k1", "k3"]  # not k9
     with sqlite3.connect(workdir / "state" / "content.db") as conn:
         assert conn.execute("SELECT position, item_key, field FROM rejects").fetchall() == [
             ("record 2 (lines 4-6)", "k2", "body")
