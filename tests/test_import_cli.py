@@ -4,19 +4,17 @@ rollback and runs also with the content store on a real PostgreSQL (CONTENT_DB).
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from content_stores import item_rows, tables_in, written
+from content_stores import item_rows, kill_import_at, tables_in, written
 from edgecron.contentschema import SCHEMA, SCHEMA_VERSION
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -102,22 +100,7 @@ def test_killed_at_random_points_then_rerun_equals_an_uninterrupted_run(
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     targets = sorted(rng.sample(range(200, 5800), 5))
-    killed_mid_run = 0
-    for target in targets:
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / SCRIPT)],
-            env=victim_env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline and _resume_index(victim) < target:
-            time.sleep(0.002)
-        time.sleep(rng.uniform(0, 0.02))  # land anywhere inside the next batch
-        if proc.poll() is None:
-            killed_mid_run += 1
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    killed_mid_run = kill_import_at(targets, env=victim_env, progress=lambda: _resume_index(victim), rng=rng)
     unfinished = _resume_index(victim)  # 0 when the last kill landed after the run's final commit
     final = run_script(SCRIPT, "--json", env=victim_env)
     assert final.returncode == 0, final.stderr

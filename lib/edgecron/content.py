@@ -53,7 +53,9 @@ from .retention import RetentionPolicy, prune_content, reclaim_space
 from .state import iso
 
 ROLLBACK_WINDOW_KEY = "RETAIN_VERSIONS_DAYS"  # older runs' versions are pruned (retention.py)
-PG_BACKUP_HINT = "none: on PostgreSQL the rollback is one transaction; `pg_dump` the database for a copy"
+PG_BACKUP_HINT = (
+    "none (PostgreSQL: this rollback is one transaction and can itself be rolled back; pg_dump makes a copy)"
+)
 
 
 @dataclass(slots=True)

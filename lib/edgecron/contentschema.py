@@ -241,7 +241,7 @@ def _check_postgres(db: Database) -> DbCheck:
     indexes = []
     rows = db.execute(
         "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
-        " AND tablename IN ('items', 'versions') ORDER BY tablename DESC, indexname"
+        " AND tablename IN ('items', 'versions') ORDER BY tablename = 'versions', indexname"
     ).fetchall()
     for table, name, definition in rows:
         match = _INDEX_DEF.search(definition)
