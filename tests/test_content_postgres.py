@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from edgecron.feed import Validator
 from edgecron.feedfiles import JsonlSource
 from edgecron.importer import Importer, ImportOptions, forward_purges
 from edgecron.outbox import PurgeOutbox
+from edgecron.retention import RetentionPolicy
 from edgecron.state import open_state
 from pgcluster import PgCluster
 
@@ -38,14 +39,14 @@ def write_feed(path: Path, items: list[object]) -> Path:
     return path
 
 
-def run_import(store: ContentStore, feed: Path, *, run_id: str) -> dict[str, int]:
+def run_import(store: ContentStore, feed: Path, *, run_id: str, now: datetime = NOW) -> dict[str, int]:
     importer = Importer(
         store=store,
         source=JsonlSource(feed),
         validator=Validator(allowed_hosts=(HOST,), max_body_bytes=1000),
         options=ImportOptions(batch_size=4, max_reject_rate=0.5),
         run_id=run_id,
-        now=lambda: NOW,
+        now=lambda: now,
     )
     return importer.run().counts
 
@@ -119,6 +120,17 @@ def test_a_rollback_on_postgresql_restores_and_queues_purges_as_on_sqlite(
     restored, removed, urls, queued, _ = outcomes["postgresql"]
     assert (restored, removed) == (3, 1)  # alpha, b_1, Zeta back; new gone
     assert queued == [(u, "import:rb") for u in urls] and len(urls) == 4
+
+
+def test_history_older_than_the_rollback_window_is_pruned_on_postgresql(tmp_path: Path, pg_cluster: PgCluster) -> None:
+    with ContentStore(pg_cluster.new_database(), retention=RetentionPolicy(versions=timedelta(days=30))) as store:
+        for day in (0, 40, 70):
+            now = NOW + timedelta(days=day)
+            feed = write_feed(tmp_path / f"{day}.jsonl", [item("a", f"day {day}", stamp=now.isoformat())])
+            run_import(store, feed, run_id=f"day{day}", now=now)
+        kept = {row[0] for row in store.execute("SELECT run_id FROM versions")}
+        runs = {row["run_id"] for row in store.runs()}
+    assert kept == runs == {"day40", "day70"}  # day 0 left the window when day 70 finished
 
 
 def test_state_and_content_tables_do_not_collide_in_one_database(pg_cluster: PgCluster) -> None:
