@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -204,6 +207,7 @@ def prepared(home: Path, url: str, base_env: dict[str, str], run_cli: Any) -> di
         f"STATE_DIR={home / 'state'}\nCONTENT_DB={url}\nSITE_URL=https://{HOST}\n"
         f"IMPORT_SOURCE={home / 'feed.jsonl'}\nIMPORT_BATCH=20\n"
     )
+    env_file.chmod(0o600)
     env = {**base_env, "EDGECRON_ENV_FILE": str(env_file), "HOME": str(home)}
     write_feed(home / "feed.jsonl", BASE)
     assert run_cli(SCRIPT, env=env).returncode == 0
@@ -265,3 +269,30 @@ def test_killed_at_random_points_on_postgresql_then_rerun_equals_an_uninterrupte
     assert item_rows(victim_url) == item_rows(reference_url)
     assert net_changes(victim_url) == net_changes(reference_url)
     assert checkpoint_of(victim_url) == checkpoint_of(reference_url)
+
+
+def test_a_server_that_drops_the_import_mid_run_keeps_the_committed_batches_and_the_rerun_continues(
+    run_cli, base_env: dict[str, str], tmp_path: Path, pg_cluster: PgCluster
+) -> None:
+    url = pg_cluster.new_database()
+    env = prepared(tmp_path / "home", url, base_env, run_cli)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / SCRIPT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    with psycopg.connect(url, autocommit=True) as admin:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline and resume_index(admin) < 100:
+            time.sleep(0.002)
+        admin.execute(  # what a restarted server or a failover does to the run's session
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        _, stderr = proc.communicate(timeout=60)
+        kept_at = resume_index(admin)
+    assert proc.returncode != 0 and kept_at >= 100
+    lines = stderr.decode().splitlines()
+    assert lines[0].startswith(f"Error: content store {url} stopped answering") and "Traceback" not in stderr.decode()
+    assert lines[-1].startswith("Kept from this run: ") and f"checkpoint after line {kept_at}." in lines[-1]
+    rerun = run_cli(SCRIPT, "--json", env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["resumed_from"] == f"line {kept_at}"
