@@ -21,7 +21,7 @@ import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -190,9 +190,12 @@ class Database:
             with immediate_transaction(self.conn):
                 yield self
             return
-        with self._pg(self.conn.transaction):
-            self.execute("SELECT pg_advisory_xact_lock(?)", (self._write_key,))
-            yield self
+        try:
+            with self.conn.transaction():
+                self.execute("SELECT pg_advisory_xact_lock(?)", (self._write_key,))
+                yield self
+        except import_psycopg().Error as exc:  # BEGIN or COMMIT itself failed (a statement's error is typed already)
+            self._pg(partial(_reraise, exc))  # typed as a statement's error is: no traceback for a server gone
 
     def table_exists(self, table: str) -> bool:
         if self.is_postgres:
@@ -242,6 +245,10 @@ def _pg_executemany(conn: Any, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
     if batch:
         cursor.executemany(sql, batch)
     return cursor
+
+
+def _reraise(exc: BaseException) -> None:
+    raise exc
 
 
 def first_line(exc: BaseException) -> str:
