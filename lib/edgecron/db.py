@@ -239,16 +239,16 @@ def immediate_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connecti
     conn.execute("COMMIT")
 
 
+def _reraise(exc: BaseException) -> None:
+    raise exc
+
+
 def _pg_executemany(conn: Any, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
     cursor = conn.cursor()
     batch = list(rows)
     if batch:
         cursor.executemany(sql, batch)
     return cursor
-
-
-def _reraise(exc: BaseException) -> None:
-    raise exc
 
 
 def first_line(exc: BaseException) -> str:
