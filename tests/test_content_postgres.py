@@ -152,6 +152,16 @@ def test_a_commit_the_server_never_answers_is_a_typed_error_not_a_traceback(pg_c
             time.sleep(0.01)  # gone before the COMMIT is sent
 
 
+def test_what_psycopg_logs_while_closing_a_broken_connection_stays_off_a_cron_runs_stderr() -> None:
+    # psycopg warns "error ignored terminating <Pipeline [BAD]>" when a server vanishes mid-batch; a
+    # script sets up no logging, so Python printed it above the script's own Error line.
+    code = "from edgecron.db import import_psycopg; import logging; import_psycopg(); logging.getLogger('psycopg').warning('x')"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={"PYTHONPATH": str(ROOT / "lib")}, capture_output=True, text=True
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+
+
 def test_state_and_content_tables_do_not_collide_in_one_database(pg_cluster: PgCluster) -> None:
     url = pg_cluster.new_database()
     with open_state(url):

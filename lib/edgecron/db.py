@@ -16,6 +16,7 @@ psycopg is imported only when a PostgreSQL URL is configured: a SQLite install n
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 import zlib
@@ -259,7 +260,13 @@ def first_line(exc: BaseException) -> str:
 def import_psycopg() -> Any:
     import psycopg  # here, not at the top: a SQLite install never pays for loading it
 
+    # psycopg logs what it ignores while closing a broken connection; with no logging set up, Python
+    # printed that to stderr above our own Error line. A process that sets up logging still gets it.
+    logging.getLogger("psycopg").addHandler(_QUIET)
     return psycopg
+
+
+_QUIET = logging.NullHandler()  # one instance: adding it again is a no-op
 
 
 def is_database_error(exc: BaseException) -> bool:
