@@ -26,8 +26,8 @@ if str(ROOT / "lib") not in sys.path:  # run from a checkout without installing
 from edgecron.config import Settings, load_monitoring, load_settings  # noqa: E402
 from edgecron.errors import ConfigError, EdgecronError, ExitCode, LockHeld, from_unexpected  # noqa: E402
 from edgecron.redact import redact, redact_value  # noqa: E402
-from edgecron.runner import STATUS_BY_EXIT, JobRun  # noqa: E402
-from edgecron.runs import TRIGGER_ENV, TRIGGERS  # noqa: E402
+from edgecron.runner import STATUS_BY_EXIT, DoneElsewhere, JobRun  # noqa: E402
+from edgecron.runs import SLOT_ENV, TRIGGER_ENV, TRIGGERS  # noqa: E402
 from edgecron.safetext import json_visible, visible, visible_lines  # noqa: E402
 
 # Lines written to stderr: a non-zero exit that has said nothing yet gets one line saying why.
@@ -244,9 +244,20 @@ def job(
     another holds the lock: the next slot retries, cron mail would cry wolf at every overlap, and
     persistent skipping is caught by the job-health checks. A manual run (a terminal, a deploy
     script) names the holder: what it was asked to do did not happen.
+
+    A scheduled run knows its slot (the scheduler's EDGECRON_SLOT, else the schedule's latest fire
+    time); when another node has done that slot it exits 0 without a word (done-elsewhere).
     """
     started_by = trigger()
-    run = JobRun(settings=cfg, job=name, dry_run=dry_run, lock_wait=lock_wait, trigger=started_by, now=utcnow)
+    slot = None
+    if started_by != "manual" and not dry_run:
+        from edgecron.schedule import run_slot  # APScheduler's import only for scheduled runs
+
+        with user_errors():
+            slot = run_slot(cfg, name, now=utcnow(), fired=os.environ.get(SLOT_ENV))
+    run = JobRun(
+        settings=cfg, job=name, dry_run=dry_run, lock_wait=lock_wait, trigger=started_by, slot=slot, now=utcnow
+    )
     said_before = _said[0]
     try:
         with run:
@@ -255,6 +266,8 @@ def job(
                 yield run
             finally:
                 _current.remove(run)
+    except DoneElsewhere:
+        raise typer.Exit(int(ExitCode.OK)) from None  # the event log says who did the slot
     except LockHeld as err:
         if started_by != "manual":
             raise typer.Exit(int(err.exit_code)) from None

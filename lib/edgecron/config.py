@@ -27,7 +27,7 @@ from .envfile import read_env_file
 from .errors import ConfigError
 
 # EDGECRON_* variables that are not settings: the crontab and the scheduler set them.
-ENV_MARKERS = frozenset({"EDGECRON_ENV_FILE", "EDGECRON_HOME", "EDGECRON_TRIGGER"})
+ENV_MARKERS = frozenset({"EDGECRON_ENV_FILE", "EDGECRON_HOME", "EDGECRON_TRIGGER", "EDGECRON_SLOT"})
 MONITORING_KEYS = ("HEALTHCHECKS_URL", "HEALTHCHECKS_CHECKS")
 SCHEDULE_PREFIX = "SCHEDULE_"
 

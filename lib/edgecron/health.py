@@ -69,7 +69,7 @@ def read_job(state: StateDB, job: str, *, lock_dir: Path, exclude_run: str | Non
         last_scheduled=last_run(state, job, scheduled_only=True, finished_only=True, exclude_run=exclude_run),
         last_ok=last_completed_at(state, job),
         last_scheduled_ok=last_completed_at(state, job, scheduled_only=True),
-        holder=current_holder(lock_dir, job),
+        holder=current_holder(lock_dir, job, state=state),
     )
 
 

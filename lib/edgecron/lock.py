@@ -4,6 +4,10 @@ The holder writes its pid, host, start time and command into the file so a secon
 `jobs.py status`) can name it. The file is never deleted: deleting a flock'ed file lets two
 processes hold "the" lock on two different inodes. The kernel frees the lock when the holder dies,
 so a `kill -9` leaves nothing to clean up.
+
+With a PostgreSQL STATE_DB the job also takes its fleet-wide lock (pglock.py) after this one:
+`job_lock` gives both, and `current_holder` asks PostgreSQL first. The local flock stays: it is
+cheap, and a second run on the same node gets today's message naming the lock file.
 """
 
 from __future__ import annotations
@@ -20,9 +24,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
+from .db import is_postgres_url
 from .errors import LockHeld, StateError
 from .redact import redact
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .db import Database
 
 
 @dataclass(frozen=True)
@@ -31,17 +41,37 @@ class LockHolder:
     host: str
     started: str
     command: str
+    node: str | None = None  # NODE_NAME of the holder (None: a lock file from before nodes were recorded)
+    slot: str | None = None  # the slot its scheduled run is for (None: a manual run)
 
     def describe(self) -> str:
-        return f"pid {self.pid} on {self.host}, started {self.started}"
+        where = self.host if not self.node or self.node == self.host else f"{self.node} ({self.host})"
+        return f"pid {self.pid} on {where}, started {self.started}"
+
+
+class JobLockHeld(LockHeld):
+    """LockHeld with the holder as read (None when it could not be read)."""
+
+    def __init__(self, what: str, *, holder: LockHolder | None, **kwargs: object) -> None:
+        self.holder = holder
+        super().__init__(what, **kwargs)
+
+
+class Lock(Protocol):
+    def acquire(
+        self, *, now: datetime, wait_seconds: float = 0.0, sleep: Callable[[float], None] = ..., slot: str | None = None
+    ) -> None: ...
+
+    def release(self) -> None: ...
 
 
 class JobLock:
     """Non-blocking (or bounded-wait) exclusive lock for one job."""
 
-    def __init__(self, lock_dir: Path, job: str) -> None:
+    def __init__(self, lock_dir: Path, job: str, *, node: str | None = None) -> None:
         self.path = lock_dir / f"{job}.lock"
         self.job = job
+        self.node = node
         self._fd: int | None = None
 
     def acquire(
@@ -50,6 +80,7 @@ class JobLock:
         now: datetime,
         wait_seconds: float = 0.0,
         sleep: Callable[[float], None] = time.sleep,
+        slot: str | None = None,
     ) -> None:
         fd = open_private_file(self.path, os.O_RDWR | os.O_CREAT, what="lock file", expected="a writable LOCK_DIR")
         deadline = time.monotonic() + wait_seconds
@@ -62,11 +93,12 @@ class JobLock:
                     holder = read_holder_fd(fd)
                     os.close(fd)
                     who = holder.describe() if holder else "an unknown process"
-                    raise LockHeld(
+                    raise JobLockHeld(
                         f"another {self.job} run holds {self.path} ({who})",
                         expected="no other run of this job",
                         hint="Nothing was changed; safe to retry when it ends "
                         "(or pass --wait SECONDS). The lock frees itself if that process dies.",
+                        holder=holder,
                     ) from None
                 sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         record = {
@@ -74,6 +106,8 @@ class JobLock:
             "host": socket.gethostname(),
             "started": now.isoformat(timespec="seconds"),
             "command": redact(" ".join(sys.argv)),  # --source URLs may carry a key
+            "node": self.node,
+            "slot": slot,
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
@@ -131,11 +165,66 @@ def read_holder_fd(fd: int) -> LockHolder | None:
         host=str(record.get("host", "?")),
         started=str(record.get("started", "?")),
         command=str(record.get("command", "")),
+        node=_text_or_none(record.get("node")),
+        slot=_text_or_none(record.get("slot")),
     )
 
 
-def current_holder(lock_dir: Path, job: str) -> LockHolder | None:
-    """Who holds the job's lock now, or None. Probes with a non-blocking flock."""
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+class JobLocks:
+    """Locks taken in order (the node's flock, then the fleet's) and released in reverse; a --wait
+    deadline covers them all."""
+
+    def __init__(self, locks: list[Lock]) -> None:
+        self.locks = locks
+
+    def acquire(
+        self,
+        *,
+        now: datetime,
+        wait_seconds: float = 0.0,
+        sleep: Callable[[float], None] = time.sleep,
+        slot: str | None = None,
+    ) -> None:
+        deadline = time.monotonic() + wait_seconds
+        taken: list[Lock] = []
+        try:
+            for lock in self.locks:
+                left = max(0.0, deadline - time.monotonic())
+                lock.acquire(now=now, wait_seconds=left, sleep=sleep, slot=slot)
+                taken.append(lock)
+        except BaseException:
+            for lock in reversed(taken):
+                lock.release()
+            raise
+
+    def release(self) -> None:
+        for lock in reversed(self.locks):
+            lock.release()
+
+
+def job_lock(settings: Settings, job: str) -> JobLocks:
+    """The locks a run of `job` takes: LOCK_DIR's flock, and with a PostgreSQL STATE_DB the fleet's."""
+    locks: list[Lock] = [JobLock(settings.lock_dir, job, node=settings.node_name)]
+    if is_postgres_url(settings.state_db):
+        from .pglock import FleetLock  # psycopg only when STATE_DB is PostgreSQL
+
+        locks.append(FleetLock(str(settings.state_db), job, node=settings.node_name))
+    return JobLocks(locks)
+
+
+def current_holder(lock_dir: Path, job: str, *, state: Database | None = None) -> LockHolder | None:
+    """Who holds the job's lock now, or None: on a PostgreSQL `state`, the fleet's holder (any
+    node) first; then this node's flock, probed without blocking."""
+    if state is not None and state.is_postgres:
+        from .pglock import fleet_holder
+
+        holder = fleet_holder(state, job)
+        if holder is not None:
+            return holder
     path = lock_dir / f"{job}.lock"
     try:
         fd = os.open(path, os.O_RDONLY)

@@ -22,7 +22,7 @@ from .cloudflare import CloudflareClient, PurgeRejected, WaitInterrupted, interr
 from .config import Settings
 from .db import Database
 from .errors import EdgecronError, InputError, LockHeld
-from .lock import JobLock
+from .lock import job_lock
 from .outbox import OutboxItem, PurgeOutbox
 from .state import StateDB, iso, read_only_connection
 from .urls import UrlPolicy, UrlRefused
@@ -433,7 +433,7 @@ def send_for_another_job(
     """Send what the outbox holds from another job's run (`import_stale.py --purge`), under the
     purge job's lock, which the outbox's sender methods require. None when the purge job holds the
     lock: it is sending them."""
-    lock = JobLock(settings.lock_dir, "purge")
+    lock = job_lock(settings, "purge")  # fleet-wide too: recover_claimed must not reset a batch in flight elsewhere
     try:
         lock.acquire(now=now())
     except LockHeld:

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -23,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Settings
 from .errors import EdgecronError, ExitCode, LockHeld, StateError, from_unexpected
-from .lock import JobLock
+from .lock import JobLockHeld, job_lock
 from .redact import redact_value
 from .retention import RetentionPolicy, prune_state, reclaim_space
-from .runs import finish_run, last_completed_at, record_skipped, start_run
+from .runs import DONE_ELSEWHERE, RunOrigin, completed_in_slot, finish_run, last_completed_at, record_not_run, start_run
 from .safetext import json_visible
 from .state import StateDB, iso, open_state
 
@@ -122,11 +123,21 @@ def _first_event_time(path: Path) -> datetime | None:
         return None
 
 
+class DoneElsewhere(Exception):
+    """This scheduled run's slot was done (or is being done) by another run: nothing to do, exit 0."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
 class JobRun:
     """Context manager around one run of one job. Dry runs take no lock and record nothing.
 
-    `trigger` says how the run was started (cron, scheduler, manual; see runs.py). A run that
-    finds the lock held is recorded as skipped (exit 75) and raises LockHeld.
+    `trigger` says how the run was started (cron, scheduler, manual; see runs.py); `slot` is a
+    scheduled run's fire time (schedule.run_slot). A run that finds the lock held is recorded as
+    skipped (exit 75) and raises LockHeld; a scheduled run whose slot is already done, or whose lock
+    another node holds for the same slot, is recorded as done-elsewhere and raises DoneElsewhere.
     """
 
     def __init__(
@@ -137,12 +148,14 @@ class JobRun:
         dry_run: bool = False,
         lock_wait: float = 0.0,
         trigger: str = "manual",
+        slot: str | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
         self.job = job
         self.dry_run = dry_run
         self.trigger = trigger
+        self.slot = None if trigger == "manual" else slot  # manual runs are never done-elsewhere
         self.lock_wait = lock_wait
         self.now = now
         self.run_id = uuid.uuid4().hex
@@ -151,7 +164,7 @@ class JobRun:
         self.counts: dict[str, Any] = {}
         self.exit_code: ExitCode = ExitCode.OK
         self.state: StateDB | None = None
-        self._lock = JobLock(settings.lock_dir, job)
+        self._lock = job_lock(settings, job)
         self._old_handlers: dict[int, Any] = {}
         self._started_wall = 0.0
         self._started_mono = 0.0
@@ -178,22 +191,39 @@ class JobRun:
         self._started_wall = started.timestamp()
         self._started_mono = time.monotonic()
         command = " ".join(sys.argv)
+        origin = RunOrigin(trigger=self.trigger, node=self.settings.node_name, slot=self.slot, command=command)
         if not self.dry_run:
             try:
-                self._lock.acquire(now=started, wait_seconds=self.lock_wait)
+                self._lock.acquire(now=started, wait_seconds=self.lock_wait, slot=self.slot)
             except LockHeld as held:
-                self._record_skipped(started, command=command, reason=held.message)
+                holder = held.holder if isinstance(held, JobLockHeld) else None
+                if (
+                    self.slot is not None
+                    and holder is not None
+                    and holder.slot == self.slot
+                    and holder.node != origin.node
+                ):
+                    reason = f"slot {self.slot} is being run on {holder.node} ({holder.describe()})"
+                    self._record_not_run(started, origin=origin, status=DONE_ELSEWHERE, reason=reason)
+                    raise DoneElsewhere(reason) from None
+                self._record_not_run(started, origin=origin, status="skipped", reason=held.message)
                 raise
             try:
                 self.state = open_state(self.settings.state_db)
-                start_run(
-                    self.state, run_id=self.run_id, job=self.job, started=started, trigger=self.trigger, command=command
-                )
+                done = completed_in_slot(self.state, self.job, self.slot) if self.slot is not None else None
+                if done is not None:
+                    reason = f"slot {self.slot} was completed on {done['node'] or done['host']} (run {done['run_id']})"
+                    self._record_not_run(started, origin=origin, status=DONE_ELSEWHERE, reason=reason)
+                    raise DoneElsewhere(reason)
+                start_run(self.state, run_id=self.run_id, job=self.job, started=started, origin=origin)
             except BaseException:
+                if self.state is not None:
+                    self.state.close()
+                    self.state = None
                 self._lock.release()
                 raise
         self._install_signal_handlers()
-        self.log("start", command=command, trigger=self.trigger)
+        self.log("start", command=command, trigger=self.trigger, node=origin.node, slot=self.slot)
         self._ping("start")
         return self
 
@@ -268,18 +298,20 @@ class JobRun:
             except OSError as exc:
                 self.log("metrics-failed", error=str(exc))  # metrics must never change the result
 
-    def _record_skipped(self, started: datetime, *, command: str, reason: str) -> None:
-        """Another run holds the lock: one 'skipped' row and event, so persistent skipping is visible."""
-        self.log("skipped", reason=reason, trigger=self.trigger)
+    def _record_not_run(self, started: datetime, *, origin: RunOrigin, status: str, reason: str) -> None:
+        """No work done: one row and event ('skipped': another run holds the lock, so persistent
+        skipping is visible; 'done-elsewhere': the slot is another run's), and no ping."""
+        self.log(status, reason=reason, trigger=self.trigger, node=origin.node, slot=origin.slot)
         try:
-            with open_state(self.settings.state_db) as state:
-                record_skipped(
+            opened = nullcontext(self.state) if self.state is not None else open_state(self.settings.state_db)
+            with opened as state:
+                record_not_run(
                     state,
                     run_id=self.run_id,
                     job=self.job,
                     started=started,
-                    trigger=self.trigger,
-                    command=command,
+                    origin=origin,
+                    status=status,
                     reason=reason,
                 )
         except EdgecronError:

@@ -11,6 +11,11 @@ One vocabulary for `jobs.py status`, the job-health checks of `check_logs.py` an
   so a log check that finds a breach does not make its own job look stale.
 - **skipped**: another run held the lock (exit 75); nothing was done, so a skipped row is never
   "the last run". Persistent skipping shows as a lock held too long or a stale job.
+- **slot**: a scheduled run's fire time (UTC, `schedule.slot_text`): the scheduler's, or the
+  schedule's latest fire time at or before the start. Manual runs have none.
+- **done-elsewhere**: a scheduled run whose slot a run on some node already completed, or whose
+  lock another node holds for the same slot (exit 0, silent): the work was done (or is being done)
+  there, so, like skipped, it is never "the last run". `node` (NODE_NAME) is on every row.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import os
 import socket
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +33,8 @@ from .redact import redact
 from .state import StateDB, iso
 
 TRIGGER_ENV = "EDGECRON_TRIGGER"  # set to cron by the crontab, to scheduler by `jobs.py schedule`
+SLOT_ENV = "EDGECRON_SLOT"  # the fire time `jobs.py schedule` started a run for (ISO 8601, UTC)
+DONE_ELSEWHERE = "done-elsewhere"
 TRIGGERS = ("cron", "scheduler", "manual")
 SCHEDULED = ("cron", "scheduler")
 COMPLETED = ("ok", "problems")
@@ -34,7 +42,17 @@ _SCHEDULED_SQL = "(trigger IS NULL OR trigger IN ('cron', 'scheduler'))"
 _COMPLETED_SQL = "status IN ('ok', 'problems')"
 
 
-def start_run(state: StateDB, *, run_id: str, job: str, started: datetime, trigger: str, command: str) -> None:
+@dataclass(frozen=True)
+class RunOrigin:
+    """Where and why a run runs: its trigger, node (NODE_NAME), slot (None: manual) and command line."""
+
+    trigger: str
+    node: str
+    slot: str | None
+    command: str
+
+
+def start_run(state: StateDB, *, run_id: str, job: str, started: datetime, origin: RunOrigin) -> None:
     """Record a run as running; a 'running' row of this job left by a run that died is marked first.
 
     The caller holds the job's lock, so any other 'running' row of this job belongs to a run that
@@ -46,30 +64,47 @@ def start_run(state: StateDB, *, run_id: str, job: str, started: datetime, trigg
             ("the process ended without recording a result (killed?)", job),
         )
         state.execute(
-            "INSERT INTO runs(run_id, job, started_at, host, pid, command, trigger) VALUES (?,?,?,?,?,?,?)",
-            (run_id, job, iso(started), socket.gethostname(), os.getpid(), redact(command), trigger),
+            "INSERT INTO runs(run_id, job, started_at, host, pid, command, trigger, node, slot)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            (run_id, job, iso(started), *_where_from(origin)),
         )
 
 
-def record_skipped(
-    state: StateDB, *, run_id: str, job: str, started: datetime, trigger: str, command: str, reason: str
+def record_not_run(
+    state: StateDB, *, run_id: str, job: str, started: datetime, origin: RunOrigin, status: str, reason: str
 ) -> None:
-    """A run that found the lock held: recorded as done at once, exit 75, with the holder named."""
+    """A run that did no work: `skipped` (the lock was held: exit 75, the holder named) or
+    `done-elsewhere` (exit 0, who did it named); recorded as done at once."""
+    exit_code = 75 if status == "skipped" else 0
     state.execute(
         "INSERT INTO runs(run_id, job, started_at, finished_at, status, exit_code, duration_s, error,"
-        " host, pid, command, trigger) VALUES (?,?,?,?, 'skipped', 75, 0, ?, ?,?,?,?)",
+        " host, pid, command, trigger, node, slot) VALUES (?,?,?,?,?,?, 0, ?, ?,?,?,?,?,?)",
         (
             run_id,
             job,
             iso(started),
             iso(started),
+            status,
+            exit_code,
             redact(reason),
-            socket.gethostname(),
-            os.getpid(),
-            redact(command),
-            trigger,
+            *_where_from(origin),
         ),
     )
+
+
+def _where_from(origin: RunOrigin) -> tuple[object, ...]:
+    """host, pid, command, trigger, node, slot: the columns every run row starts with."""
+    return (socket.gethostname(), os.getpid(), redact(origin.command), origin.trigger, origin.node, origin.slot)
+
+
+def completed_in_slot(state: StateDB, job: str, slot: str) -> DbRow | None:
+    """The first run of `job` that completed `slot` (ok or problems), on any node, or None."""
+    row: DbRow | None = state.execute(
+        f"SELECT run_id, node, host, finished_at FROM runs WHERE job = ? AND slot = ? AND {_COMPLETED_SQL}"
+        " ORDER BY id LIMIT 1",
+        (job, slot),
+    ).fetchone()
+    return row
 
 
 def finish_run(
@@ -105,8 +140,8 @@ def last_run(
     finished_only: bool = False,
     exclude_run: str | None = None,
 ) -> DbRow | None:
-    """The newest run of `job` that tried to do its work (skipped runs are not runs of the work)."""
-    where = ["job = ?", "status != 'skipped'", "run_id != ?"]
+    """The newest run of `job` that tried to do its work (skipped and done-elsewhere runs did none)."""
+    where = ["job = ?", "status NOT IN ('skipped', 'done-elsewhere')", "run_id != ?"]
     if scheduled_only:
         where.append(_SCHEDULED_SQL)
     if finished_only:

@@ -214,6 +214,7 @@ class WallKind(Enum):
 
 
 MAX_DST_SHIFT = timedelta(hours=3)  # Vixie treats clock jumps under 3 h as DST changes
+LAST_FIRE_REACH = timedelta(days=366 * 30)  # as far back as next_fire looks ahead
 
 
 def resolve_wall(wall: datetime, tz: tzinfo) -> tuple[WallKind, tuple[datetime, ...]]:
@@ -276,6 +277,32 @@ def next_fire(cron: Cron, after: datetime, tz: tzinfo, *, horizon_days: int = 36
         if best is not None and datetime.combine(day, datetime.min.time()) > best_wall + MAX_DST_SHIFT:
             return best.astimezone(tz)
     raise InputError(f"cron expression {cron.text!r} never fires", expected="a date that exists")
+
+
+def last_fire(cron: Cron, now: datetime, tz: tzinfo) -> datetime:
+    """The latest fire time at or before `now` (aware), as an aware datetime in `tz`: a run's slot.
+
+    Built on `next_fire` (a window reaching back until it holds a fire time, then forward fire by
+    fire), so both share one reading of cron's DST rules and cannot disagree.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    reach = timedelta(minutes=1)
+    while True:
+        fire = next_fire(cron, now - reach, tz)
+        if fire <= now:
+            break
+        if reach > LAST_FIRE_REACH:
+            raise InputError(f"cron expression {cron.text!r} never fired", expected="a date that exists")
+        reach *= 2
+    while (following := next_fire(cron, fire, tz)) <= now:
+        fire = following
+    return fire
+
+
+def slot_text(moment: datetime) -> str:
+    """A slot as stored and compared across nodes: UTC, whole seconds (`2026-12-02T10:00:00+00:00`)."""
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat()
 
 
 def next_fires(cron: Cron, after: datetime, tz: tzinfo, *, count: int) -> list[datetime]:
@@ -426,6 +453,36 @@ def load_schedule(settings: Settings, *, table: Sequence[JobSpec] = JOBS) -> lis
             ) from None
         out.append(Scheduled(spec, cron, source))
     return out
+
+
+def run_slot(settings: Settings, job: str, *, now: datetime, fired: str | None) -> str | None:
+    """A scheduled run's slot (`slot_text`): the scheduler's fire time `fired` (EDGECRON_SLOT), else the
+    job's latest fire time at or before `now` (cron starts a run a moment after its fire time).
+
+    None when the job is not scheduled (SCHEDULE_<JOB>=off, or a schedule that does not parse: the
+    run still runs, without the once-per-slot check, and `jobs.py status` names the config error).
+    """
+    if fired:
+        try:
+            moment = datetime.fromisoformat(fired.strip())
+        except ValueError:
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            raise ConfigError(
+                "EDGECRON_SLOT is not a fire time",
+                got=fired,
+                expected="an ISO 8601 time with its offset, as `jobs.py schedule` sets it",
+            )
+        return slot_text(moment)
+    try:
+        schedule = load_schedule(settings)
+        tz = schedule_timezone(settings)
+    except ConfigError:
+        return None
+    for item in schedule:
+        if item.name == job and item.cron is not None:
+            return slot_text(last_fire(item.cron, now, tz))
+    return None
 
 
 def find_job(name: str, *, table: Sequence[JobSpec] = JOBS) -> JobSpec:

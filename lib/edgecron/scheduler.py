@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from pathlib import Path
 from types import FrameType
 
@@ -33,12 +33,13 @@ from apscheduler.events import (
     JobExecutionEvent,
 )
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.job import Job
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from .errors import ExitCode
-from .runs import TRIGGER_ENV
-from .schedule import Scheduled, to_trigger
+from .runs import SLOT_ENV, TRIGGER_ENV
+from .schedule import Scheduled, slot_text, to_trigger
 
 logger = logging.getLogger("edgecron.scheduler")
 
@@ -67,12 +68,34 @@ def entries_for(schedule: Sequence[Scheduled], *, python: str, scripts_dir: Path
     ]
 
 
+class FireTimeExecutor(ThreadPoolExecutor):
+    """A thread pool that notes the fire time each job is submitted for (coalesced: the latest), so
+    the run started for it is told its slot. max_instances=1 refuses a second submission of a job
+    before this hook while the first runs, so a noted time is never overwritten under a running job."""
+
+    def __init__(self, max_workers: int, *, fire_times: dict[str, datetime]) -> None:
+        super().__init__(max_workers)
+        self.fire_times = fire_times
+
+    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        self.fire_times[job.id] = run_times[-1]
+        super()._do_submit_job(job, run_times)
+
+
 class JobProcesses:
     """Starts job subprocesses and keeps track of the running ones, so a stop can wait for them."""
 
-    def __init__(self, *, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        fire_times: dict[str, datetime] | None = None,
+    ) -> None:
         # The children record trigger 'scheduler' (runs.py), so health judges them as scheduled.
         self.env = {**(os.environ if env is None else env), TRIGGER_ENV: "scheduler"}
+        self.env.pop(SLOT_ENV, None)  # each run is told its own slot
+        self.fire_times = {} if fire_times is None else fire_times
         self.cwd = cwd
         self.stopping = threading.Event()
         self._running: dict[str, subprocess.Popen[str]] = {}
@@ -80,6 +103,9 @@ class JobProcesses:
 
     def run(self, entry: Entry) -> int | None:
         """Run one job to completion (called in an executor thread); return its exit code."""
+        fired = self.fire_times.pop(entry.job, None)
+        # The run's slot is the exact fire time, not the child's clock a moment (or a misfire) later.
+        env = self.env if fired is None else {**self.env, SLOT_ENV: slot_text(fired)}
         with self._lock:
             if self.stopping.is_set():
                 return None
@@ -91,7 +117,7 @@ class JobProcesses:
                 stdin=subprocess.DEVNULL,
                 text=True,
                 errors="replace",
-                env=self.env,
+                env=env,
                 cwd=self.cwd,
                 start_new_session=True,
             )
@@ -152,12 +178,13 @@ def serve(
     cwd: Path | None = None,
 ) -> int:
     """Run the scheduler until SIGTERM/SIGINT; return the exit code (143/130)."""
-    processes = JobProcesses(env=env, cwd=cwd)
+    fire_times: dict[str, datetime] = {}
+    processes = JobProcesses(env=env, cwd=cwd, fire_times=fire_times)
     scheduler = BlockingScheduler(
         timezone=timezone,
         # job_defaults, not constructor kwargs: a misfire_grace_time kwarg is silently ignored
         job_defaults={"misfire_grace_time": misfire_grace, "coalesce": True, "max_instances": 1},
-        executors={"default": ThreadPoolExecutor(max_workers=max(1, len(entries)))},
+        executors={"default": FireTimeExecutor(max(1, len(entries)), fire_times=fire_times)},
     )
     for entry in entries:
         scheduler.add_job(processes.run, trigger=entry.trigger, args=(entry,), id=entry.job, name=entry.job)

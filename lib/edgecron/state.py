@@ -183,6 +183,33 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX deploys_at ON deploys(deployed_at);
         """,
     ),
+    (
+        # Who holds a job's fleet-wide lock (pglock.py; PostgreSQL only, unused on SQLite): believed
+        # only while the session `backend_pid` holds the job's advisory lock.
+        "501_job_locks",
+        """
+        CREATE TABLE job_locks (
+            job TEXT PRIMARY KEY,
+            node TEXT NOT NULL,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            backend_pid INTEGER NOT NULL,
+            started TEXT NOT NULL,
+            command TEXT NOT NULL DEFAULT '',
+            slot TEXT
+        )
+        """,
+    ),
+    (
+        # The node (NODE_NAME) of every run, and the slot (fire time, UTC) of a scheduled one: a
+        # scheduled run whose slot some node already completed is `done-elsewhere` (runs.py).
+        "502_runs_slot_node",
+        """
+        ALTER TABLE runs ADD COLUMN node TEXT;
+        ALTER TABLE runs ADD COLUMN slot TEXT;
+        CREATE INDEX runs_job_slot ON runs(job, slot)
+        """,
+    ),
 ]
 
 
