@@ -287,17 +287,20 @@ def last_fire(cron: Cron, now: datetime, tz: tzinfo) -> datetime:
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    # In UTC throughout: within one zone, arithmetic and comparisons use the wall clock and ignore
+    # `fold`, so the two passes of a repeated hour would look alike.
+    now = now.astimezone(UTC)
     reach = timedelta(minutes=1)
     while True:
-        fire = next_fire(cron, now - reach, tz)
+        fire = next_fire(cron, now - reach, tz).astimezone(UTC)
         if fire <= now:
             break
         if reach > LAST_FIRE_REACH:
             raise InputError(f"cron expression {cron.text!r} never fired", expected="a date that exists")
         reach *= 2
-    while (following := next_fire(cron, fire, tz)) <= now:
+    while (following := next_fire(cron, fire, tz).astimezone(UTC)) <= now:
         fire = following
-    return fire
+    return fire.astimezone(tz)
 
 
 def slot_text(moment: datetime) -> str:
