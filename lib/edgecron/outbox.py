@@ -126,6 +126,8 @@ class PurgeOutbox:
                 (kind, limit),
             ).fetchall()
             ids = [row[0] for row in rows]
+            if not ids:
+                return []  # PostgreSQL refuses the `IN ()` below
             conn.executemany(
                 "UPDATE outbox SET status='sending', attempts=attempts+1, last_attempt_at=?, run_id=? WHERE id=?",
                 [(iso(now), run_id, item_id) for item_id in ids],
