@@ -254,7 +254,7 @@ def job(
         from edgecron.schedule import run_slot  # APScheduler's import only for scheduled runs
 
         with user_errors():
-            slot = run_slot(cfg, name, now=utcnow(), fired=os.environ.get(SLOT_ENV))
+            slot = run_slot(cfg, name, args=sys.argv[1:], now=utcnow(), fired=os.environ.get(SLOT_ENV))
     run = JobRun(
         settings=cfg, job=name, dry_run=dry_run, lock_wait=lock_wait, trigger=started_by, slot=slot, now=utcnow
     )

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from edgecron.lock import current_holder
 from edgecron.outbox import PurgeOutbox
 from edgecron.schedule import slot_text
 from edgecron.state import open_state
@@ -203,7 +204,7 @@ def purged(api: CloudflareEmulator) -> Counter[str]:
     return Counter(u for p in api.snapshot()["purges"] for u in p["body"].get("files", []))
 
 
-def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+def wait_for(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
@@ -257,12 +258,11 @@ def _status_json(fleet: Fleet, node: str) -> dict[str, object]:
 @pytest.mark.slow
 def test_the_holder_is_named_fleet_wide_and_kill_9_frees_the_lock_for_the_next_slot(fleet: Fleet) -> None:
     slot_1, slot_2 = slot_text(SLOT_0), slot_text(SLOT_0 + timedelta(minutes=30))
-    with DemoSite(pages=30, latency=0.3) as site:
-        holder = fleet.start(
-            "node-a", "warm_cache.py", "--concurrency", "1", slot=slot_1, SITE_URL=site.url, WARM_RATE="0"
-        )
+    with DemoSite(pages=30, latency=5.0) as site:  # the holder would warm for minutes: it is killed first
+        warm = {"SITE_URL": site.url, "WARM_RATE": "0", "WARM_CONCURRENCY": "1"}
+        holder = fleet.start("node-a", "warm_cache.py", slot=slot_1, **warm)  # the scheduled command: no arguments
         try:
-            wait_for(lambda: site.state.stats["requests"] >= 3)  # it holds the lock and is warming
+            wait_for(lambda: site.state.stats["requests"] >= 1)  # it holds the lock and is warming
             # A person on node-b is told who holds it: node, pid, start.
             manual = fleet.run("node-b", "warm_cache.py", "--urls-file", "/dev/null", trigger=None)
             assert manual.returncode == 75
@@ -271,26 +271,29 @@ def test_the_holder_is_named_fleet_wide_and_kill_9_frees_the_lock_for_the_next_s
             assert "postgresql://" in line and "no other run of this job on any node" in line
             # jobs.py status on node-b shows node-a's run holding the lock.
             shown = _status_json(fleet, "node-b")["lock_holder"]
-            assert isinstance(shown, dict)
+            assert isinstance(shown, dict), (holder.poll(), fleet.runs("warm"))
             assert (shown["node"], shown["pid"], shown["slot"]) == ("node-a", holder.pid, slot_1)
             # node-b's scheduler firing the same slot: done elsewhere, silent; an older slot: skipped, 75.
-            same = fleet.run("node-b", "warm_cache.py", "--urls-file", "/dev/null", slot=slot_1)
+            same = fleet.run("node-b", "warm_cache.py", slot=slot_1, **warm)
             assert (same.returncode, same.stdout, same.stderr) == (0, "", "")
-            older = fleet.run(
-                "node-b", "warm_cache.py", "--urls-file", "/dev/null", slot=slot_text(SLOT_0 - timedelta(minutes=30))
-            )
+            older = fleet.run("node-b", "warm_cache.py", slot=slot_text(SLOT_0 - timedelta(minutes=30)), **warm)
             assert (older.returncode, older.stdout, older.stderr) == (75, "", "")
+            # A person on node-b who waits (--wait) gets the lock once the holder is gone.
+            waiting = fleet.start("node-b", "warm_cache.py", "--urls-file", "/dev/null", "--wait", "60", trigger=None)
+            local = fleet.root / "node-b" / "state" / "locks"
+            wait_for(lambda: getattr(current_holder(local, "warm"), "pid", None) == waiting.pid)  # node-b's flock
+            time.sleep(0.3)  # …and it is asking PostgreSQL, every 0.2 s
             os.kill(holder.pid, signal.SIGKILL)
         finally:
             if holder.poll() is None:
                 holder.kill()
             holder.communicate(timeout=10)
         assert holder.returncode == -signal.SIGKILL
+        waited = waiting.communicate(timeout=60)
+        assert waiting.returncode == 0, waited
         site.state.latency = 0.0
         # The server ended the killed run's session, and its lock with it: node-b runs the next slot.
-        following = fleet.run(
-            "node-b", "warm_cache.py", "--concurrency", "4", slot=slot_2, SITE_URL=site.url, WARM_RATE="0"
-        )
+        following = fleet.run("node-b", "warm_cache.py", slot=slot_2, SITE_URL=site.url, WARM_RATE="0")
         assert following.returncode == 0, following.stderr
     rows = fleet.runs("warm")
     assert [(r["node"], r["status"], r["slot"]) for r in rows] == [
@@ -298,12 +301,14 @@ def test_the_holder_is_named_fleet_wide_and_kill_9_frees_the_lock_for_the_next_s
         ("node-b", "skipped", None),
         ("node-b", "done-elsewhere", slot_1),
         ("node-b", "skipped", slot_text(SLOT_0 - timedelta(minutes=30))),
+        ("node-b", "ok", None),  # the run that waited
         ("node-b", "ok", slot_2),
     ]
     assert f"being run on node-a (pid {rows[0]['pid']} on node-a" in str(rows[2]["error"])
     assert _status_json(fleet, "node-a")["lock_holder"] is None
 
 
+@pytest.mark.slow
 def test_manual_runs_are_never_done_elsewhere_and_cron_runs_find_their_slot(fleet: Fleet) -> None:
     """Cron-started runs compute the slot from now (SCHEDULE_PURGE is yearly here): the second node's
     run for it is done-elsewhere; a person's run on either node always runs."""
@@ -313,9 +318,13 @@ def test_manual_runs_are_never_done_elsewhere_and_cron_runs_find_their_slot(flee
     assert (second.returncode, second.stdout, second.stderr) == (0, "", "")
     manual = fleet.run("node-b", "purge_cache.py", "outbox", "--retry", trigger=None)
     assert manual.returncode == 0, manual.stderr
+    # A line of one's own in the crontab (EDGECRON_TRIGGER=cron covers it too) is other work: it runs.
+    own = fleet.run("node-b", "purge_cache.py", "urls", "/own-line", trigger="cron")
+    assert own.returncode == 0, own.stderr
     year = slot_text(datetime(datetime.now(UTC).year, 1, 1, tzinfo=UTC))
     assert [(r["node"], r["trigger"], r["status"], r["slot"]) for r in fleet.runs("purge")] == [
         ("node-a", "cron", "ok", year),
         ("node-b", "cron", "done-elsewhere", year),
         ("node-b", "manual", "ok", None),
+        ("node-b", "cron", "ok", None),
     ]

@@ -77,14 +77,18 @@ def test_last_fire_across_dst_changes(text: str, now_local: datetime, fold: int,
 def test_run_slot_takes_the_schedulers_fire_time_else_the_schedule(tmp_path: Path) -> None:
     cfg = load_settings(environ={"STATE_DIR": str(tmp_path), "SCHEDULE_IMPORT": "7 * * * *"}, env_file=None)
     now = datetime(2026, 12, 2, 10, 9, 30, tzinfo=UTC)
-    assert run_slot(cfg, "import", now=now, fired=None) == "2026-12-02T10:07:00+00:00"
+    scheduled = ("run",)  # import_stale.py run: the command the crontab and the scheduler start
+    assert run_slot(cfg, "import", args=scheduled, now=now, fired=None) == "2026-12-02T10:07:00+00:00"
     # The scheduler's time wins (a late start keeps its slot), written in one form on every node.
-    assert run_slot(cfg, "import", now=now, fired="2026-12-02T11:07:00+01:00") == "2026-12-02T10:07:00+00:00"
+    fired = "2026-12-02T11:07:00+01:00"
+    assert run_slot(cfg, "import", args=scheduled, now=now, fired=fired) == "2026-12-02T10:07:00+00:00"
     assert slot_text(datetime(2026, 12, 2, 10, 7, 0, 999, tzinfo=UTC)) == "2026-12-02T10:07:00+00:00"
     with pytest.raises(ConfigError, match="EDGECRON_SLOT is not a fire time"):
-        run_slot(cfg, "import", now=now, fired="2026-12-02T10:07:00")  # no offset: whose 10:07?
+        run_slot(cfg, "import", args=scheduled, now=now, fired="2026-12-02T10:07:00")  # no offset: whose 10:07?
+    # Another command of the same job (an operator's own crontab line) is other work: no slot.
+    assert run_slot(cfg, "import", args=("run", "--limit", "5"), now=now, fired=fired) is None
     off = load_settings(environ={"STATE_DIR": str(tmp_path), "SCHEDULE_IMPORT": "off"}, env_file=None)
-    assert run_slot(off, "import", now=now, fired=None) is None
+    assert run_slot(off, "import", args=scheduled, now=now, fired=None) is None
 
 
 def test_env_file_cannot_set_the_slot(tmp_path: Path) -> None:
@@ -125,14 +129,14 @@ def test_a_slot_already_done_is_done_elsewhere_silently_and_manual_runs_still_ru
 ) -> None:  # type: ignore[no-untyped-def]
     """SQLite, one node: a second scheduled run for a done slot does nothing, exit 0, no output; a
     person's run always runs; done-elsewhere is never "the last run" in `jobs.py status`."""
-    with env_file.open("a") as fh:
-        fh.write("NODE_NAME=web-1\n")
+    with env_file.open("a") as fh:  # an empty outbox: the API is never called
+        fh.write(f"NODE_NAME=web-1\nCF_API_TOKEN=t\nCF_ZONE_ID={'0' * 32}\nCF_API_URL=http://127.0.0.1:9/client/v4\n")
     slot = {"EDGECRON_TRIGGER": "scheduler", "EDGECRON_SLOT": "2026-12-02T10:00:00+00:00"}
-    first = run_script("warm_cache.py", "--urls-file", "/dev/null", env=slot)
+    first = run_script("purge_cache.py", "outbox", "--retry", env=slot)
     assert first.returncode == 0, first.stderr
-    again = run_script("warm_cache.py", "--urls-file", "/dev/null", env=slot)
+    again = run_script("purge_cache.py", "outbox", "--retry", env=slot)
     assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
-    manual = run_script("warm_cache.py", "--urls-file", "/dev/null")
+    manual = run_script("purge_cache.py", "outbox", "--retry")
     assert manual.returncode == 0, manual.stderr
     rows = _runs(workdir / "state")
     assert [(r["status"], r["trigger"], r["slot"]) for r in rows] == [
@@ -142,14 +146,14 @@ def test_a_slot_already_done_is_done_elsewhere_silently_and_manual_runs_still_ru
     ]
     assert {r["node"] for r in rows} == {"web-1"}
     assert "completed on web-1" in str(rows[1]["error"])
-    events = [json.loads(line) for line in (workdir / "state" / "logs" / "warm.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in (workdir / "state" / "logs" / "purge.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events if e["event"] in ("start", "done-elsewhere")] == [
         "start",
         "done-elsewhere",
         "start",
     ]
     # The done-elsewhere row comes after the scheduled run: status still shows the newest real run.
-    run_script("warm_cache.py", "--urls-file", "/dev/null", env=slot)
+    run_script("purge_cache.py", "outbox", "--retry", env=slot)
     status = json.loads(run_script("jobs.py", "status", "--json").stdout)
-    [warm] = [j for j in status["jobs"] if j["job"] == "warm"]
-    assert (warm["last_status"], warm["last_trigger"]) == ("ok", "manual")
+    [purge] = [j for j in status["jobs"] if j["job"] == "purge"]
+    assert (purge["last_status"], purge["last_trigger"]) == ("ok", "manual")

@@ -458,13 +458,18 @@ def load_schedule(settings: Settings, *, table: Sequence[JobSpec] = JOBS) -> lis
     return out
 
 
-def run_slot(settings: Settings, job: str, *, now: datetime, fired: str | None) -> str | None:
+def run_slot(settings: Settings, job: str, *, args: Sequence[str], now: datetime, fired: str | None) -> str | None:
     """A scheduled run's slot (`slot_text`): the scheduler's fire time `fired` (EDGECRON_SLOT), else the
     job's latest fire time at or before `now` (cron starts a run a moment after its fire time).
 
-    None when the job is not scheduled (SCHEDULE_<JOB>=off, or a schedule that does not parse: the
+    Only the scheduled command itself (`args` exactly the table's, as the crontab and the scheduler run
+    it) has a slot: a line of one's own in the crontab (which sets EDGECRON_TRIGGER=cron for every line
+    below it), such as `purge_cache.py everything` at 04:00, is another piece of work and always runs.
+    None too when the job is not scheduled (SCHEDULE_<JOB>=off, or a schedule that does not parse: the
     run still runs, without the once-per-slot check, and `jobs.py status` names the config error).
     """
+    if not any(spec.name == job and spec.args == tuple(args) for spec in JOBS):
+        return None
     if fired:
         try:
             moment = datetime.fromisoformat(fired.strip())
