@@ -22,8 +22,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from edgecron.lock import current_holder
+from edgecron.lock import JobLockHeld, current_holder
 from edgecron.outbox import PurgeOutbox
+from edgecron.pglock import JOB_LOCK_SPACE, FleetLock, job_key
 from edgecron.schedule import slot_text
 from edgecron.state import open_state
 from pgcluster import PgCluster
@@ -328,3 +329,32 @@ def test_manual_runs_are_never_done_elsewhere_and_cron_runs_find_their_slot(flee
         ("node-b", "manual", "ok", None),
         ("node-b", "cron", "ok", None),
     ]
+
+
+def test_job_locks_and_write_transactions_never_block_each_other(pg_cluster: PgCluster) -> None:
+    """Job locks use the two-int4 advisory key space, db.py's write transactions the one-bigint space:
+    a held job lock never delays a write, and one job's lock never another's."""
+    url = pg_cluster.new_database()
+    warm = FleetLock(url, "warm", node="node-a")
+    warm.acquire(now=SLOT_0)
+    try:
+        with open_state(url) as state:
+            with state.transaction():  # pg_advisory_xact_lock(<state key>) while the job lock is held
+                state.execute("INSERT INTO deploys(ref, deployed_at) VALUES ('r1', ?)", (SLOT_0.isoformat(),))
+            spaces = state.execute(
+                "SELECT objsubid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND classid::bigint = ? AND objid::bigint = ?",
+                (JOB_LOCK_SPACE & 0xFFFFFFFF, job_key("warm") & 0xFFFFFFFF),
+            ).fetchall()
+            assert [row[0] for row in spaces] == [2]
+            purge = FleetLock(url, "purge", node="node-b")
+            purge.acquire(now=SLOT_0)  # another job: its own key
+            purge.release()
+            with pytest.raises(JobLockHeld) as held:
+                FleetLock(url, "warm", node="node-b").acquire(now=SLOT_0)
+            assert held.value.holder is not None and held.value.holder.node == "node-a"
+    finally:
+        warm.release()
+    again = FleetLock(url, "warm", node="node-b")
+    again.acquire(now=SLOT_0)  # released: free again
+    again.release()
