@@ -22,7 +22,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from edgecron.lock import JobLockHeld, current_holder
+from edgecron.config import load_settings
+from edgecron.lock import JobLockHeld, current_holder, job_lock
 from edgecron.outbox import PurgeOutbox
 from edgecron.pglock import JOB_LOCK_SPACE, FleetLock, job_key
 from edgecron.schedule import slot_text
@@ -358,3 +359,32 @@ def test_job_locks_and_write_transactions_never_block_each_other(pg_cluster: PgC
     again = FleetLock(url, "warm", node="node-b")
     again.acquire(now=SLOT_0)  # released: free again
     again.release()
+
+
+@pytest.mark.slow
+def test_check_logs_runs_on_every_node_in_the_same_slot(fleet: Fleet) -> None:
+    """Each node's access logs are its own: check-logs takes only the node's flock (a check running on
+    node-a holds nobody up on node-b) and a slot is done only by this node's own completed check."""
+    slot = slot_text(SLOT_0)
+    logs = {}
+    for node in ("node-a", "node-b"):
+        logs[node] = fleet.root / node / "access.log"
+        logs[node].write_text("")
+    node_a = load_settings(environ={}, env_file=fleet.root / "node-a" / ".env")
+    held = job_lock(node_a, "check-logs")
+    held.acquire(now=SLOT_0, slot=slot)  # node-a's check of this slot, running
+    try:
+        other = fleet.run("node-b", "check_logs.py", slot=slot, ACCESS_LOGS=str(logs["node-b"]))
+    finally:
+        held.release()
+    assert other.returncode in (0, 1), other.stderr  # ran: 1 = it found breaches (no job has run here)
+    ran = fleet.run("node-a", "check_logs.py", slot=slot, ACCESS_LOGS=str(logs["node-a"]))
+    assert ran.returncode in (0, 1), ran.stderr
+    again = fleet.run("node-a", "check_logs.py", slot=slot, ACCESS_LOGS=str(logs["node-a"]))
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+    completed = {"ok": "completed", "problems": "completed"}  # problems: breaches found, work done
+    assert [(r["node"], completed.get(str(r["status"]), r["status"]), r["slot"]) for r in fleet.runs("check-logs")] == [
+        ("node-b", "completed", slot),
+        ("node-a", "completed", slot),
+        ("node-a", "done-elsewhere", slot),
+    ]

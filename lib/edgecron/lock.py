@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 from .db import is_postgres_url
 from .errors import LockHeld, StateError
 from .redact import redact
+from .runs import PER_NODE_JOBS
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -207,9 +208,10 @@ class JobLocks:
 
 
 def job_lock(settings: Settings, job: str) -> JobLocks:
-    """The locks a run of `job` takes: LOCK_DIR's flock, and with a PostgreSQL STATE_DB the fleet's."""
+    """The locks a run of `job` takes: LOCK_DIR's flock, and with a PostgreSQL STATE_DB the fleet's
+    (not for PER_NODE_JOBS: every node checks its own logs in the same slot)."""
     locks: list[Lock] = [JobLock(settings.lock_dir, job, node=settings.node_name)]
-    if is_postgres_url(settings.state_db):
+    if is_postgres_url(settings.state_db) and job not in PER_NODE_JOBS:  # a node's own work: its own lock
         from .pglock import FleetLock  # psycopg only when STATE_DB is PostgreSQL
 
         locks.append(FleetLock(str(settings.state_db), job, node=settings.node_name))

@@ -210,7 +210,7 @@ class JobRun:
                 raise
             try:
                 self.state = open_state(self.settings.state_db)
-                done = completed_in_slot(self.state, self.job, self.slot) if self.slot is not None else None
+                done = completed_in_slot(self.state, self.job, self.slot, node=origin.node) if self.slot else None
                 if done is not None:
                     reason = f"slot {self.slot} was completed on {done['node'] or done['host']} (run {done['run_id']})"
                     self._record_not_run(started, origin=origin, status=DONE_ELSEWHERE, reason=reason)

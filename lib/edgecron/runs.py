@@ -35,6 +35,9 @@ from .state import StateDB, iso
 TRIGGER_ENV = "EDGECRON_TRIGGER"  # set to cron by the crontab, to scheduler by `jobs.py schedule`
 SLOT_ENV = "EDGECRON_SLOT"  # the fire time `jobs.py schedule` started a run for (ISO 8601, UTC)
 DONE_ELSEWHERE = "done-elsewhere"
+# Jobs whose work is the node's own (check-logs reads this node's access logs): every node runs each
+# slot, so their lock stays the node's flock and only this node's completed run makes a slot done.
+PER_NODE_JOBS = frozenset({"check-logs"})
 TRIGGERS = ("cron", "scheduler", "manual")
 SCHEDULED = ("cron", "scheduler")
 COMPLETED = ("ok", "problems")
@@ -97,12 +100,14 @@ def _where_from(origin: RunOrigin) -> tuple[object, ...]:
     return (socket.gethostname(), os.getpid(), redact(origin.command), origin.trigger, origin.node, origin.slot)
 
 
-def completed_in_slot(state: StateDB, job: str, slot: str) -> DbRow | None:
-    """The first run of `job` that completed `slot` (ok or problems), on any node, or None."""
+def completed_in_slot(state: StateDB, job: str, slot: str, *, node: str) -> DbRow | None:
+    """The first run of `job` that completed `slot` (ok or problems) on any node (on `node` for a
+    PER_NODE_JOBS job), or None."""
+    own = " AND node = ?" if job in PER_NODE_JOBS else ""
     row: DbRow | None = state.execute(
-        f"SELECT run_id, node, host, finished_at FROM runs WHERE job = ? AND slot = ? AND {_COMPLETED_SQL}"
+        f"SELECT run_id, node, host, finished_at FROM runs WHERE job = ? AND slot = ?{own} AND {_COMPLETED_SQL}"
         " ORDER BY id LIMIT 1",
-        (job, slot),
+        (job, slot, node) if own else (job, slot),
     ).fetchone()
     return row
 
