@@ -308,6 +308,8 @@ def test_the_holder_is_named_fleet_wide_and_kill_9_frees_the_lock_for_the_next_s
     ]
     assert f"being run on node-a (pid {rows[0]['pid']} on node-a" in str(rows[2]["error"])
     assert _status_json(fleet, "node-a")["lock_holder"] is None
+    with open_state(fleet.url) as state:  # the killed run's holder row was cleared by the next holder
+        assert state.execute("SELECT count(*) FROM job_locks").fetchone()[0] == 0
 
 
 @pytest.mark.slow

@@ -13,13 +13,14 @@ transactions use the one-bigint form (`pg_advisory_xact_lock(crc32(store))`); jo
 two-int form (JOB_LOCK_SPACE, crc32(job)), so neither can block the other. Two job names with the
 same crc32 would share a lock (one would wait for the other): the five job names do not.
 
-The holder (node, host, pid, start, command, slot) is a row in `job_locks` keyed by job, with the
-lock session's backend pid: a row is believed only while that session holds the key (pg_locks), so
-a row left by a killed run names nobody.
+The holder (node, host, pid, start, command, slot) is a row in `job_locks` keyed by job and the
+lock session's backend pid, written before the lock is tried: a row is believed only while its
+session holds the key (pg_locks), so a contender's row or one left by a killed run names nobody.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -35,8 +36,6 @@ from .redact import redact
 from .state import StateDB
 
 JOB_LOCK_SPACE = -0x5EDC_0001  # the first int4 key of every job lock: "edgecron jobs"
-HOLDER_READS = 20  # a lock just taken has its holder row a moment later: look again this often
-HOLDER_READ_PAUSE_S = 0.025
 
 
 def job_key(job: str) -> int:
@@ -101,40 +100,27 @@ class FleetLock:
     ) -> None:
         db = StateDB(self.dsn)  # its own session (migrated: job_locks exists), never the run's state connection
         try:
-            self._take(db, now=now, wait_seconds=wait_seconds, sleep=sleep, slot=slot)
+            # The holder row is written BEFORE the lock is tried: whoever finds the lock held finds its
+            # holder too (a row is believed only while its session holds the key; a loser deletes its own).
+            self._write_row(db, now=now, slot=slot)
+            self._take(db, wait_seconds=wait_seconds, sleep=sleep)
         except BaseException:
+            self._delete_row(db)
             db.close()
             raise
+        # Rows of sessions that ended without deleting theirs (kill -9): cleared by the next holder.
+        db.execute(
+            "DELETE FROM job_locks WHERE job = ? AND backend_pid NOT IN (SELECT pid FROM pg_stat_activity)",
+            (self.job,),
+        )
         self._db = db
 
-    def _take(
-        self, db: StateDB, *, now: datetime, wait_seconds: float, sleep: Callable[[float], None], slot: str | None
-    ) -> None:
-        deadline = time.monotonic() + wait_seconds
-        reads = 0
-        while not self._try(db):
-            if time.monotonic() < deadline:
-                sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-                continue
-            holder = fleet_holder(db, self.job)
-            reads += 1
-            if holder is UNKNOWN and reads < HOLDER_READS:
-                time.sleep(HOLDER_READ_PAUSE_S)  # taken a moment ago: its row follows
-                continue
-            if holder is None:  # released between the two questions: ask for it again
-                continue
-            raise JobLockHeld(
-                f"another {self.job} run holds its lock in {db.name} ({holder.describe()})",
-                expected="no other run of this job on any node",
-                hint="Nothing was changed; safe to retry when it ends (or pass --wait SECONDS). "
-                "The lock frees itself if that process dies or its connection drops.",
-                holder=holder,
-            )
+    def _write_row(self, db: Database, *, now: datetime, slot: str | None) -> None:
         db.execute(
-            "INSERT INTO job_locks(job, node, host, pid, backend_pid, started, command, slot)"
-            " VALUES (?,?,?,?, pg_backend_pid(), ?,?,?) ON CONFLICT (job) DO UPDATE SET node = excluded.node,"
-            " host = excluded.host, pid = excluded.pid, backend_pid = excluded.backend_pid,"
-            " started = excluded.started, command = excluded.command, slot = excluded.slot",
+            "INSERT INTO job_locks(job, backend_pid, node, host, pid, started, command, slot)"
+            " VALUES (?, pg_backend_pid(), ?,?,?,?,?,?) ON CONFLICT (job, backend_pid) DO UPDATE SET"
+            " node = excluded.node, host = excluded.host, pid = excluded.pid, started = excluded.started,"
+            " command = excluded.command, slot = excluded.slot",
             (
                 self.job,
                 self.node,
@@ -145,6 +131,28 @@ class FleetLock:
                 slot,
             ),
         )
+
+    def _delete_row(self, db: Database) -> None:
+        # A session that is gone leaves a dead session's row: the next holder clears it.
+        with contextlib.suppress(StateError):
+            db.execute("DELETE FROM job_locks WHERE job = ? AND backend_pid = pg_backend_pid()", (self.job,))
+
+    def _take(self, db: StateDB, *, wait_seconds: float, sleep: Callable[[float], None]) -> None:
+        deadline = time.monotonic() + wait_seconds
+        while not self._try(db):
+            if time.monotonic() < deadline:
+                sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+                continue
+            holder = fleet_holder(db, self.job)  # UNKNOWN: a holder without a row (an older edgecron)
+            if holder is None:  # released between the two questions: ask for it again
+                continue
+            raise JobLockHeld(
+                f"another {self.job} run holds its lock in {db.name} ({holder.describe()})",
+                expected="no other run of this job on any node",
+                hint="Nothing was changed; safe to retry when it ends (or pass --wait SECONDS). "
+                "The lock frees itself if that process dies or its connection drops.",
+                holder=holder,
+            )
 
     def _try(self, db: Database) -> bool:
         return bool(
@@ -158,7 +166,7 @@ class FleetLock:
         if db is None:
             return
         try:
-            db.execute("DELETE FROM job_locks WHERE job = ? AND backend_pid = pg_backend_pid()", (self.job,))
+            self._delete_row(db)
             db.execute("SELECT pg_advisory_unlock(?::integer, ?::integer)", (JOB_LOCK_SPACE, job_key(self.job)))
         except StateError:
             pass  # the session is gone, and the lock with it: closing is all that is left

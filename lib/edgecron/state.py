@@ -184,19 +184,21 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     (
-        # Who holds a job's fleet-wide lock (pglock.py; PostgreSQL only, unused on SQLite): believed
-        # only while the session `backend_pid` holds the job's advisory lock.
+        # Who holds a job's fleet-wide lock (pglock.py; PostgreSQL only, unused on SQLite): one row per
+        # session trying or holding it, believed only while the session `backend_pid` holds the job's
+        # advisory lock.
         "501_job_locks",
         """
         CREATE TABLE job_locks (
-            job TEXT PRIMARY KEY,
+            job TEXT NOT NULL,
+            backend_pid INTEGER NOT NULL,
             node TEXT NOT NULL,
             host TEXT NOT NULL,
             pid INTEGER NOT NULL,
-            backend_pid INTEGER NOT NULL,
             started TEXT NOT NULL,
             command TEXT NOT NULL DEFAULT '',
-            slot TEXT
+            slot TEXT,
+            PRIMARY KEY (job, backend_pid)
         )
         """,
     ),
