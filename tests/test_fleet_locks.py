@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -168,9 +169,16 @@ class Node:
         self.proc.stdin.flush()
         return int(json.loads(self.proc.stdout.readline())["pid"])
 
-    def result(self) -> tuple[int, str, str]:
+    def result(self, timeout: float = 60.0) -> tuple[int, str, str]:
         assert self.proc.stdout is not None
-        answer = json.loads(self.proc.stdout.readline())
+        watchdog = threading.Timer(timeout, self.proc.kill)  # a hung run ends the launcher: readline gets ""
+        watchdog.start()
+        try:
+            line = self.proc.stdout.readline()
+        finally:
+            watchdog.cancel()
+        assert line, f"{self.name}: no result within {timeout} s"
+        answer = json.loads(line)
         return answer["code"], answer["out"], answer["err"]
 
     def close(self) -> None:

@@ -109,7 +109,8 @@ def test_the_scheduler_tells_each_run_its_exact_fire_time(tmp_path: Path) -> Non
     entry = Entry("probe", (sys.executable, "-c", child, str(seen)), DateTrigger(run_date=fire_at))
     done = threading.Event()
     scheduler = BackgroundScheduler(executors={"default": FireTimeExecutor(1, fire_times=fire_times)}, timezone=UTC)
-    scheduler.add_job(lambda: (processes.run(entry), done.set()), trigger=entry.trigger, id=entry.job)
+    run = lambda: (processes.run(entry), done.set())  # noqa: E731
+    scheduler.add_job(run, trigger=entry.trigger, id=entry.job, misfire_grace_time=60)  # a busy machine is late
     scheduler.start()
     try:
         assert done.wait(timeout=20)
