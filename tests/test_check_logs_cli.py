@@ -7,7 +7,6 @@ import importlib.metadata
 import json
 import os
 import shutil
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from edgecron.state import open_state
+from statedb import state_exists, state_rows
 from test_install_locks import read_lock
 
 STAMP = datetime.now(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
@@ -40,16 +41,18 @@ def access_log(workdir: Path, env_file: Path) -> Path:
     return log
 
 
-def cursor_offset(workdir: Path) -> int | None:
-    with sqlite3.connect(workdir / "state" / "state.db") as db:
-        row = db.execute("SELECT offset FROM log_cursors").fetchone()
-    return row[0] if row else None
+def cursor_offset(state_db: Path | str) -> int | None:
+    rows = state_rows(state_db, 'SELECT "offset" FROM log_cursors')
+    return rows[0][0] if rows else None
 
 
-def test_clean_log_is_silent_under_cron_and_rerun_reads_nothing(run_cli, access_log: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.both_backends
+def test_clean_log_is_silent_under_cron_and_rerun_reads_nothing(
+    run_cli, access_log: Path, state_db: Path | str
+) -> None:  # type: ignore[no-untyped-def]
     first = run_cli("check_logs.py")
     assert (first.returncode, first.stdout, first.stderr) == (0, "", "")
-    assert cursor_offset(workdir) == access_log.stat().st_size
+    assert cursor_offset(state_db) == access_log.stat().st_size
     again = run_cli("check_logs.py", "--json")
     doc = json.loads(again.stdout)
     assert again.returncode == 0
@@ -60,6 +63,7 @@ def test_clean_log_is_silent_under_cron_and_rerun_reads_nothing(run_cli, access_
     assert third["summary"]["lines"] == 7
 
 
+@pytest.mark.both_backends
 def test_breach_exits_1_with_the_problem_on_stderr(run_cli, access_log: Path) -> None:  # type: ignore[no-untyped-def]
     with access_log.open("a") as fh:
         fh.write(lines(20, path="/checkout", status=503))
@@ -70,14 +74,15 @@ def test_breach_exits_1_with_the_problem_on_stderr(run_cli, access_log: Path) ->
     assert "/checkout: 20×5xx" in result.stderr
 
 
-def test_wrong_log_format_exits_2_and_saves_no_position(run_cli, access_log: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.both_backends
+def test_wrong_log_format_exits_2_and_saves_no_position(run_cli, access_log: Path, state_db: Path | str) -> None:  # type: ignore[no-untyped-def]
     result = run_cli("check_logs.py", "--format", "combined")
     assert result.returncode == 2
     assert "LOG_FORMAT does not match the log: 100 of 100 lines did not parse" in result.stderr
     assert "first bad line: '198.51.100.1 - - [" in result.stderr
     assert "expected lines in the format 'combined'" in result.stderr
     assert "Traceback" not in result.stderr
-    assert cursor_offset(workdir) is None
+    assert cursor_offset(state_db) is None
     fixed = json.loads(run_cli("check_logs.py", "--json").stdout)
     assert fixed["summary"]["requests"] == 100  # nothing was skipped by the failed run
 
@@ -89,11 +94,12 @@ def test_unknown_variable_is_a_usage_error(run_cli, access_log: Path) -> None:  
     assert "$upstream_cache_status?" in result.stderr
 
 
-def test_dry_run_and_no_state_save_nothing(run_cli, access_log: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.both_backends
+def test_dry_run_and_no_state_save_nothing(run_cli, access_log: Path, state_db: Path | str) -> None:  # type: ignore[no-untyped-def]
     for flag in ("--dry-run", "--no-state"):
         doc = json.loads(run_cli("check_logs.py", flag, "--json").stdout)
         assert doc["summary"]["requests"] == 100 and doc["summary"]["dry_run"] is True
-    assert not (workdir / "state" / "state.db").exists()
+    assert not state_exists(state_db)
 
 
 def test_summary_table_and_help(run_cli, access_log: Path) -> None:  # type: ignore[no-untyped-def]
@@ -111,9 +117,10 @@ def test_bad_since_is_a_usage_error(run_cli, access_log: Path) -> None:  # type:
     assert "--since is not a time: got 'yesterday'" in result.stderr
 
 
-def test_failed_job_is_reported(run_cli, access_log: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.both_backends
+def test_failed_job_is_reported(run_cli, access_log: Path, state_db: Path | str) -> None:  # type: ignore[no-untyped-def]
     run_cli("check_logs.py")  # creates the state database
-    with sqlite3.connect(workdir / "state" / "state.db") as db:
+    with open_state(state_db) as db:
         db.execute(
             "INSERT INTO runs(run_id, job, started_at, finished_at, status, error) "
             "VALUES ('r1', 'import', '2026-11-28T10:00:00+00:00', '2026-11-28T10:01:00+00:00', 'failed', 'feed 500')"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from statedb import state_exists, state_rows
 
 from demo.cloudflare_api import CloudflareEmulator
 
@@ -44,10 +44,8 @@ def purged(api: CloudflareEmulator) -> Counter[str]:
     return Counter(u for p in api.snapshot()["purges"] for u in p["body"].get("files", []))
 
 
-def open_items(env_file: Path) -> list[tuple[str, str]]:
-    db = env_file.parent / "state" / "state.db"
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT value, status FROM outbox WHERE status != 'done'").fetchall()
+def open_items(state_db: Path | str) -> list[tuple[str, str]]:
+    return state_rows(state_db, "SELECT value, status FROM outbox WHERE status != 'done' ORDER BY id")
 
 
 def popen(base_env: dict[str, str], *args: str) -> subprocess.Popen[str]:
@@ -67,7 +65,8 @@ def wait_for(predicate, timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-def test_dry_run_prints_exact_bodies_and_changes_nothing(configured, run_cli, api):
+@pytest.mark.both_backends
+def test_dry_run_prints_exact_bodies_and_changes_nothing(configured, run_cli, api, state_db):
     result = run_cli("purge_cache.py", "urls", "/a", "https://www.example.com/b", "--dry-run", "--json")
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
@@ -75,9 +74,10 @@ def test_dry_run_prints_exact_bodies_and_changes_nothing(configured, run_cli, ap
     assert doc["endpoint"].endswith(f"/zones/{ZONE}/purge_cache")
     assert TOKEN not in result.stdout + result.stderr
     assert api.snapshot()["calls"] == 0
-    assert not (configured.parent / "state" / "state.db").exists()
+    assert not state_exists(state_db)
 
 
+@pytest.mark.both_backends
 def test_bad_input_is_reported_and_the_rest_is_purged(configured, run_cli, api):
     result = run_cli("purge_cache.py", "urls", "/ok", "https://other.example.net/x", "/blog/*")
     assert result.returncode == 1
@@ -94,40 +94,43 @@ def test_nothing_valid_or_empty_is_a_usage_error(configured, run_cli, api):
     assert api.snapshot()["calls"] == 0
 
 
-def test_wrong_token_exits_2_keeps_items_and_never_prints_the_token(configured, run_script, api):
+@pytest.mark.both_backends
+def test_wrong_token_exits_2_keeps_items_and_never_prints_the_token(configured, run_script, api, state_db):
     result = run_script("purge_cache.py", "urls", "/a", "--json", env={"CF_API_TOKEN": "wrong-token-abc"})
     assert result.returncode == 2
     assert "refused the API token" in result.stderr
     out = result.stdout + result.stderr
     logs = (configured.parent / "state" / "logs" / "purge.jsonl").read_text()
     assert "wrong-token-abc" not in out + logs and TOKEN not in out + logs
-    assert open_items(configured) == [("https://www.example.com/a", "pending")]
+    assert open_items(state_db) == [("https://www.example.com/a", "pending")]
 
 
 @pytest.mark.slow
-def test_api_down_exits_75_then_retry_sends(configured, run_script, api):
+@pytest.mark.both_backends
+def test_api_down_exits_75_then_retry_sends(configured, run_script, api, state_db):
     down = {"CF_API_URL": "http://127.0.0.1:9/client/v4"}
     result = run_script("purge_cache.py", "urls", *urls(40), "--max-wait", "2", env=down)
     assert result.returncode == 75, result.stderr
     assert "unavailable" in result.stderr
-    assert len(open_items(configured)) == 40
+    assert len(open_items(state_db)) == 40
     retry = run_script("purge_cache.py", "outbox", "--retry")
     assert retry.returncode == 0, retry.stderr
-    assert purged(api) == Counter(urls(40)) and open_items(configured) == []
+    assert purged(api) == Counter(urls(40)) and open_items(state_db) == []
 
 
 @pytest.mark.slow
-def test_429_storm_waits_and_every_url_is_purged_once(configured, run_script, api):
+def test_429_storm_waits_and_every_url_is_purged_once(configured, run_script, api, state_db):
     api.throttle(count=2, retry_after=2)  # by count, not seconds: a slow start must not miss the storm
     result = run_script("purge_cache.py", "urls", *urls(90), "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["summary"]["rate_limited"] >= 1
     assert purged(api) == Counter(urls(90))
-    assert open_items(configured) == []
+    assert open_items(state_db) == []
 
 
 @pytest.mark.slow
-def test_kill_9_mid_send_then_rerun(configured, base_env, run_script, api):
+@pytest.mark.both_backends
+def test_kill_9_mid_send_then_rerun(configured, base_env, run_script, api, state_db):
     api.set_latency(0.3)
     proc = popen(base_env, "urls", *urls(300))
     wait_for(lambda: api.snapshot()["accepted"] >= 3)
@@ -143,11 +146,11 @@ def test_kill_9_mid_send_then_rerun(configured, base_env, run_script, api):
     twice = {u for u, n in counts.items() if n > 1}
     assert all(n <= 2 for n in counts.values())
     assert any(twice <= set(body) for body in first_run)  # only the batch in flight
-    assert open_items(configured) == []
+    assert open_items(state_db) == []
 
 
 @pytest.mark.slow
-def test_two_runs_at_once_second_exits_75(configured, base_env, run_script, api):
+def test_two_runs_at_once_second_exits_75(configured, base_env, run_script, api, state_db):
     api.set_latency(
         1.5
     )  # the first run holds the lock for seconds: a second one starting late on a busy machine still meets it
@@ -158,10 +161,11 @@ def test_two_runs_at_once_second_exits_75(configured, base_env, run_script, api)
     assert "another purge run holds" in second.stderr
     assert first.wait(timeout=30) == 0
     assert purged(api) == Counter(urls(150))
-    assert open_items(configured) == []
+    assert open_items(state_db) == []
 
 
-def test_deploy_purges_exactly_what_changed(configured, run_script, api, tmp_path):
+@pytest.mark.both_backends
+def test_deploy_purges_exactly_what_changed(configured, run_script, api, tmp_path, state_db):
     first = tmp_path / "m1.json"
     first.write_text(json.dumps({"ref": "v1", "urls": {"/a/": "h1", "/b/": "h2", "/c/": "h3"}}))
     second = tmp_path / "m2.txt"
@@ -172,8 +176,7 @@ def test_deploy_purges_exactly_what_changed(configured, run_script, api, tmp_pat
     assert result.returncode == 0, result.stderr
     site = "https://www.example.com"
     assert purged(api) == Counter([f"{site}/b/", f"{site}/d.html", f"{site}/c/"])
-    with sqlite3.connect(configured.parent / "state" / "state.db") as conn:
-        rows = conn.execute("SELECT ref, changed, removed FROM deploys ORDER BY id").fetchall()
+    rows = state_rows(state_db, "SELECT ref, changed, removed FROM deploys ORDER BY id")
     assert rows == [("v1", 3, 0), ("v2", 2, 1)]
 
 

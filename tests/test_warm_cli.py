@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import re
 import socket
-import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from edgecron import USER_AGENT
 from pytest_httpserver import HTTPServer
+from statedb import state_records
 from werkzeug.wrappers import Request, Response
 
 from demo.site import DemoSite
@@ -27,24 +28,13 @@ def requested_paths(server: HTTPServer) -> list[str]:
     return [request.path for request, _ in server.log]
 
 
-def warm_rows(workdir: Path, **where: object) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(workdir / "state" / "state.db")
-    conn.row_factory = sqlite3.Row
-    clause = " AND ".join(f"{k}=?" for k in where) or "1"
-    rows = conn.execute(f"SELECT * FROM warm_results WHERE {clause} ORDER BY id", tuple(where.values())).fetchall()
-    conn.close()
-    return rows
+def warm_rows(state_db: Path | str, **where: object) -> list[dict[str, Any]]:
+    clause = " AND ".join(f"{k} = ?" for k in where) or "1 = 1"
+    return state_records(state_db, f"SELECT * FROM warm_results WHERE {clause} ORDER BY id", tuple(where.values()))
 
 
-def run_rows(workdir: Path) -> list[sqlite3.Row]:
-    db = workdir / "state" / "state.db"
-    if not db.exists():
-        return []
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    rows = conn.execute("SELECT * FROM runs ORDER BY id").fetchall()
-    conn.close()
-    return rows
+def run_rows(state_db: Path | str) -> list[dict[str, Any]]:
+    return state_records(state_db, "SELECT * FROM runs ORDER BY id")
 
 
 def free_port() -> int:
@@ -160,35 +150,40 @@ def test_bypass_paths_and_duplicates_are_skipped_and_counted(warm, httpserver: H
 # --- retries -----------------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 @pytest.mark.slow
-def test_429_with_retry_after_then_200(warm, workdir: Path, httpserver: HTTPServer) -> None:
+def test_429_with_retry_after_then_200(warm, state_db: Path | str, httpserver: HTTPServer) -> None:
     flaky = Flaky(429, headers={"Retry-After": "1"})
     httpserver.expect_request("/slow").respond_with_handler(flaky)
     proc = warm("--urls-file", "-", input="/slow\n")
     assert proc.returncode == 0, proc.stderr
     assert flaky.calls == 2
-    [row] = warm_rows(workdir)
+    [row] = warm_rows(state_db)
     assert (row["outcome"], row["http_status"], row["attempts"]) == ("filled", 200, 2)
 
 
+@pytest.mark.both_backends
 @pytest.mark.slow
-def test_503_twice_then_200(warm, workdir: Path, httpserver: HTTPServer) -> None:
+def test_503_twice_then_200(warm, state_db: Path | str, httpserver: HTTPServer) -> None:
     flaky = Flaky(503, 503)
     httpserver.expect_request("/busy").respond_with_handler(flaky)
     proc = warm("--urls-file", "-", input="/busy\n")
     assert proc.returncode == 0, proc.stderr
     assert flaky.calls == 3
-    [row] = warm_rows(workdir)
+    [row] = warm_rows(state_db)
     assert (row["outcome"], row["attempts"]) == ("filled", 3)
 
 
-def test_retry_after_beyond_max_retry_wait_fails_without_waiting(warm, workdir: Path, httpserver: HTTPServer) -> None:
+@pytest.mark.both_backends
+def test_retry_after_beyond_max_retry_wait_fails_without_waiting(
+    warm, state_db: Path | str, httpserver: HTTPServer
+) -> None:
     flaky = Flaky(429, 429, 429, headers={"Retry-After": "120"})
     httpserver.expect_request("/limited").respond_with_handler(flaky)
     proc = warm("--urls-file", "-", "--max-retry-wait", "1", input="/limited\n")
     assert proc.returncode == 1
     assert flaky.calls == 1
-    [row] = warm_rows(workdir)
+    [row] = warm_rows(state_db)
     assert (row["outcome"], row["http_status"], row["attempts"]) == ("failed", 429, 1)
     assert "limited: HTTP 429" in proc.stderr
 
@@ -196,7 +191,7 @@ def test_retry_after_beyond_max_retry_wait_fails_without_waiting(warm, workdir: 
 @pytest.mark.parametrize("threshold,exit_code", [(None, 1), ("0.5", 0)])
 @pytest.mark.slow
 def test_connection_refused_is_counted_and_the_run_continues(
-    warm, workdir: Path, httpserver: HTTPServer, threshold: str | None, exit_code: int
+    warm, state_db: Path | str, httpserver: HTTPServer, threshold: str | None, exit_code: int
 ) -> None:
     for path in ("/a", "/b", "/c"):
         httpserver.expect_request(path).respond_with_data("x", headers={"cf-cache-status": "HIT"})
@@ -210,7 +205,7 @@ def test_connection_refused_is_counted_and_the_run_continues(
     assert [f["url"] for f in doc["failures"]] == [dead]
     assert doc["failures"][0]["error"] == "connection refused"
     assert sorted(requested_paths(httpserver)) == ["/a", "/b", "/c"]
-    assert {r["url"]: r["outcome"] for r in warm_rows(workdir)}[dead] == "failed"
+    assert {r["url"]: r["outcome"] for r in warm_rows(state_db)}[dead] == "failed"
 
 
 # --- classification and storage ----------------------------------------------------------------
@@ -228,12 +223,13 @@ CASES = {
 }
 
 
-def test_each_response_is_classified_and_stored(warm, workdir: Path, httpserver: HTTPServer) -> None:
+@pytest.mark.both_backends
+def test_each_response_is_classified_and_stored(warm, state_db: Path | str, httpserver: HTTPServer) -> None:
     for path, (status, headers, _) in CASES.items():
         httpserver.expect_request(path).respond_with_data("body!", status=status, headers=headers)
     proc = warm("--urls-file", "-", "--json", input="\n".join(CASES))
     assert proc.returncode == 1  # 2 of 9 failed (challenge, 404) > 5%
-    rows = {r["url"].removeprefix(httpserver.url_for("/").rstrip("/")): r for r in warm_rows(workdir)}
+    rows = {r["url"].removeprefix(httpserver.url_for("/").rstrip("/")): r for r in warm_rows(state_db)}
     assert {path: row["outcome"] for path, row in rows.items()} == {p: c[2] for p, c in CASES.items()}
     hit = rows["/hit"]
     assert (hit["http_status"], hit["cache_status"], hit["age"], hit["cf_ray"], hit["bytes"]) == (
@@ -247,7 +243,7 @@ def test_each_response_is_classified_and_stored(warm, workdir: Path, httpserver:
     assert rows["/dynamic"]["cache_status"] == "DYNAMIC"
     assert rows["/missing"]["error"] == "HTTP 404"
     assert {row["pass"] for row in rows.values()} == {1}
-    [run] = run_rows(workdir)
+    [run] = run_rows(state_db)
     assert {row["run_id"] for row in rows.values()} == {run["run_id"]}
     assert (run["status"], run["exit_code"]) == ("problems", 1)
     counts = json.loads(run["counts"])
@@ -256,16 +252,17 @@ def test_each_response_is_classified_and_stored(warm, workdir: Path, httpserver:
     assert sorted(f["outcome"] for f in doc["failures"]) == ["challenge", "failed"]
 
 
-def test_verify_lists_urls_still_not_served_from_cache(warm, workdir: Path, site: DemoSite) -> None:
+@pytest.mark.both_backends
+def test_verify_lists_urls_still_not_served_from_cache(warm, state_db: Path | str, site: DemoSite) -> None:
     proc = warm("--verify", "--json", env={"SITE_URL": site.url})
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert [item["url"] for item in doc["still_not_cached"]] == [site.url + "/search"]
     assert doc["still_not_cached"][0]["cache_status"] == "DYNAMIC"
-    first, second = warm_rows(workdir, **{"pass": 1}), warm_rows(workdir, **{"pass": 2})
+    first, second = warm_rows(state_db, **{"pass": 1}), warm_rows(state_db, **{"pass": 2})
     assert len(first) == len(second) == doc["summary"]["requested"]
     assert {r["cache_status"] for r in second} == {"HIT", "DYNAMIC"}
-    assert json.loads(run_rows(workdir)[0]["counts"])["still_not_cached"] == 1
+    assert json.loads(run_rows(state_db)[0]["counts"])["still_not_cached"] == 1
 
 
 def test_verify_table_names_the_cold_urls(warm, site: DemoSite) -> None:
@@ -279,7 +276,10 @@ def test_verify_table_names_the_cold_urls(warm, site: DemoSite) -> None:
 # --- modes and output --------------------------------------------------------------------------
 
 
-def test_dry_run_requests_no_page_and_records_nothing(warm, workdir: Path, httpserver: HTTPServer) -> None:
+@pytest.mark.both_backends
+def test_dry_run_requests_no_page_and_records_nothing(
+    warm, workdir: Path, state_db: Path | str, httpserver: HTTPServer
+) -> None:
     pages = [httpserver.url_for(f"/p{i}") for i in range(3)]
     for i in range(3):
         httpserver.expect_request(f"/p{i}").respond_with_data("x")
@@ -289,7 +289,7 @@ def test_dry_run_requests_no_page_and_records_nothing(warm, workdir: Path, https
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [f"[dry-run] GET {u}" for u in pages]
     assert requested_paths(httpserver) == ["/robots.txt", "/sitemap.xml"]
-    assert run_rows(workdir) == []
+    assert run_rows(state_db) == []
     assert not (workdir / "state" / "locks" / "warm.lock").exists()
 
 
@@ -306,13 +306,14 @@ def test_dry_run_json(warm, httpserver: HTTPServer) -> None:
     assert json.loads(proc.stdout) == {"dry_run": True, "would_request": pages, "count": 3, "dropped": dropped}
 
 
-def test_limit(warm, workdir: Path, httpserver: HTTPServer) -> None:
+@pytest.mark.both_backends
+def test_limit(warm, state_db: Path | str, httpserver: HTTPServer) -> None:
     for i in range(6):
         httpserver.expect_request(f"/p{i}").respond_with_data("x", headers={"cf-cache-status": "HIT"})
     proc = warm("--urls-file", "-", "--limit", "2", input="\n".join(f"/p{i}" for i in range(6)))
     assert proc.returncode == 0, proc.stderr
     assert sorted(requested_paths(httpserver)) == ["/p0", "/p1"]
-    assert len(warm_rows(workdir)) == 2
+    assert len(warm_rows(state_db)) == 2
 
 
 def test_json_document_shape(warm, site: DemoSite) -> None:

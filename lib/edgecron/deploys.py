@@ -30,8 +30,8 @@ def record_slots(conn: Any, slots: Mapping[int, list[Any]], *, now: datetime) ->
         conn.execute(
             "INSERT INTO log_slots(slot_start, requests, errors_5xx, static_origin, rt_hist, updated_at)"
             " VALUES (?,?,?,?,?,?) ON CONFLICT(slot_start) DO UPDATE SET"
-            " requests=requests+excluded.requests, errors_5xx=errors_5xx+excluded.errors_5xx,"
-            " static_origin=static_origin+excluded.static_origin, rt_hist=excluded.rt_hist,"
+            " requests=log_slots.requests+excluded.requests, errors_5xx=log_slots.errors_5xx+excluded.errors_5xx,"
+            " static_origin=log_slots.static_origin+excluded.static_origin, rt_hist=excluded.rt_hist,"
             " updated_at=excluded.updated_at",
             (start, requests, errors, static, json.dumps(merged, sort_keys=True), iso(now)),
         )

@@ -73,7 +73,8 @@ def prune_state(conn: Database, policy: RetentionPolicy, *, now: datetime) -> di
         "runs": conn.execute(
             "DELETE FROM runs WHERE started_at < ? AND status != 'running' AND EXISTS "
             "(SELECT 1 FROM runs AS newer WHERE newer.job = runs.job AND newer.status = runs.status"
-            " AND newer.trigger IS runs.trigger AND newer.id > runs.id)",
+            " AND (newer.trigger = runs.trigger OR (newer.trigger IS NULL AND runs.trigger IS NULL))"
+            " AND newer.id > runs.id)",
             (runs_before,),
         ).rowcount,
         "log_slots": conn.execute(
