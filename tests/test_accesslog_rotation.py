@@ -20,6 +20,8 @@ from edgecron.state import StateDB, open_state
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
+pytestmark = pytest.mark.both_backends  # the tests with a `state` keep their cursors in it
+
 
 class Log:
     """Writes numbered nginx-like lines the way nginx does (append, one write per line)."""
@@ -49,8 +51,8 @@ def run_once(state: StateDB, paths: list[Path]) -> tuple[list[str], LogReader]:
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> StateDB:
-    db = open_state(tmp_path / "state" / "state.db")
+def state(state_db: Path | str) -> StateDB:
+    db = open_state(state_db)
     yield db
     db.close()
 

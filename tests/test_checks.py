@@ -24,6 +24,8 @@ from edgecron.state import StateDB, iso, open_state
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
+pytestmark = pytest.mark.both_backends  # the tests on job health and deploys read and write state
+
 
 def line(
     path: str = "/",
@@ -205,8 +207,8 @@ def test_since_until_window() -> None:
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> StateDB:
-    db = open_state(tmp_path / "state" / "state.db")
+def state(state_db: Path | str) -> StateDB:
+    db = open_state(state_db)
     yield db
     db.close()
 

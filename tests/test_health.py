@@ -27,6 +27,8 @@ from edgecron.schedule import load_schedule, schedule_timezone
 from edgecron.state import StateDB, iso, open_state
 from edgecron.status import collect_status
 
+pytestmark = pytest.mark.both_backends
+
 # The default schedule: warm */30 (max age 65 min), purge */5 (15 min), import 7 * * * * (2 h 5 min),
 # check-logs */15, cache-rules 30 6 * * * (2 days 5 min).
 EXPECTED = {

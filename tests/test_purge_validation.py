@@ -102,8 +102,9 @@ class Entry:
     lastmod: str | None
 
 
-def test_changed_purges_only_moved_lastmods_after_a_baseline(tmp_path):
-    with open_state(tmp_path / "state.db") as state:
+@pytest.mark.both_backends
+def test_changed_purges_only_moved_lastmods_after_a_baseline(state_db):
+    with open_state(state_db) as state:
         first = plan_changed(state.conn, [Entry("u1", "2026-01-01"), Entry("u2", "2026-01-01T10:00:00Z")])
         assert first.items == {} and first.notes["baseline"] is False
         first.commit(state, now=NOW, run_id="r1")

@@ -29,6 +29,8 @@ from edgecron.runs import last_completed_at
 from edgecron.schedule import Cron, load_schedule
 from edgecron.state import open_state
 from edgecron.warm import WarmResult, WarmResultStore, warmed_urls
+from statedb import settings_for as state_settings
+from statedb import state_rows
 
 SITE = "https://www.example.com"
 START = datetime(2027, 1, 1, tzinfo=UTC)
@@ -42,8 +44,9 @@ class Clock:
         return self.at
 
 
-def settings_for(root: Path, **extra: str) -> Settings:
-    return load_settings(environ={"STATE_DIR": str(root / "state"), "SITE_URL": SITE, **extra}, env_file=None)
+def settings_for(root: Path, state_db: Path | str | None = None, **extra: str) -> Settings:
+    """Settings under `root`, the state in `state_db` (the test's backend; default STATE_DIR's file)."""
+    return state_settings(root, state_db or root / "state" / "state.db", SITE_URL=SITE, **extra)
 
 
 def warm_run(settings: Settings, clock: Clock, urls: list[str]) -> str:
@@ -57,31 +60,29 @@ def warm_run(settings: Settings, clock: Clock, urls: list[str]) -> str:
         return run.run_id
 
 
-def rows(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql, params).fetchall()
-
-
 # --- warm results ------------------------------------------------------------------------------------
 
 
-def test_only_the_last_warm_runs_keep_per_url_rows_and_each_url_keeps_its_latest_status(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, RETAIN_WARM_RUNS="2")
+@pytest.mark.both_backends
+def test_only_the_last_warm_runs_keep_per_url_rows_and_each_url_keeps_its_latest_status(
+    tmp_path: Path, state_db: Path | str
+) -> None:
+    settings = settings_for(tmp_path, state_db, RETAIN_WARM_RUNS="2")
     clock = Clock()
     ids = []
     for n in range(4):
         ids.append(warm_run(settings, clock, [f"{SITE}/p{i}" for i in range(n, n + 3)]))
         clock.at += timedelta(minutes=30)
-    db = tmp_path / "state" / "state.db"
-    assert {r[0] for r in rows(db, "SELECT DISTINCT run_id FROM warm_results")} == set(ids[-2:])
-    latest = dict(rows(db, "SELECT url, run_id FROM warm_latest"))
+    assert {r[0] for r in state_rows(state_db, "SELECT DISTINCT run_id FROM warm_results")} == set(ids[-2:])
+    latest = dict(state_rows(state_db, "SELECT url, run_id FROM warm_latest"))
     assert latest[f"{SITE}/p0"] == ids[0]  # warmed only by a pruned run: its status is still known
     assert latest[f"{SITE}/p3"] == ids[3]
     assert len(latest) == 6
 
 
-def test_a_running_run_keeps_its_rows_while_other_jobs_prune(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, RETAIN_WARM_RUNS="1")
+@pytest.mark.both_backends
+def test_a_running_run_keeps_its_rows_while_other_jobs_prune(tmp_path: Path, state_db: Path | str) -> None:
+    settings = settings_for(tmp_path, state_db, RETAIN_WARM_RUNS="1")
     clock = Clock()
     with JobRun(settings=settings, job="warm", now=clock) as warm:
         assert warm.state is not None
@@ -103,8 +104,9 @@ def test_a_running_run_keeps_its_rows_while_other_jobs_prune(tmp_path: Path) -> 
 # --- runs, outbox, slots, deploys ----------------------------------------------------------------------
 
 
-def test_old_runs_go_but_each_jobs_latest_run_of_each_status_stays(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, RETAIN_RUNS_DAYS="30")
+@pytest.mark.both_backends
+def test_old_runs_go_but_each_jobs_latest_run_of_each_status_stays(tmp_path: Path, state_db: Path | str) -> None:
+    settings = settings_for(tmp_path, state_db, RETAIN_RUNS_DAYS="30")
     clock = Clock()
     with JobRun(settings=settings, job="cache-rules", now=clock) as run:
         run.counts = {"checked": 1}
@@ -116,14 +118,15 @@ def test_old_runs_go_but_each_jobs_latest_run_of_each_status_stays(tmp_path: Pat
     clock.at += timedelta(days=60)
     with JobRun(settings=settings, job="import", now=clock):
         pass
-    left = rows(tmp_path / "state" / "state.db", "SELECT job, started_at FROM runs ORDER BY id")
+    left = state_rows(state_db, "SELECT job, started_at FROM runs ORDER BY id")
     # import: the old ok runs went, the new one stays; cache-rules: its only run stays whatever its age
     assert [job for job, _ in left] == ["cache-rules", "import"]
     assert left[1][0] == "import" and left[1][1].startswith(clock.at.date().isoformat())
 
 
-def test_a_newer_manual_run_does_not_prune_the_last_scheduled_success(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, RETAIN_RUNS_DAYS="30")
+@pytest.mark.both_backends
+def test_a_newer_manual_run_does_not_prune_the_last_scheduled_success(tmp_path: Path, state_db: Path | str) -> None:
+    settings = settings_for(tmp_path, state_db, RETAIN_RUNS_DAYS="30")
     clock = Clock()
     for _ in range(3):
         with JobRun(settings=settings, job="warm", now=clock, trigger="cron"):
@@ -140,8 +143,9 @@ def test_a_newer_manual_run_does_not_prune_the_last_scheduled_success(tmp_path: 
         assert triggers == ["cron", "manual", "manual"]  # the two older cron runs went
 
 
-def test_sent_purges_age_out_but_pending_and_held_ones_never_do(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, RETAIN_OUTBOX_DAYS="7")
+@pytest.mark.both_backends
+def test_sent_purges_age_out_but_pending_and_held_ones_never_do(tmp_path: Path, state_db: Path | str) -> None:
+    settings = settings_for(tmp_path, state_db, RETAIN_OUTBOX_DAYS="7")
     clock = Clock()
     with open_state(settings.state_db) as state:
         outbox = PurgeOutbox(state)
@@ -153,12 +157,13 @@ def test_sent_purges_age_out_but_pending_and_held_ones_never_do(tmp_path: Path) 
     clock.at += timedelta(days=400)
     with JobRun(settings=settings, job="purge", now=clock):
         pass
-    left = rows(tmp_path / "state" / "state.db", "SELECT value, status, held FROM outbox ORDER BY id")
+    left = state_rows(state_db, "SELECT value, status, held FROM outbox ORDER BY id")
     assert left == [(f"{SITE}/pending", "pending", 0), (f"{SITE}/held", "pending", 1)]
 
 
-def test_log_slots_and_deploys_keep_the_window_and_the_newest_deploy(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path)
+@pytest.mark.both_backends
+def test_log_slots_and_deploys_keep_the_window_and_the_newest_deploy(tmp_path: Path, state_db: Path | str) -> None:
+    settings = settings_for(tmp_path, state_db)
     policy = RetentionPolicy.from_settings(settings)
     now = START + timedelta(days=100)
     with open_state(settings.state_db) as state, state.transaction() as conn:
@@ -177,20 +182,35 @@ def test_log_slots_and_deploys_keep_the_window_and_the_newest_deploy(tmp_path: P
         assert conn.execute("SELECT ref FROM deploys").fetchall()[0][0] == "only"  # the newest stays
 
 
-def test_a_dry_run_prunes_nothing(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, RETAIN_RUNS_DAYS="1")
+@pytest.mark.both_backends
+def test_a_dry_run_prunes_nothing(tmp_path: Path, state_db: Path | str) -> None:
+    settings = settings_for(tmp_path, state_db, RETAIN_RUNS_DAYS="1")
     clock = Clock()
     with JobRun(settings=settings, job="import", now=clock):
         pass
     with JobRun(settings=settings, job="import", now=clock):
         pass
-    db = tmp_path / "state" / "state.db"
-    before = db.read_bytes()
+    before = stored(state_db)
     clock.at += timedelta(days=10)
     with JobRun(settings=settings, job="import", now=clock, dry_run=True):
         pass
-    assert db.read_bytes() == before
-    assert len(rows(db, "SELECT * FROM runs")) == 2
+    assert stored(state_db) == before
+    assert len(state_rows(state_db, "SELECT * FROM runs")) == 2
+
+
+def stored(state_db: Path | str) -> object:
+    """All a state database holds: the file's bytes, or every row of every table on PostgreSQL."""
+    if isinstance(state_db, Path):
+        return state_db.read_bytes()
+    tables = [
+        row[0]
+        for row in state_rows(
+            state_db,
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = current_schema() ORDER BY table_name",
+        )
+    ]
+    return {table: sorted(map(repr, state_rows(state_db, f"SELECT * FROM {table}"))) for table in tables}
 
 
 # --- content versions -----------------------------------------------------------------------------------
@@ -503,8 +523,9 @@ def test_an_event_log_whose_first_event_is_older_than_the_window_starts_a_new_fi
     assert old == [f"d{d}" for d in range(31)] and current == [f"d{d}" for d in range(31, 45)]
 
 
-def test_re_warms_by_other_jobs_never_prune_the_warm_jobs_last_run(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, RETAIN_WARM_RUNS="1")
+@pytest.mark.both_backends
+def test_re_warms_by_other_jobs_never_prune_the_warm_jobs_last_run(tmp_path: Path, state_db: Path | str) -> None:
+    settings = settings_for(tmp_path, state_db, RETAIN_WARM_RUNS="1")
     clock = Clock()
     warm_id = warm_run(settings, clock, [f"{SITE}/p{i}" for i in range(5)])
     for _ in range(3):

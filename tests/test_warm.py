@@ -345,11 +345,12 @@ def test_connection_refused_and_timeouts_are_results_not_exceptions(httpserver: 
 # --- run, stop and store -----------------------------------------------------------------------
 
 
-def test_warm_urls_stores_every_result(httpserver: HTTPServer, tmp_path: Path) -> None:
+@pytest.mark.both_backends
+def test_warm_urls_stores_every_result(httpserver: HTTPServer, state_db: Path | str) -> None:
     for i in range(30):
         httpserver.expect_request(f"/p{i}").respond_with_data("x", headers={"cf-cache-status": "MISS"})
     urls = [httpserver.url_for(f"/p{i}") for i in range(30)] + [httpserver.url_for("/nope")]
-    with open_state(tmp_path / "state.db") as state:
+    with open_state(state_db) as state:
         store = WarmResultStore(state, run_id="r1", now=lambda: T0)
         store.BATCH = 7  # several batches plus a final flush
         summary = warm_urls(
