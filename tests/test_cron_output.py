@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
+from statedb import state_records
 
 from demo.cloudflare_api import CloudflareEmulator
 from demo.site import DemoSite
@@ -22,13 +23,8 @@ TOKEN = "tok-5d0c1b7a-secret"
 CRON = {"EDGECRON_TRIGGER": "cron"}
 
 
-def runs(workdir: Path) -> list[sqlite3.Row]:
-    path = workdir / "state" / "state.db"
-    if not path.exists():
-        return []
-    with sqlite3.connect(path) as conn:
-        conn.row_factory = sqlite3.Row
-        return conn.execute("SELECT * FROM runs ORDER BY id").fetchall()
+def runs(state_db: Path | str) -> list[dict[str, Any]]:
+    return state_records(state_db, "SELECT * FROM runs ORDER BY id")
 
 
 def closed_port() -> int:
@@ -46,21 +42,25 @@ def site(tmp_path: Path):  # type: ignore[no-untyped-def]
 # --- usage errors are not runs ------------------------------------------------------------------
 
 
-def test_a_rollback_typo_is_a_usage_error_and_not_a_run_of_the_import_job(run_script, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.both_backends
+def test_a_rollback_typo_is_a_usage_error_and_not_a_run_of_the_import_job(run_script, state_db: Path | str) -> None:  # type: ignore[no-untyped-def]
     result = run_script("import_stale.py", "rollback", "3310")
     assert result.returncode == 2
     assert result.stderr.startswith("Error: run 3310 is not a run that changed the content store: got '3310'")
-    assert runs(workdir) == []
+    assert runs(state_db) == []
 
 
-def test_an_unreadable_urls_file_is_a_usage_error_and_not_a_run_of_the_warm_job(run_script, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.both_backends
+def test_an_unreadable_urls_file_is_a_usage_error_and_not_a_run_of_the_warm_job(
+    run_script, state_db: Path | str
+) -> None:  # type: ignore[no-untyped-def]
     result = run_script("warm_cache.py", "--urls-file", "/nope/urls.txt")
     assert result.returncode == 2
     assert result.stderr.splitlines()[0] == (
         "Error: --urls-file /nope/urls.txt cannot be read: got 'No such file or directory', "
         "expected a readable text file."
     )
-    assert runs(workdir) == []
+    assert runs(state_db) == []
 
 
 # --- a non-zero exit always says why ------------------------------------------------------------
@@ -68,7 +68,7 @@ def test_an_unreadable_urls_file_is_a_usage_error_and_not_a_run_of_the_warm_job(
 
 @pytest.mark.slow
 def test_purge_with_warm_says_on_stderr_when_the_rewarm_fails(
-    run_script, env_file: Path, workdir: Path, httpserver: HTTPServer
+    run_script, env_file: Path, state_db: Path | str, httpserver: HTTPServer
 ) -> None:  # type: ignore[no-untyped-def]
     httpserver.expect_request("/hc/purge/start").respond_with_data("OK")
     httpserver.expect_request("/hc/purge/1").respond_with_data("OK")
@@ -85,7 +85,7 @@ def test_purge_with_warm_says_on_stderr_when_the_rewarm_fails(
         "re-warm: 2 of 2 purged URLs could not be fetched (the purge itself succeeded; they fill on the next "
         "visit or warm run). Safe to rerun."
     ]
-    [run] = runs(workdir)
+    [run] = runs(state_db)
     assert (run["status"], run["trigger"]) == ("problems", "cron")
     # without a mail transfer agent cron's mail goes nowhere: the failure ping carries the same line
     [finish] = [req for req, _ in httpserver.log if req.path == "/hc/purge/1"]
@@ -172,14 +172,15 @@ def test_config_error_with_unreadable_monitoring_settings_still_exits_2(run_scri
 
 
 @pytest.mark.slow
-def test_runs_record_their_trigger(run_script, env_file: Path, workdir: Path, site: DemoSite) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.both_backends
+def test_runs_record_their_trigger(run_script, env_file: Path, state_db: Path | str, site: DemoSite) -> None:  # type: ignore[no-untyped-def]
     with env_file.open("a") as fh:
         fh.write(f"SITE_URL={site.url}\nWARM_RATE=0\n")
     assert run_script("warm_cache.py", env=CRON).returncode == 0
     assert run_script("warm_cache.py", env={"EDGECRON_TRIGGER": "scheduler"}).returncode == 0
     assert run_script("warm_cache.py").returncode == 0
     assert run_script("warm_cache.py", env={"EDGECRON_TRIGGER": "bogus"}).returncode == 0
-    assert [r["trigger"] for r in runs(workdir)] == ["cron", "scheduler", "manual", "manual"]
+    assert [r["trigger"] for r in runs(state_db)] == ["cron", "scheduler", "manual", "manual"]
     status = json.loads(run_script("jobs.py", "status", "--json").stdout)
     [warm] = [j for j in status["jobs"] if j["job"] == "warm"]
     assert warm["last_trigger"] == "manual"

@@ -2,19 +2,29 @@
 
 Real scripts as subprocesses against real files: a garbage state.db, one from a newer edgecron,
 `#` and `%` in STATE_DIR, and (as root, where mount works) a read-only and a full filesystem.
+Their PostgreSQL counterparts run against a real server: one that does not answer, a wrong
+password, a database from a newer edgecron, the server dropping the connection mid-run.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
+import socket
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from edgecron.content import ContentStore
+from edgecron.state import open_state
+from pgcluster import PgCluster
+from statedb import state_rows
+
+from demo.site import DemoSite
 
 
 def assert_one_error(result: subprocess.CompletedProcess[str], code: int, starts: str) -> None:
@@ -33,14 +43,118 @@ def test_a_garbage_state_db_is_one_clear_error(run_cli, workdir: Path, args: tup
     assert_one_error(result, 2, f"Error: state database {workdir / 'state' / 'state.db'} is unusable")
 
 
-def test_a_state_db_from_a_newer_edgecron_is_refused(run_cli, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.both_backends
+def test_a_state_db_from_a_newer_edgecron_is_refused(run_cli, state_db: Path | str) -> None:  # type: ignore[no-untyped-def]
     assert run_cli("jobs.py", "status").returncode == 0  # creates the database
-    with sqlite3.connect(workdir / "state" / "state.db") as db:
+    with open_state(state_db) as db:
         db.execute("INSERT INTO schema_migrations(name, applied_at) VALUES ('999_from_the_future', 'x')")
     for args in (("jobs.py", "status"), ("warm_cache.py", "--urls-file", "/dev/null")):
         result = run_cli(*args)
         assert_one_error(result, 2, "Error: state database")
         assert "was written by a newer edgecron: got 'migrations 999_from_the_future'" in result.stderr
+
+
+# --- the same failures with STATE_DB on a PostgreSQL server -------------------------------------
+
+PASSWORD = "pw-5e1f-not-for-eyes"
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def private_files(state_dir: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in state_dir.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("args", [("jobs.py", "status"), ("warm_cache.py", "--urls-file", "/dev/null")])
+def test_a_state_server_that_does_not_answer_is_temporary_and_hides_the_password(  # type: ignore[no-untyped-def]
+    run_cli, env_file: Path, workdir: Path, args: tuple[str, ...]
+) -> None:
+    port = closed_port()
+    with env_file.open("a") as fh:
+        fh.write(f"STATE_DB=postgresql://edgecron:{PASSWORD}@127.0.0.1:{port}/edge\n")
+    result = run_cli(*args)
+    assert_one_error(
+        result, 75, f"Error: state database postgresql://edgecron:***@127.0.0.1:{port}/edge is unreachable"
+    )
+    assert "Connection refused" in result.stderr
+    assert result.stderr.splitlines()[1] == "Nothing was changed; safe to retry once the database answers."
+    assert PASSWORD not in result.stdout + result.stderr + private_files(workdir / "state")
+
+
+@pytest.fixture
+def password_role(pg_cluster: PgCluster) -> str:
+    """A role of this worker's cluster that must give its password (`right-pw`), ahead of the trust rules."""
+    role = f"pw_{os.getpid()}"
+    hba = pg_cluster.data_dir / "pg_hba.conf"
+    rule = f"host all {role} 127.0.0.1/32 scram-sha-256\n"
+    if not hba.read_text().startswith(rule):
+        pg_cluster.psql(f"CREATE ROLE {role} LOGIN PASSWORD 'right-pw'")
+        hba.write_text(rule + hba.read_text())
+        pg_cluster.psql("SELECT pg_reload_conf()")
+        wrong = f"postgresql://{role}:wrong@127.0.0.1:{pg_cluster.port}/postgres"
+        deadline = time.monotonic() + 10
+        while (
+            subprocess.run([pg_cluster.bin_dir / "psql", "-X", "-d", wrong, "-c", ""], capture_output=True).returncode
+            == 0
+        ):
+            assert time.monotonic() < deadline, "the server did not load the password rule"
+            time.sleep(0.05)  # the reload is asynchronous
+    return role
+
+
+def test_a_wrong_state_db_password_is_a_config_error_that_never_shows_it(  # type: ignore[no-untyped-def]
+    run_cli, env_file: Path, workdir: Path, pg_cluster: PgCluster, password_role: str
+) -> None:
+    url = f"postgresql://{password_role}:{PASSWORD}@127.0.0.1:{pg_cluster.port}/postgres"
+    (workdir / "state-db-url").write_text(url + "\n")
+    (workdir / "state-db-url").chmod(0o600)
+    with env_file.open("a") as fh:
+        fh.write(f"STATE_DB_FILE={workdir / 'state-db-url'}\n")
+    result = run_cli("warm_cache.py", "--urls-file", "/dev/null")
+    shown = f"postgresql://{password_role}:***@127.0.0.1:{pg_cluster.port}/postgres"
+    assert_one_error(result, 2, f"Error: state database {shown} refused the login")
+    assert "password authentication failed for user" in result.stderr, result.stderr
+    assert result.stderr.splitlines()[1] == "Nothing was changed; fix the URL or the role on the server, then rerun."
+    assert PASSWORD not in result.stdout + result.stderr + private_files(workdir / "state")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("state_backend", ["postgresql"], indirect=True)
+def test_a_state_server_gone_mid_run_is_temporary_and_the_rerun_carries_on(  # type: ignore[no-untyped-def]
+    run_script, base_env: dict[str, str], state_db: str, pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    with DemoSite(access_log=tmp_path / "site.log", pages=10, latency=0.1) as site:
+        env = {**base_env, "SITE_URL": site.url, "WARM_RATE": "0"}
+        warm = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "warm_cache.py"), "--concurrency", "1"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 20
+        while site.state.stats["requests"] < 3:  # it has recorded its start and is warming
+            assert time.monotonic() < deadline and warm.poll() is None, warm.stderr
+            time.sleep(0.02)
+        database = state_db.rsplit("/", 1)[1]
+        pg_cluster.psql(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+            " AND pid <> pg_backend_pid()"
+        )
+        _out, err = warm.communicate(timeout=30)
+        assert warm.returncode == 75, err
+        assert "Traceback" not in err
+        assert err.splitlines()[0].startswith(f"Error: state database {state_db} stopped answering: got ")
+        assert "safe to retry" in err
+        assert [line for line in err.splitlines() if line.startswith("Error:")] == err.splitlines()[:1]
+        rerun = run_script("warm_cache.py", env={"SITE_URL": site.url, "WARM_RATE": "0"})
+    assert rerun.returncode == 0, rerun.stderr
+    # the cut-off run could not record its end: the rerun marks it, as after a kill -9
+    assert state_rows(state_db, "SELECT status FROM runs ORDER BY id") == [("abandoned",), ("ok",)]
 
 
 def test_hash_and_percent_in_state_dir_open_the_right_file(run_cli, env_file: Path, workdir: Path) -> None:  # type: ignore[no-untyped-def]

@@ -96,6 +96,7 @@ def test_next_for_an_expression_and_unknown_job(run_cli: RunScript) -> None:
 # --- status ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 def test_status_json_shows_runs_locks_and_outbox(env_file: Path, run_cli: RunScript) -> None:
     cfg = load_settings(env_file=env_file)
     with JobRun(settings=cfg, job="warm"):

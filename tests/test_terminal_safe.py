@@ -126,8 +126,11 @@ def test_a_feed_item_url_with_escapes_is_rejected_and_shown_inert(
     assert "post\\x1b]0;pwn\\x07\\x9b" in imported.stderr
 
 
-def test_jobs_status_shows_a_failing_outbox_value_and_its_error_escaped(run_cli: RunScript, workdir: Path) -> None:
-    with open_state(workdir / "state" / "state.db") as state:
+@pytest.mark.both_backends
+def test_jobs_status_shows_a_failing_outbox_value_and_its_error_escaped(
+    run_cli: RunScript, state_db: Path | str
+) -> None:
+    with open_state(state_db) as state:
         outbox = PurgeOutbox(state)
         outbox.enqueue("tag", [f"tag{CLEAR}"], source="test", now=NOW)
         claimed = outbox.claim("tag", 10, run_id="r1", now=NOW)

@@ -14,6 +14,7 @@ import pytest
 import typer
 from edgecron.outbox import PurgeOutbox
 from edgecron.state import iso, open_state
+from statedb import state_exists
 from typer.testing import CliRunner
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -39,12 +40,12 @@ def invoke(args: list[str], env_file: Path, *, script: str = "import_stale") -> 
     )
 
 
-def test_the_outbox_listing_reads_the_library_and_creates_nothing(workdir: Path, env_file: Path) -> None:
-    state_db = workdir / "state" / "state.db"
+@pytest.mark.both_backends
+def test_the_outbox_listing_reads_the_library_and_creates_nothing(state_db: Path | str, env_file: Path) -> None:
     empty = invoke(["outbox"], env_file, script="purge_cache")
     assert (empty.exit_code, empty.stdout) == (0, "The outbox is empty: nothing pending.\n")
-    assert not state_db.exists()  # listing never creates the database
-    with open_state(workdir / "state" / "state.db") as state:
+    assert not state_exists(state_db)  # listing never creates the database
+    with open_state(state_db) as state:
         outbox = PurgeOutbox(state)
         outbox.enqueue("url", ["https://www.example.com/a", "https://www.example.com/b"], source="t", now=NOW)
         outbox.enqueue("tag", ["done-tag"], source="t", now=NOW)

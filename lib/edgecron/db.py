@@ -26,7 +26,7 @@ from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .errors import StateError
+from .errors import StateError, StateUnavailable
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 CONNECT_TIMEOUT_S = 10
@@ -159,11 +159,17 @@ class Database:
             if readonly:
                 conn.execute("SET default_transaction_read_only = on")
         except psycopg.Error as exc:
-            raise StateError(
+            if refused_login(exc):
+                raise StateError(
+                    f"{what} {location} refused the login",
+                    got=first_line(exc),
+                    expected="a role, password and database that this server knows",
+                    hint="Nothing was changed; fix the URL or the role on the server, then rerun.",
+                ) from None
+            raise StateUnavailable(
                 f"{what} {location} is unreachable",
                 got=first_line(exc),
                 expected="a PostgreSQL server accepting this URL (host, port, database, role, password)",
-                hint="Nothing was changed; safe to retry once the database answers.",
             ) from None
         return cls(conn, dialect="postgresql", what=what, location=location)
 
@@ -214,7 +220,7 @@ class Database:
         try:
             return call()
         except psycopg.OperationalError as exc:
-            raise StateError(
+            raise StateUnavailable(
                 f"{self.name} stopped answering",
                 got=first_line(exc),
                 expected="a PostgreSQL server that stays reachable for the whole run",
@@ -225,6 +231,7 @@ class Database:
                 f"{self.name} refused a statement",
                 got=first_line(exc),
                 expected="a database migrated by this edgecron version, writable by its role",
+                hint="The statement's transaction changed nothing; check the role's privileges, then rerun.",
             ) from None
 
 
@@ -250,6 +257,18 @@ def _pg_executemany(conn: Any, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
     if batch:
         cursor.executemany(sql, batch)
     return cursor
+
+
+# What a server that answered says when the URL itself is wrong: retrying cannot help.
+_LOGIN_REFUSED = ("password authentication failed", "does not exist", "no pg_hba.conf entry", "authentication failed")
+
+
+def refused_login(exc: BaseException) -> bool:
+    """The server answered and refused this role, password or database (not: down or unreachable).
+
+    libpq gives no SQLSTATE for a failed connection, only the server's FATAL text."""
+    text = str(exc)
+    return "FATAL:" in text and any(phrase in text for phrase in _LOGIN_REFUSED)
 
 
 def first_line(exc: BaseException) -> str:

@@ -111,6 +111,17 @@ class StateError(EdgecronError):
     default_hint = "Nothing was changed; check STATE_DIR (permissions, disk space) and rerun."
 
 
+class StateUnavailable(StateError):
+    """A database server that does not answer (down, unreachable, gone mid-run): temporary, as an upstream is."""
+
+    exit_code = ExitCode.TEMPFAIL
+    default_hint = "Nothing was changed; safe to retry once the database answers."
+
+    def __init__(self, what: str, **kwargs: object) -> None:
+        kwargs.setdefault("retry_safe", True)
+        super().__init__(what, **kwargs)  # type: ignore[arg-type]
+
+
 class ResourceError(EdgecronError):
     """The machine refused: disk full, read-only filesystem, permission denied."""
 
