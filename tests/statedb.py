@@ -32,6 +32,24 @@ def state_exists(location: Path | str) -> bool:
     return True
 
 
+def state_tables(location: Path | str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, by table name: all a store holds, on either engine."""
+    conn = read_only_connection(location)
+    if conn is None:
+        return {}
+    try:
+        if conn.is_postgres:
+            sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        else:
+            sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        names = sorted(row[0] for row in conn.execute(sql))
+        return {
+            name: sorted((tuple(row) for row in conn.execute(f'SELECT * FROM "{name}"')), key=repr) for name in names
+        }
+    finally:
+        conn.close()
+
+
 def settings_for(root: Path, state_db: Path | str, **keys: str) -> Settings:
     """Settings with STATE_DIR under `root` and, on PostgreSQL, STATE_DB: the test's backend."""
     environ = {"STATE_DIR": str(root / "state"), **keys}

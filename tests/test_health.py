@@ -23,6 +23,7 @@ from edgecron.findings import Thresholds
 from edgecron.health import job_findings, max_ages
 from edgecron.lock import JobLock
 from edgecron.outbox import PurgeOutbox
+from edgecron.runs import finish_run, last_completed_at, last_run, recent_runs, record_skipped, start_run
 from edgecron.schedule import load_schedule, schedule_timezone
 from edgecron.state import StateDB, iso, open_state
 from edgecron.status import collect_status
@@ -165,3 +166,35 @@ def test_thresholds_default_to_the_config_table_and_follow_the_settings(tmp_path
     assert Thresholds() == Thresholds.from_settings(defaults)
     changed = load_settings(environ={"CHECK_LOCK_MAX_SECONDS": "60", "CHECK_5XX_RATE": "0.2"}, env_file=tmp_path / "x")
     assert (Thresholds.from_settings(changed).lock_max_seconds, Thresholds.from_settings(changed).rate_5xx) == (60, 0.2)
+
+
+def test_the_runs_table_reads_back_what_each_kind_of_run_recorded(cfg: Settings) -> None:
+    """runs.py's writes and questions, word for word on either engine: the rows health is judged from."""
+    t0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    with open_state(cfg.state_db) as state:
+        start_run(state, run_id="a", job="warm", started=t0, trigger="cron", command="warm_cache.py")
+        finish_run(
+            state, run_id="a", finished=t0 + timedelta(seconds=90), status="problems", exit_code=1,
+            duration_s=90.25, counts={"failed": 2}, error=None,
+        )  # fmt: skip
+        record_skipped(
+            state, run_id="b", job="warm", started=t0 + timedelta(minutes=1), trigger="cron",
+            command="warm_cache.py", reason="another warm run holds the lock",
+        )  # fmt: skip
+        start_run(state, run_id="c", job="warm", started=t0 + timedelta(minutes=30), trigger="manual", command="w")
+        start_run(state, run_id="d", job="warm", started=t0 + timedelta(minutes=40), trigger="manual", command="w")
+        newest, scheduled = last_run(state, "warm"), last_run(state, "warm", scheduled_only=True, finished_only=True)
+        assert newest is not None and scheduled is not None
+        assert (newest["run_id"], newest["status"]) == ("d", "running")
+        assert (scheduled["run_id"], scheduled["duration_s"], scheduled["exit_code"]) == ("a", 90.25, 1)
+        assert last_completed_at(state, "warm", scheduled_only=True) == "2026-12-01T10:01:30.000+00:00"
+        assert last_completed_at(state, "import") is None
+        listed = recent_runs(state, "warm", limit=4)
+        statuses = [row[0] for row in state.execute("SELECT status FROM runs ORDER BY id")]
+    assert [(r["run_id"], r["status"], r["counts"]) for r in listed] == [
+        ("d", "running", {}),
+        ("c", "abandoned", {}),  # left running when "d" started: its process is gone
+        ("b", "skipped", {}),
+        ("a", "problems", {"failed": 2}),
+    ]
+    assert statuses == ["problems", "skipped", "abandoned", "running"]

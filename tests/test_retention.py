@@ -30,7 +30,7 @@ from edgecron.schedule import Cron, load_schedule
 from edgecron.state import open_state
 from edgecron.warm import WarmResult, WarmResultStore, warmed_urls
 from statedb import settings_for as state_settings
-from statedb import state_rows
+from statedb import state_rows, state_tables
 
 SITE = "https://www.example.com"
 START = datetime(2027, 1, 1, tzinfo=UTC)
@@ -200,17 +200,7 @@ def test_a_dry_run_prunes_nothing(tmp_path: Path, state_db: Path | str) -> None:
 
 def stored(state_db: Path | str) -> object:
     """All a state database holds: the file's bytes, or every row of every table on PostgreSQL."""
-    if isinstance(state_db, Path):
-        return state_db.read_bytes()
-    tables = [
-        row[0]
-        for row in state_rows(
-            state_db,
-            "SELECT table_name FROM information_schema.tables"
-            " WHERE table_schema = current_schema() ORDER BY table_name",
-        )
-    ]
-    return {table: sorted(map(repr, state_rows(state_db, f"SELECT * FROM {table}"))) for table in tables}
+    return state_db.read_bytes() if isinstance(state_db, Path) else state_tables(state_db)
 
 
 # --- content versions -----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from edgecron.feedhttp import HttpSource
 from edgecron.http import make_session
 from edgecron.redact import redact, redact_value, register_secret
 from pytest_httpserver import HTTPServer
+from statedb import state_tables
 from werkzeug import Request, Response
 
 ZONE = "0123456789abcdef0123456789abcdef"
@@ -40,14 +41,28 @@ def files_under(directory: Path) -> Iterator[tuple[Path, bytes]]:
             yield path, path.read_bytes()
 
 
-def assert_nowhere(secret: str, *, outputs: list[str], state_dir: Path, server: HTTPServer, ping_prefix: str) -> None:
-    """The secret is in no output, no file under STATE_DIR and no ping the monitor received."""
+def assert_nowhere(
+    secret: str,
+    *,
+    outputs: list[str],
+    state_dir: Path,
+    server: HTTPServer,
+    ping_prefix: str,
+    state_db: Path | str | None = None,
+) -> None:
+    """The secret is in no output, no file under STATE_DIR, no row of a PostgreSQL `state_db` and no
+    ping the monitor received."""
     for text in outputs:
         assert secret not in text, text
     files = list(files_under(state_dir))
     assert files, "the runs wrote nothing under STATE_DIR"
     for path, data in files:
         assert secret.encode() not in data, f"{secret} found in {path}"
+    if isinstance(state_db, str):
+        tables = state_tables(state_db)
+        assert tables.get("outbox"), "the runs stored nothing in STATE_DB"
+        for table, rows in tables.items():
+            assert secret not in repr(rows), f"{secret} found in table {table}"
     pings = [request for request, _ in server.log if request.path.startswith(ping_prefix)]
     assert pings, "no ping was sent"
     for request in pings:
@@ -74,8 +89,9 @@ def echo_headers(status: int, code: int):  # type: ignore[no-untyped-def]
 # --- the Cloudflare API token -------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 def test_an_api_that_echoes_the_authorization_header_leaks_the_token_nowhere(
-    run_cli: RunScript, env_file: Path, workdir: Path, httpserver: HTTPServer
+    run_cli: RunScript, env_file: Path, workdir: Path, httpserver: HTTPServer, state_db: Path | str
 ) -> None:
     api_path = f"/client/v4/zones/{ZONE}/purge_cache"
     state_dir = workdir / "state"
@@ -113,7 +129,10 @@ def test_an_api_that_echoes_the_authorization_header_leaks_the_token_nowhere(
         shown = run_cli(*args)
         outputs += [shown.stdout, shown.stderr]
     assert "***" in outputs[-2]  # check_logs' stuck-outbox finding quotes the last error
-    assert_nowhere(TOKEN, outputs=outputs, state_dir=state_dir, server=httpserver, ping_prefix="/hc/")
+    assert "Bearer ***" in repr(state_tables(state_db)["outbox"])  # stored: the scan below reads it
+    assert_nowhere(
+        TOKEN, outputs=outputs, state_dir=state_dir, server=httpserver, ping_prefix="/hc/", state_db=state_db
+    )
 
 
 # --- a key in IMPORT_SOURCE's query string --------------------------------------------------------
