@@ -162,7 +162,6 @@ def test_429_with_retry_after_then_200(warm, state_db: Path | str, httpserver: H
     assert (row["outcome"], row["http_status"], row["attempts"]) == ("filled", 200, 2)
 
 
-@pytest.mark.both_backends
 @pytest.mark.slow
 def test_503_twice_then_200(warm, state_db: Path | str, httpserver: HTTPServer) -> None:
     flaky = Flaky(503, 503)
