@@ -122,6 +122,30 @@ def test_a_wrong_state_db_password_is_a_config_error_that_never_shows_it(  # typ
     assert PASSWORD not in result.stdout + result.stderr + private_files(workdir / "state")
 
 
+@pytest.mark.parametrize("state_backend", ["postgresql"], indirect=True)
+def test_a_state_db_role_that_may_only_read_is_one_clear_error(  # type: ignore[no-untyped-def]
+    run_cli, env_file: Path, state_db: str, pg_cluster: PgCluster
+) -> None:
+    """The counterpart of a read-only STATE_DIR: the server refuses the run's first write."""
+    with open_state(state_db):
+        pass  # migrated by its owner
+    role = f"reader_{os.getpid()}"
+    if not pg_cluster.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{role}'").strip():
+        pg_cluster.psql(f"CREATE ROLE {role} LOGIN")
+    pg_cluster.psql(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}", dsn=state_db)
+    reader = state_db.replace("postgresql://edgecron@", f"postgresql://{role}@")
+    env_file.write_text(env_file.read_text().replace(f"STATE_DB={state_db}", f"STATE_DB={reader}"))
+    assert run_cli("jobs.py", "status").returncode == 0  # reading is all it needs
+    result = run_cli("warm_cache.py", "--urls-file", "/dev/null")
+    assert_one_error(
+        result, 2, f"Error: state database {reader} refused a statement: got 'permission denied for table runs'"
+    )
+    assert result.stderr.splitlines()[1] == (
+        "The statement's transaction changed nothing; check the role's privileges, then rerun."
+    )
+    assert state_rows(state_db, "SELECT count(*) FROM runs") == [(0,)]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("state_backend", ["postgresql"], indirect=True)
 def test_a_state_server_gone_mid_run_is_temporary_and_the_rerun_carries_on(  # type: ignore[no-untyped-def]
