@@ -63,7 +63,6 @@ def test_clean_log_is_silent_under_cron_and_rerun_reads_nothing(
     assert third["summary"]["lines"] == 7
 
 
-@pytest.mark.both_backends
 def test_breach_exits_1_with_the_problem_on_stderr(run_cli, access_log: Path) -> None:  # type: ignore[no-untyped-def]
     with access_log.open("a") as fh:
         fh.write(lines(20, path="/checkout", status=503))

@@ -19,11 +19,13 @@ from typing import Any
 import pytest
 from conftest import RunScript
 from edgecron.config import Settings, load_settings
+from edgecron.errors import ExitCode, LockHeld
 from edgecron.findings import Thresholds
 from edgecron.health import job_findings, max_ages
 from edgecron.lock import JobLock
 from edgecron.outbox import PurgeOutbox
-from edgecron.runs import finish_run, last_completed_at, last_run, recent_runs, record_skipped, start_run
+from edgecron.runner import JobRun
+from edgecron.runs import last_completed_at, last_run, recent_runs
 from edgecron.schedule import load_schedule, schedule_timezone
 from edgecron.state import StateDB, iso, open_state
 from edgecron.status import collect_status
@@ -169,32 +171,45 @@ def test_thresholds_default_to_the_config_table_and_follow_the_settings(tmp_path
 
 
 def test_the_runs_table_reads_back_what_each_kind_of_run_recorded(cfg: Settings) -> None:
-    """runs.py's writes and questions, word for word on either engine: the rows health is judged from."""
+    """What JobRun records through runs.py (done, skipped, died then abandoned), read back by runs.py's
+    questions word for word on either engine: the rows health is judged from."""
     t0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    clock = [t0]
+    with JobRun(settings=cfg, job="warm", now=lambda: clock[0], trigger="cron") as done:
+        done.counts = {"failed": 2}
+        done.exit_code = ExitCode.PROBLEMS
+        clock[0] = t0 + timedelta(seconds=90)
+    held = JobLock(cfg.lock_dir, "warm")
+    held.acquire(now=t0)
+    clock[0] = t0 + timedelta(minutes=2)
+    try:
+        with pytest.raises(LockHeld), JobRun(settings=cfg, job="warm", now=lambda: clock[0], trigger="cron"):
+            pass
+    finally:
+        held.release()
+    with open_state(cfg.state_db) as state:  # a run killed before it could record its end
+        state.execute(
+            "INSERT INTO runs(run_id, job, started_at, status, trigger) VALUES ('dead', 'warm', ?, 'running', 'manual')",
+            (iso(t0 + timedelta(minutes=5)),),
+        )
+    clock[0] = t0 + timedelta(minutes=10)
+    with JobRun(settings=cfg, job="warm", now=lambda: clock[0], trigger="manual") as manual:
+        pass
     with open_state(cfg.state_db) as state:
-        start_run(state, run_id="a", job="warm", started=t0, trigger="cron", command="warm_cache.py")
-        finish_run(
-            state, run_id="a", finished=t0 + timedelta(seconds=90), status="problems", exit_code=1,
-            duration_s=90.25, counts={"failed": 2}, error=None,
-        )  # fmt: skip
-        record_skipped(
-            state, run_id="b", job="warm", started=t0 + timedelta(minutes=1), trigger="cron",
-            command="warm_cache.py", reason="another warm run holds the lock",
-        )  # fmt: skip
-        start_run(state, run_id="c", job="warm", started=t0 + timedelta(minutes=30), trigger="manual", command="w")
-        start_run(state, run_id="d", job="warm", started=t0 + timedelta(minutes=40), trigger="manual", command="w")
         newest, scheduled = last_run(state, "warm"), last_run(state, "warm", scheduled_only=True, finished_only=True)
         assert newest is not None and scheduled is not None
-        assert (newest["run_id"], newest["status"]) == ("d", "running")
-        assert (scheduled["run_id"], scheduled["duration_s"], scheduled["exit_code"]) == ("a", 90.25, 1)
+        assert (newest["run_id"], newest["status"], newest["exit_code"]) == (manual.run_id, "ok", 0)
+        assert (scheduled["run_id"], scheduled["status"], scheduled["exit_code"]) == (done.run_id, "problems", 1)
+        assert isinstance(scheduled["duration_s"], float)
         assert last_completed_at(state, "warm", scheduled_only=True) == "2026-12-01T10:01:30.000+00:00"
+        assert last_completed_at(state, "warm") == "2026-12-01T10:10:00.000+00:00"
         assert last_completed_at(state, "import") is None
         listed = recent_runs(state, "warm", limit=4)
         statuses = [row[0] for row in state.execute("SELECT status FROM runs ORDER BY id")]
-    assert [(r["run_id"], r["status"], r["counts"]) for r in listed] == [
-        ("d", "running", {}),
-        ("c", "abandoned", {}),  # left running when "d" started: its process is gone
-        ("b", "skipped", {}),
-        ("a", "problems", {"failed": 2}),
+    assert [(r["status"], r["counts"]) for r in listed] == [
+        ("ok", {}),
+        ("abandoned", {}),  # left running: the next run of the job marked it
+        ("skipped", {}),
+        ("problems", {"failed": 2}),
     ]
-    assert statuses == ["problems", "skipped", "abandoned", "running"]
+    assert statuses == ["problems", "skipped", "abandoned", "ok"]
