@@ -151,7 +151,8 @@ def test_a_state_db_role_that_may_only_read_is_one_clear_error(  # type: ignore[
 def test_a_state_server_gone_mid_run_is_temporary_and_the_rerun_carries_on(  # type: ignore[no-untyped-def]
     run_script, base_env: dict[str, str], state_db: str, pg_cluster: PgCluster, tmp_path: Path
 ) -> None:
-    with DemoSite(access_log=tmp_path / "site.log", pages=10, latency=0.1) as site:
+    # ~3 s of warming, one request at a time: the cut lands mid-run whatever the machine's load
+    with DemoSite(access_log=tmp_path / "site.log", pages=10, latency=0.15) as site:
         env = {**base_env, "SITE_URL": site.url, "WARM_RATE": "0"}
         warm = subprocess.Popen(
             [sys.executable, str(ROOT / "scripts" / "warm_cache.py"), "--concurrency", "1"],
@@ -161,7 +162,7 @@ def test_a_state_server_gone_mid_run_is_temporary_and_the_rerun_carries_on(  # t
             text=True,
         )
         deadline = time.monotonic() + 20
-        while site.state.stats["requests"] < 3:  # it has recorded its start and is warming
+        while site.state.stats["requests"] < 1:  # it has recorded its start and is warming
             assert time.monotonic() < deadline and warm.poll() is None, warm.stderr
             time.sleep(0.02)
         database = state_db.rsplit("/", 1)[1]
@@ -175,7 +176,7 @@ def test_a_state_server_gone_mid_run_is_temporary_and_the_rerun_carries_on(  # t
         assert err.splitlines()[0].startswith(f"Error: state database {state_db} stopped answering: got ")
         assert "safe to retry" in err
         assert [line for line in err.splitlines() if line.startswith("Error:")] == err.splitlines()[:1]
-        rerun = run_script("warm_cache.py", env={"SITE_URL": site.url, "WARM_RATE": "0"})
+        rerun = run_script("warm_cache.py", "--urls-file", "/dev/null", env={"SITE_URL": site.url})
     assert rerun.returncode == 0, rerun.stderr
     # the cut-off run could not record its end: the rerun marks it, as after a kill -9
     assert state_rows(state_db, "SELECT status FROM runs ORDER BY id") == [("abandoned",), ("ok",)]
