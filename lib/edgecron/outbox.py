@@ -71,9 +71,9 @@ class PurgeOutbox:
         ).fetchall()
         out = {"pending": 0, "failing": 0}
         for status, count, failing in rows:
-            out["pending"] += count
-            out["failing"] += failing or 0
-            out[status] = count
+            out["pending"] += int(count)
+            out["failing"] += int(failing or 0)  # PostgreSQL's sum() may be a Decimal
+            out[status] = int(count)
         return out
 
     @staticmethod
