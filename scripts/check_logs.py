@@ -14,7 +14,7 @@ from edgecron.config import Settings
 from edgecron.deploys import deploy_findings, record_slots
 from edgecron.durations import has_units, parse_duration
 from edgecron.errors import ExitCode, InputError
-from edgecron.findings import Finding, Thresholds, file_findings, log_findings
+from edgecron.findings import Finding, Thresholds, file_findings, log_findings, names_nodes, on_node
 from edgecron.health import job_findings, max_ages
 from edgecron.logcursors import load_cursors, save_cursors
 from edgecron.logfiles import expand_paths
@@ -68,7 +68,7 @@ def check(
     paths, unmatched, refused = expand_paths(log or cfg["ACCESS_LOGS"])
     with _cli.job("check-logs", cfg, dry_run=dry_run or no_state, lock_wait=wait) as run:
         state = run.state or _existing_state(cfg)
-        cursors = load_cursors(state) if state is not None and not (no_state or from_start) else {}
+        cursors = load_cursors(state, node=cfg.node_name) if state is not None and not (no_state or from_start) else {}
         reader = LogReader(
             paths, cursors_before=cursors, from_start=from_start or no_state, max_line=cfg["LOG_MAX_LINE_BYTES"]
         )
@@ -87,6 +87,7 @@ def check(
             refused=refused,
             max_line=cfg["LOG_MAX_LINE_BYTES"],
         )
+        findings = on_node(findings, cfg.node_name)  # this node's logs; what follows is fleet-wide
         if jobs and state is not None:
             findings += job_findings(
                 state, lock_dir=cfg.lock_dir, now=run.now(), limits=limits, max_ages=ages, exclude_run=run.run_id
@@ -95,7 +96,7 @@ def check(
         if run.state is not None and not run.stop.is_set():
             with run.state.transaction() as conn:  # results first, then the positions they cover
                 record_slots(conn, summary.slots, now=run.now())
-                save_cursors(conn, reader.cursors(), now=run.now(), run_id=run.run_id)
+                save_cursors(conn, reader.cursors(), node=cfg.node_name, now=run.now(), run_id=run.run_id)
         breaches = [f for f in findings if f.breached]
         pct = summary.percentiles()
         run.counts = {
@@ -111,7 +112,13 @@ def check(
         if breaches:
             run.exit_code = ExitCode.PROBLEMS
         doc = _document(summary, reader, findings, dry_run=dry_run or no_state)
-        _report(doc, findings, json_out=json_out, table=summary_table or dry_run or _cli.is_tty())
+        _report(
+            doc,
+            findings,
+            json_out=json_out,
+            table=summary_table or dry_run or _cli.is_tty(),
+            with_node=names_nodes(cfg),
+        )
 
 
 def _existing_state(cfg: Settings) -> StateDB | None:
@@ -184,14 +191,17 @@ def _document(summary: LogSummary, reader: LogReader, findings: list[Finding], *
     }
 
 
-def _report(doc: dict[str, Any], findings: list[Finding], *, json_out: bool, table: bool) -> None:
+def _report(doc: dict[str, Any], findings: list[Finding], *, json_out: bool, table: bool, with_node: bool) -> None:
     if json_out:
         _cli.print_json(doc)
         return
     breaches = [f for f in findings if f.breached]
     if table:
         s = doc["summary"]
-        rows = [(f.check, f.status, f.severity, _short(f.value), _short(f.threshold), f.summary) for f in findings]
+        rows = [
+            (f.label(with_node=with_node), f.status, f.severity, _short(f.value), _short(f.threshold), f.summary)
+            for f in findings
+        ]
         _cli.out(_cli.table(rows, ["check", "status", "severity", "value", "threshold", "summary"]))
         _cli.out(
             f"\n{s['lines']} lines, {s['requests']} requests, {s['malformed']} malformed, "
@@ -199,7 +209,7 @@ def _report(doc: dict[str, Any], findings: list[Finding], *, json_out: bool, tab
         )
         _cli.out(_figures_line(s))
     for finding in breaches:  # under cron only this reaches the mail, on stderr
-        _cli.say(f"BREACH [{finding.severity}] {finding.check}: {finding.summary}")
+        _cli.say(f"BREACH [{finding.severity}] {finding.label(with_node=with_node)}: {finding.summary}")
         for example in finding.examples[:5]:
             _cli.say(f"    {example}")
 

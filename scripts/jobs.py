@@ -13,6 +13,7 @@ from typing import Any
 import _cli
 import typer
 from edgecron.errors import InputError, LockHeld
+from edgecron.findings import names_nodes
 from edgecron.lock import JobLock
 from edgecron.logformat import display
 from edgecron.retention import state_size
@@ -27,7 +28,7 @@ from edgecron.schedule import (
 )
 from edgecron.scheduler import entries_for, serve
 from edgecron.state import open_state
-from edgecron.status import collect_status
+from edgecron.status import collect_status, node_status
 
 app = _cli.new_app(__doc__ or "")
 app.info.epilog = _cli.examples(
@@ -40,12 +41,15 @@ app.info.epilog = _cli.examples(
 
 @app.command(
     epilog=_cli.examples(
-        "jobs.py status                 # last run, next due, lock holder, outbox",
+        "jobs.py status                 # last run (and node), next due, lock holder, log checks per node, outbox",
         "jobs.py status --json | jq '.jobs[] | select(.last_status != \"ok\")'",
     )
 )
 def status(json_out: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
-    """Each job's last run (time, result, duration), next due time and lock holder; the outbox.
+    """Each job's last run (time, node, result, duration), next due time and lock holder; the outbox.
+
+    With several nodes (NODE_NAME set, or STATE_DB on PostgreSQL) it also names the node that ran
+    each job and shows each node's last log check (access logs are per node).
 
     The first command to run over SSH. It lists the job-health breaches check_logs.py reports (the
     same reading of the same runs), but exits 0 whatever they are: it reports, cron judges.
@@ -56,21 +60,25 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print one JSON d
         tz = schedule_timezone(cfg)
         with open_state(cfg.state_db) as state:
             jobs, outbox = collect_status(cfg, state, schedule, now=_cli.utcnow())
+            nodes = node_status(state)
     size = state_size(state_db=cfg.state_db, content_db=cfg.content_db, state_dir=cfg.state_dir)
     if json_out:
         _cli.print_json(
             {
                 "jobs": [vars(j) for j in jobs],
+                "nodes": [vars(n) for n in nodes],
                 "outbox": vars(outbox),
                 "state_bytes": {**vars(size), "total": size.total},
             }
         )
         return
+    fleet = names_nodes(cfg) or len(nodes) > 1  # one node as before: nothing to tell apart
     rows = [
         (
             j.job,
             j.schedule or "off",
             _local(j.last_started, tz),
+            *([j.last_node or ""] if fleet else []),
             j.last_trigger or "",
             _result(j),
             "" if j.last_duration_s is None else f"{j.last_duration_s:.1f}s",
@@ -79,8 +87,23 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print one JSON d
         )
         for j in jobs
     ]
+    headers = ["job", "schedule", "last run", *(["node"] if fleet else []), "by", "result", "took", "next due", "lock"]
     _cli.out(f"times in {tz.key} (SCHEDULE_TIMEZONE)")
-    _cli.out(_cli.table(rows, ["job", "schedule", "last run", "by", "result", "took", "next due", "lock"]))
+    _cli.out(_cli.table(rows, headers))
+    if fleet:
+        _cli.out("\nlog checks per node:")
+        for n in nodes:
+            check = (
+                f"last check {_local(n.last_check_started, tz)}, {n.last_check_status}"
+                if n.last_check_status
+                else "no check recorded"
+            )
+            saved = (
+                f"positions of {n.logs} log(s) saved {_local(n.logs_saved_at, tz)}"
+                if n.logs_saved_at
+                else "no log position saved"
+            )
+            _cli.out(f"  {n.node}: {check}; {saved}")
     _cli.out(f"\npurge outbox: {outbox.pending} pending, {outbox.failing} failing")
     _cli.out(
         f"state on disk: {_mib(size.total)} (state.db {_mib(size.state_db)}, content.db {_mib(size.content_db)},"

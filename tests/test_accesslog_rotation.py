@@ -41,12 +41,12 @@ class Log:
 
 
 def run_once(state: StateDB, paths: list[Path]) -> tuple[list[str], LogReader]:
-    reader = LogReader(paths, cursors_before=load_cursors(state))
+    reader = LogReader(paths, cursors_before=load_cursors(state, node="test"))
     seen: list[str] = []
     for lines in reader.chunks():
         seen += [line.split(b"GET /")[1].split(b" ")[0].decode() for line in lines]
     with state.transaction() as conn:
-        save_cursors(conn, reader.cursors(), now=NOW, run_id="test")
+        save_cursors(conn, reader.cursors(), node="test", now=NOW, run_id="test")
     return seen, reader
 
 
@@ -319,7 +319,7 @@ def test_cursor_saved_before_anchors_reads_on(state: StateDB, log: Log) -> None:
     log.write(2)
     got, _ = run_once(state, [log.path])
     assert got == log.written[3:]
-    assert load_cursors(state)[str(log.path)].rotated_sig != ""  # upgraded on the way
+    assert load_cursors(state, node="test")[str(log.path)].rotated_sig != ""  # upgraded on the way
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")

@@ -231,7 +231,7 @@ class Bench:
         the inode of a file just deleted or gzipped (it often does, not always: so it is forced).
         That file was renamed by the last rotation; its lines move to a new inode under the same
         name (as gzip would move them), and its emptied inode replaces the log logrotate created."""
-        cursor = load_cursors(self.state)[str(self.log)]
+        cursor = load_cursors(self.state, node="test")[str(self.log)]
         (old,) = [p for p in self.logs.iterdir() if p.stat().st_ino == cursor.inode and p != self.log]
         copy = old.with_name(".copy")
         shutil.copy2(old, copy)
@@ -241,12 +241,12 @@ class Bench:
         os.kill(self.writer.pid, signal.SIGUSR1)
 
     def check(self) -> tuple[list[str], list[LogEvent]]:
-        reader = LogReader([self.log], cursors_before=load_cursors(self.state))
+        reader = LogReader([self.log], cursors_before=load_cursors(self.state, node="test"))
         seen: list[str] = []
         for lines in reader.chunks():
             seen += [line.split(b"GET /")[1].split(b" ")[0].decode() for line in lines]
         with self.state.transaction() as conn:
-            save_cursors(conn, reader.cursors(), now=NOW, run_id="check")
+            save_cursors(conn, reader.cursors(), node="test", now=NOW, run_id="check")
         self.counted += seen
         return seen, reader.events
 

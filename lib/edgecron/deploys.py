@@ -18,7 +18,12 @@ from .state import StateDB, iso
 
 
 def record_slots(conn: Any, slots: Mapping[int, list[Any]], *, now: datetime) -> None:
-    """Add this run's per-slot figures to `log_slots` (inside the caller's transaction)."""
+    """Add this run's per-slot figures to `log_slots` (inside the caller's transaction).
+
+    Fleet-wide: every node adds its own access log's figures to the same slots (the deploy is the
+    whole site's), so counts are added, never replaced; the histogram is read and merged inside
+    the write transaction, which serialises writers on both engines (db.Database.transaction).
+    """
     for start, (requests, errors, static, hist) in slots.items():
         if not start:
             continue

@@ -4,16 +4,20 @@ Every check gives a `Finding` (ok, breach or skipped) with a severity, the measu
 threshold it was judged against and a few examples, so the operator sees why without digging.
 This module judges the access-log figures and the log files; `health.py` judges the jobs and
 `deploys.py` the last deploy.
+
+Access logs are per node, so a finding about them names the node whose logs it judged (`node`);
+job health, the outbox and the deploy comparison are fleet-wide (`node` None).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import Field, asdict, dataclass, field, fields
+from dataclasses import Field, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from .accesslog import LogEvent
-from .config import KEYS
+from .config import KEYS, Settings
+from .db import is_postgres_url
 from .logformat import display
 from .logsummary import LogSummary
 
@@ -29,6 +33,7 @@ class Finding:
     value: Value = None
     threshold: Value = None
     examples: list[str] = field(default_factory=list)
+    node: str | None = None  # the node whose access logs this judges; None: fleet-wide
 
     @classmethod
     def judged(
@@ -74,6 +79,20 @@ class Finding:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def label(self, *, with_node: bool) -> str:
+        """The check's name, and the node it is about when nodes are named (`names_nodes`)."""
+        return f"{self.check} on {self.node}" if with_node and self.node else self.check
+
+
+def on_node(findings: Sequence[Finding], node: str) -> list[Finding]:
+    """The findings as judged on `node`'s own logs."""
+    return [replace(f, node=node) for f in findings]
+
+
+def names_nodes(settings: Settings) -> bool:
+    """Whether text output names nodes: NODE_NAME is set, or the state is shared (PostgreSQL)."""
+    return bool(settings.parsed.get("NODE_NAME")) or is_postgres_url(settings.state_db)
 
 
 def _setting(name: str) -> Any:

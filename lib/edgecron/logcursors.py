@@ -1,6 +1,10 @@
-"""Where each access log was read to (`Cursor`), kept in state.db's `log_cursors` table.
+"""Where each access log was read to (`Cursor`), kept in state.db's `log_cursors` table, per node.
 
-The rules that move a cursor across rotations are `accesslog.py`'s; this is what is saved.
+Access logs are per node: two nodes sharing one PostgreSQL state each have their own
+/var/log/nginx/access.log, so a cursor is keyed by (node, path). Rows saved before nodes were
+kept (node '') are this node's when it has none of its own for that path: the install that wrote
+them is the one upgrading; the first save claims them (`claim_unowned`). The rules that move a
+cursor across rotations are `accesslog.py`'s; this is what is saved.
 """
 
 from __future__ import annotations
@@ -9,7 +13,10 @@ from collections.abc import Iterable
 from dataclasses import astuple, dataclass
 from datetime import datetime
 
+from .db import Database
 from .state import StateDB, iso
+
+UNOWNED = ""  # the node of a cursor saved before cursors were kept per node
 
 
 @dataclass(frozen=True)
@@ -41,19 +48,53 @@ _CURSOR_COLUMNS = (
 )
 
 
-def load_cursors(state: StateDB) -> dict[str, Cursor]:
-    rows = state.execute(f"SELECT {_CURSOR_COLUMNS} FROM log_cursors").fetchall()
-    return {row["path"]: Cursor(*tuple(row)) for row in rows}
+def load_cursors(state: StateDB, *, node: str) -> dict[str, Cursor]:
+    """This node's cursors by path; for a path it has none of, the one saved before nodes were kept."""
+    rows = state.execute(
+        f"SELECT node, {_CURSOR_COLUMNS} FROM log_cursors WHERE node IN (?, ?) ORDER BY node = ?",
+        (node, UNOWNED, node),
+    ).fetchall()
+    # Unowned rows first, this node's after them: its own cursor wins where it has one.
+    return {row["path"]: Cursor(*tuple(row)[1:]) for row in rows}
 
 
-def save_cursors(conn: object, cursors: Iterable[Cursor], *, now: datetime, run_id: str | None) -> None:
+def save_cursors(conn: Database, cursors: Iterable[Cursor], *, node: str, now: datetime, run_id: str | None) -> None:
     """Inside the caller's transaction, after the results those lines produced."""
+    claim_unowned(conn, node=node)
     columns = _CURSOR_COLUMNS.split(", ")
     updates = ", ".join(f"{name}=excluded.{name}" for name in [*columns[1:], "updated_at", "run_id"])
-    marks = ", ".join("?" * (len(columns) + 2))
+    marks = ", ".join("?" * (len(columns) + 3))
     sql = (
-        f"INSERT INTO log_cursors({_CURSOR_COLUMNS}, updated_at, run_id) VALUES ({marks}) "
-        f"ON CONFLICT(path) DO UPDATE SET {updates}"
+        f"INSERT INTO log_cursors(node, {_CURSOR_COLUMNS}, updated_at, run_id) VALUES ({marks}) "
+        f"ON CONFLICT(node, path) DO UPDATE SET {updates}"
     )
     for c in cursors:
-        conn.execute(sql, (*astuple(c), iso(now), run_id))  # type: ignore[attr-defined]
+        conn.execute(sql, (node, *astuple(c), iso(now), run_id))
+
+
+def claim_unowned(conn: Database, *, node: str) -> int:
+    """Cursors saved before nodes were kept become `node`'s (where it has none for that path): the
+    install that saved them is the one now saving. Inside the caller's transaction; how many."""
+    claimed = conn.execute(
+        "UPDATE log_cursors SET node = ? WHERE node = ? AND path NOT IN (SELECT path FROM log_cursors WHERE node = ?)",
+        (node, UNOWNED, node),
+    ).rowcount
+    conn.execute("DELETE FROM log_cursors WHERE node = ?", (UNOWNED,))  # superseded by this node's own
+    return int(claimed or 0)
+
+
+@dataclass(frozen=True)
+class NodeLogs:
+    """When a node last saved its log positions, and how many logs it reads."""
+
+    node: str
+    logs: int
+    saved_at: str
+
+
+def logs_by_node(state: Database) -> list[NodeLogs]:
+    rows = state.execute(
+        "SELECT node, count(*), max(updated_at) FROM log_cursors WHERE node != ? GROUP BY node ORDER BY node",
+        (UNOWNED,),
+    ).fetchall()
+    return [NodeLogs(node=row[0], logs=int(row[1]), saved_at=row[2]) for row in rows]

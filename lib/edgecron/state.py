@@ -212,6 +212,37 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX runs_job_slot ON runs(job, slot)
         """,
     ),
+    (
+        # Access logs are per node: a cursor is keyed by (node, path). SQLite cannot change a primary
+        # key with ALTER, so the table is rebuilt; the rows already there get node '' and belong to the
+        # node that saves cursors first (logcursors.save_cursors), the one that wrote them.
+        "601_log_cursors_node",
+        """
+        CREATE TABLE log_cursors_by_node (
+            node TEXT NOT NULL DEFAULT '',
+            path TEXT NOT NULL,
+            dev INTEGER NOT NULL,
+            inode INTEGER NOT NULL,
+            "offset" INTEGER NOT NULL,
+            head_len INTEGER NOT NULL DEFAULT 0,
+            head_sha256 TEXT NOT NULL DEFAULT '',
+            lines INTEGER NOT NULL DEFAULT 0,
+            updated_at TEXT NOT NULL,
+            run_id TEXT,
+            anchor_len INTEGER NOT NULL DEFAULT 0,
+            anchor_sha256 TEXT NOT NULL DEFAULT '',
+            anchor_offset INTEGER NOT NULL DEFAULT 0,
+            rotated_sig TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (node, path)
+        );
+        INSERT INTO log_cursors_by_node(node, path, dev, inode, "offset", head_len, head_sha256, lines, updated_at,
+            run_id, anchor_len, anchor_sha256, anchor_offset, rotated_sig)
+            SELECT '', path, dev, inode, "offset", head_len, head_sha256, lines, updated_at, run_id, anchor_len,
+                anchor_sha256, anchor_offset, rotated_sig FROM log_cursors;
+        DROP TABLE log_cursors;
+        ALTER TABLE log_cursors_by_node RENAME TO log_cursors
+        """,
+    ),
 ]
 
 
