@@ -12,12 +12,15 @@ from typing import Any
 
 import _cli
 import typer
+from edgecron.db import is_postgres_url, safe_dsn
 from edgecron.errors import InputError, LockHeld
 from edgecron.findings import names_nodes
 from edgecron.lock import JobLock
 from edgecron.logformat import display
+from edgecron.migrate import every_lock_held, move_state
 from edgecron.retention import state_size
 from edgecron.schedule import (
+    JOBS,
     CronSyntaxError,
     find_job,
     load_schedule,
@@ -222,6 +225,83 @@ def next_runs(
         return
     for name, fires in times.items():
         _cli.out(f"{name}: " + (", ".join(fires) if fires else "off"))
+
+
+@app.command(
+    "migrate-state",
+    epilog=_cli.examples(
+        "jobs.py migrate-state --to postgresql://edgecron@db.internal/edgecron --dry-run   # table → rows",
+        'jobs.py migrate-state --to "$(cat /etc/edgecron/state-db.url)"',
+        "jobs.py migrate-state --to postgresql://… --json",
+    ),
+)
+def migrate_state(
+    to: str = typer.Option(..., "--to", help="PostgreSQL URL to move state.db into (postgresql://user:pw@host/db)."),
+    content_to: str = typer.Option(None, "--content-to", help="Where content.db goes [default: --to]."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show each table's rows; copy nothing."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Move STATE_DIR's SQLite state (state.db, and content.db if present) into PostgreSQL.
+
+    Creates the schema there, copies every table in one transaction per store and moves the id
+    sequences past the copied rows. Refused when a target table already holds rows (named) or while
+    any job holds its lock: it holds every job's lock itself meanwhile. The SQLite files stay as they
+    are (the way back); it prints the .env lines to set (STATE_DB, CONTENT_DB), password hidden.
+    """
+    cfg = _cli.settings()
+    with _cli.user_errors():
+        state_url, content_url = _postgres_url(to, "--to"), _postgres_url(content_to or to, "--content-to")
+        source = _sqlite_file(cfg.state_db, key="STATE_DB")
+        if source is None:
+            raise InputError("no state database to move", got=str(cfg.state_db), expected="STATE_DIR/state.db")
+        content = _sqlite_file(cfg.content_db, key="CONTENT_DB") if isinstance(cfg.content_db, Path) else None
+        with every_lock_held(cfg.lock_dir, [*(spec.name for spec in JOBS), "scheduler"], now=_cli.utcnow()):
+            moved, content_note = move_state(
+                state=source,
+                state_url=state_url,
+                content=content,
+                content_url=content_url,
+                node=cfg.node_name,
+                dry_run=dry_run,
+            )
+    env = {"STATE_DB": safe_dsn(state_url), "CONTENT_DB": safe_dsn(content_url) if content_note is None else None}
+    if json_out:
+        _cli.print_json(
+            {
+                "dry_run": dry_run,
+                "stores": [{**vars(m), "rows": m.rows} for m in moved],
+                "content_note": content_note,
+                "env": env,
+            }
+        )
+        return
+    for m in moved:
+        _cli.out(f"{m.store}: {m.source} → {m.target}")
+        _cli.out(_cli.table([(t, str(n)) for t, n in m.tables.items()], ["table", "rows"]))
+        verb = "to copy (--dry-run: nothing copied)" if dry_run else "copied in one transaction"
+        _cli.out(f"{m.rows} rows in {len(m.tables)} tables {verb}\n")
+    if content_note:
+        _cli.out(content_note)
+    if dry_run:
+        return
+    _cli.out("The SQLite files are left as they were (the way back). Set in .env (password hidden: put the")
+    _cli.out("full URL in a file named by STATE_DB_FILE / CONTENT_DB_FILE, mode 600), then run the jobs as before:")
+    for key, value in env.items():
+        if value is not None:
+            _cli.out(f"  {key}={value}")
+
+
+def _sqlite_file(location: Path | str, *, key: str) -> Path | None:
+    """The SQLite file of a store (None when an optional one does not exist)."""
+    if isinstance(location, str):
+        raise InputError(f"{key} is already PostgreSQL", got=safe_dsn(location), expected="a SQLite state to move")
+    return location if location.exists() else None
+
+
+def _postgres_url(value: str, option: str) -> str:
+    if not is_postgres_url(value):
+        raise InputError(f"{option} is not a PostgreSQL URL", got=safe_dsn(value), expected="postgresql://user@host/db")
+    return value.strip()
 
 
 def _local(stamp: str | None, tz: tzinfo) -> str:
