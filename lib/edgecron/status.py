@@ -119,7 +119,7 @@ def node_status(state: Database) -> list[NodeStatus]:
     by = "coalesce(node, host)" if "node" in columns else "host"
     newest = state.execute(
         "SELECT * FROM runs WHERE id IN"
-        f" (SELECT max(id) FROM runs WHERE job = ? AND status != 'skipped' GROUP BY {by})",
+        f" (SELECT max(id) FROM runs WHERE job = ? AND status NOT IN ('skipped', 'done-elsewhere') GROUP BY {by})",
         (LOG_CHECK_JOB,),
     ).fetchall()
     runs = {run_node(row) or "?": row for row in newest}
