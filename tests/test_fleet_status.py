@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 from conftest import RunScript
 from edgecron.accesslog import LogReader
+from edgecron.config import load_settings
 from edgecron.db import Database
+from edgecron.errors import InputError
 from edgecron.logcursors import UNOWNED
-from edgecron.runs import finish_run, start_run
+from edgecron.runner import JobRun
 from edgecron.state import MIGRATIONS, iso, open_state
 from edgecron.status import run_node
 
@@ -123,7 +125,7 @@ def test_two_nodes_add_up_in_the_same_slots(run_cli: RunScript, logs: tuple[Log,
 
 @pytest.mark.both_backends
 def test_log_findings_name_their_node_and_job_health_is_fleet_wide(
-    run_cli: RunScript, logs: tuple[Log, Log], env_file: Path, state_backend: str, state_db: Path | str
+    run_cli: RunScript, logs: tuple[Log, Log], env_file: Path, state_backend: str
 ) -> None:
     log = logs[1]
     log.write(80)
@@ -134,10 +136,9 @@ def test_log_findings_name_their_node_and_job_health_is_fleet_wide(
     with env_file.open("a") as fh:
         fh.write(f"ACCESS_LOGS={log.path}\n")
     log.write(20, status=503)
-    now = datetime.now(UTC)
-    with open_state(state_db) as state:  # a warm run that failed on some node
-        start_run(state, run_id="w1", job="warm", started=now, trigger="cron", command="warm_cache.py")
-        finish_run(state, run_id="w1", finished=now, status="failed", exit_code=75, duration_s=1, counts={}, error="x")
+    cfg = load_settings(env_file=env_file)
+    with pytest.raises(InputError), JobRun(settings=cfg, job="warm", trigger="cron"):  # a scheduled warm failed
+        raise InputError("the sitemap is not XML")
     doc = json.loads(run_cli("check_logs.py", "--json").stdout)
     by_check = {f["check"]: f for f in doc["findings"]}
     assert by_check["5xx_rate"]["node"] == socket.gethostname()  # NODE_NAME's default
@@ -191,15 +192,15 @@ def test_status_of_one_node_reads_as_before(run_cli: RunScript, logs: tuple[Log,
 
 
 @pytest.mark.both_backends
-def test_a_runs_node_is_its_node_column_else_its_host(state_db: Path | str) -> None:
-    now = datetime.now(UTC)
+def test_a_runs_node_is_its_node_column_else_its_host(env_file: Path, state_db: Path | str) -> None:
+    with JobRun(settings=load_settings(env_file=env_file), job="warm"):
+        pass
     with open_state(state_db) as state:
-        start_run(state, run_id="r1", job="warm", started=now, trigger="cron", command="warm_cache.py")
-        finish_run(state, run_id="r1", finished=now, status="ok", exit_code=0, duration_s=1.0, counts={}, error=None)
         assert run_node(state.execute("SELECT * FROM runs").fetchone()) == socket.gethostname()
         if "node" not in {d[0] for d in state.execute("SELECT * FROM runs LIMIT 0").description}:
             state.execute("ALTER TABLE runs ADD COLUMN node TEXT")  # as migration 502 adds it
-        assert run_node(state.execute("SELECT * FROM runs").fetchone()) == socket.gethostname()  # NULL: the host
+        state.execute("UPDATE runs SET node = NULL, host = 'old-host'")  # a run recorded before nodes were
+        assert run_node(state.execute("SELECT * FROM runs").fetchone()) == "old-host"
         state.execute("UPDATE runs SET node = 'web3'")
         assert run_node(state.execute("SELECT * FROM runs").fetchone()) == "web3"
 
