@@ -97,6 +97,26 @@ def test_each_node_keeps_its_own_position_for_the_same_path(run_cli: RunScript, 
     assert check(run_cli, "web1", log)["summary"]["lines"] == 2
 
 
+@pytest.mark.both_backends
+def test_every_node_checks_its_own_logs_in_the_same_scheduled_slot(
+    run_cli: RunScript, logs: tuple[Log, Log], workdir: Path
+) -> None:
+    """check-logs is per node: cron fires it on every node at the same time and each reads its own log
+    (never "done elsewhere": another node's check says nothing about this node's log)."""
+    for log, count in zip(logs, (30, 20), strict=True):
+        log.write(count)
+    for node, log in (("web1", logs[0]), ("web2", logs[1])):
+        env = {
+            "NODE_NAME": node,
+            "ACCESS_LOGS": str(log.path),
+            "LOCK_DIR": str(workdir / node),
+            "EDGECRON_TRIGGER": "cron",
+        }
+        result = run_cli("check_logs.py", "--json", env=env)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["summary"]["lines"] == log.written
+
+
 # --- log slots: fleet-wide sums -------------------------------------------------------------------------
 
 
