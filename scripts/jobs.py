@@ -247,6 +247,8 @@ def migrate_state(
     sequences past the copied rows. Refused when a target table already holds rows (named) or while
     any job holds its lock: it holds every job's lock itself meanwhile. The SQLite files stay as they
     are (the way back); it prints the .env lines to set (STATE_DB, CONTENT_DB), password hidden.
+    --json: dry_run, stores (store, source, target, tables: table → rows, rows, not_copied),
+    content_note (why content.db stays, or null) and env (the .env values; null: leave unset).
     """
     cfg = _cli.settings()
     with _cli.user_errors():
