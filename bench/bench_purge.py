@@ -32,7 +32,7 @@ TOKEN = "bench-token"
 def measure(n: int = 10_000, batch: int = 30, plan: str = "free") -> dict[str, float]:
     urls = [f"https://www.example.com/post/{i}" for i in range(n)]
     now = datetime.now(UTC)
-    with tempfile.TemporaryDirectory() as tmp, open_state(Path(tmp)) as state:
+    with tempfile.TemporaryDirectory() as tmp, open_state(Path(tmp) / "state.db") as state:
         outbox = PurgeOutbox(state)
         outbox.enqueue("url", urls, source="bench", now=now)
         with CloudflareEmulator(token=TOKEN, zone=ZONE, plan=plan) as api:
