@@ -77,7 +77,9 @@ def per_five_minutes(plan: str) -> list[str]:
         f"(bucket {limits.url_rate:,.0f}/s) = {url_rate * 300:,.0f} URLs, {url_rate / 30 * 300:,.0f} calls per 5 min"
     )
     if plan == "free":  # 5 calls a minute: 25 calls of burst, then 25 more per 5 minutes; measuring takes minutes
-        lines.append("free: tag/host/prefix purge: 25 calls of burst + 25 per 5 min (5/min, from the bucket; not timed)")
+        lines.append(
+            "free: tag/host/prefix purge: 25 calls of burst + 25 per 5 min (5/min, from the bucket; not timed)"
+        )
         return lines
     calls = int(limits.selector_burst + limits.selector_rate * PLAN_SECONDS)
     tag = measure(n=calls * 30, batch=30, plan=plan, kind="tag")
