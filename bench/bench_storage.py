@@ -14,6 +14,7 @@ checkout's bench/, it measures that checkout's library (the before/after of the 
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "lib"), str(ROOT)]
 
+from edgecron import runs  # noqa: E402
 from edgecron.content import ContentStore  # noqa: E402
 from edgecron.errors import StateError  # noqa: E402
 from edgecron.feed import Validator  # noqa: E402
@@ -45,6 +47,7 @@ N_RUNS = 1_000
 N_CURSOR_SAVES = 1_000
 N_ITEMS = 10_000
 HOST = "www.example.com"
+NODE = "bench-node"
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
@@ -89,11 +92,20 @@ def outbox_figures(state: StateDB) -> list[Figure]:
     ]
 
 
+def start_scheduled_run(state: StateDB, run_id: str) -> None:
+    """runs.start_run for a cron run; an older checkout (before/after) takes trigger and command alone."""
+    if hasattr(runs, "RunOrigin"):
+        origin = runs.RunOrigin(trigger="cron", node=NODE, slot=NOW.isoformat(), command="warm_cache.py")
+        start_run(state, run_id=run_id, job="warm", started=NOW, origin=origin)
+    else:
+        start_run(state, run_id=run_id, job="warm", started=NOW, trigger="cron", command="warm_cache.py")  # type: ignore[call-arg]
+
+
 def runs_figure(state: StateDB) -> Figure:
     def start_and_finish() -> None:
         for i in range(N_RUNS):
             run_id = f"bench-{i}"
-            start_run(state, run_id=run_id, job="warm", started=NOW, trigger="cron", command="warm_cache.py")
+            start_scheduled_run(state, run_id)
             finish_run(
                 state, run_id=run_id, finished=NOW, status="ok", exit_code=0, duration_s=1.0, counts={}, error=None
             )
@@ -113,11 +125,14 @@ def warm_figure(state: StateDB) -> Figure:
 
 
 def cursor_figure(state: StateDB) -> Figure:
+    # Cursors are kept per node since 601_log_cursors_node; an older checkout's save_cursors has no node.
+    per_node = {"node": NODE} if "node" in inspect.signature(save_cursors).parameters else {}
+
     def save() -> None:
         for i in range(N_CURSOR_SAVES):
             cursor = Cursor(path=f"/var/log/nginx/access{i % 4}.log", dev=2049, inode=1000 + i % 4, offset=i * 4096)
             with state.transaction() as conn:
-                save_cursors(conn, [cursor], now=NOW, run_id=f"bench-{i}")
+                save_cursors(conn, [cursor], now=NOW, run_id=f"bench-{i}", **per_node)
 
     return Figure(f"log cursor saves ({N_CURSOR_SAVES:,}, one transaction each)", "save/s", N_CURSOR_SAVES, timed(save))
 
