@@ -44,11 +44,12 @@ from demo.run_demo import DEMO_TOKEN, DEMO_ZONE, Demo  # noqa: E402
 
 PYTHON = sys.executable
 NODES = ("node-a", "node-b")
-SLOTS = 3  # consecutive 5-minute slots, the purge job's default schedule (*/5)
-# (job, script and arguments as the crontab runs them): a warm and an outbox send per slot.
-JOBS = (("warm", ("warm_cache.py",)), ("purge", ("purge_cache.py", "outbox", "--retry")))
-# Run slots (EDGECRON_SLOT, done-elsewhere) are in this checkout; without them both nodes run every slot.
-SLOTS_KNOWN = hasattr(runs, "SLOT_ENV")
+SLOTS = 3  # consecutive 5-minute slots: every job below is scheduled */5 on both nodes
+# (job, script and arguments exactly as the crontab runs them: only that command has a slot).
+JOBS = (
+    ("warm", ("warm_cache.py",)),
+    ("purge", ("purge_cache.py", "outbox", "--retry")),
+)
 MAX_OFFSET_S = 0.3  # how far apart the two nodes start the same slot
 URLS_PER_SLOT = 5  # purges a deploy queues before each slot
 
@@ -62,7 +63,7 @@ class Node:
         """A scheduled run's environment for `slot` (as `jobs.py schedule` sets it), or a person's (None)."""
         env = {"EDGECRON_ENV_FILE": str(self.env_file), "PATH": "/usr/bin:/bin", "HOME": str(self.env_file.parent)}
         if slot is not None:
-            env |= {"EDGECRON_TRIGGER": "scheduler"} | ({"EDGECRON_SLOT": slot} if SLOTS_KNOWN else {})
+            env |= {runs.TRIGGER_ENV: "scheduler", runs.SLOT_ENV: slot}
         return env
 
 
@@ -85,10 +86,12 @@ def slots(now: datetime, count: int) -> list[str]:
 
 def write_node(workdir: Path, name: str, *, state_db: str, common: dict[str, str]) -> Node:
     home = workdir / name
-    (home / "state").mkdir(parents=True)
+    (home / "state").mkdir(parents=True, exist_ok=True)
     env_file = home / ".env"
     env_file.touch(mode=0o600)  # it holds the (demo) token and the database URL: private
-    lines = {**common, "NODE_NAME": name, "STATE_DIR": str(home / "state"), "LOCK_DIR": str(home / "locks")}
+    lines = {**common, "NODE_NAME": name, "STATE_DIR": str(home / "state"), "LOCK_DIR": str(home / "locks"),
+             "ACCESS_LOGS": str(home / "access.log"), "LOG_FORMAT": "edgecron"}  # fmt: skip
+    (home / "access.log").touch()
     lines["STATE_DB"] = state_db
     env_file.write_text("".join(f"{key}={value}\n" for key, value in lines.items()))
     return Node(name=name, env_file=env_file)
@@ -172,12 +175,14 @@ def run_fleet(workdir: Path, state_db: str, rng: random.Random) -> bool:
     demo = Demo(workdir)
     try:
         site_env = {"PATH": "/usr/bin:/bin", "EDGECRON_DEMO_CONTENT_DB": str(workdir / "site-content.db")}
-        site = demo.start("site", "demo/site.py", "--port", "0", "--access-log", str(workdir / "access.log"),
+        (workdir / NODES[0] / "state").mkdir(parents=True)  # the demo site is node-a's origin: its log is node-a's
+        site = demo.start("site", "demo/site.py", "--port", "0", "--access-log", str(workdir / NODES[0] / "access.log"),
                           env=site_env)  # fmt: skip
         api = demo.start("cloudflare-api", "demo/cloudflare_api.py", "--port", "0", "--token", DEMO_TOKEN,
                          "--zone", DEMO_ZONE, "--plan", "free", "--site-purge-url", site + "/__edgecron/purge")  # fmt: skip
         common = {"SITE_URL": site, "CF_API_URL": api + "/client/v4", "CF_API_TOKEN": DEMO_TOKEN,
-                  "CF_ZONE_ID": DEMO_ZONE, "CF_PLAN": "free", "WARM_RATE": "0"}  # fmt: skip
+                  "CF_ZONE_ID": DEMO_ZONE, "CF_PLAN": "free", "WARM_RATE": "0",
+                  "SCHEDULE_WARM": "*/5 * * * *"}  # fmt: skip
         nodes = [write_node(workdir, name, state_db=state_db, common=common) for name in NODES]
         print(f"demo site {site}, Cloudflare emulator {api}")
         print(f"nodes: {', '.join(NODES)}, each with its own STATE_DIR and LOCK_DIR under {workdir}")
@@ -190,7 +195,10 @@ def run_fleet(workdir: Path, state_db: str, rng: random.Random) -> bool:
                 urls = [f"{site}/blog/post-{len(queued) + i + 1}" for i in range(URLS_PER_SLOT)]
                 PurgeOutbox(state).enqueue("url", urls, source="deploy", now=datetime.now(UTC))
                 queued += urls
-                print(f"slot {slot}: a deploy queued {len(urls)} purges; both nodes fire warm, then purge", flush=True)
+                print(
+                    f"slot {slot}: a deploy queued {len(urls)} purges; both nodes fire warm, then purge",
+                    flush=True,
+                )
                 for job, script in JOBS:
                     mark = last_run_id(state)
                     fired = fire(nodes, script, slot, rng)
@@ -233,7 +241,7 @@ def main() -> int:
             return 130
     print(f"\ndemo-fleet finished in {time.monotonic() - started:.1f} s; cluster, servers and nodes stopped.")
     if not ok:
-        print("demo-fleet: some slot did not run exactly once (see above)", file=sys.stderr)
+        print("demo-fleet: some job did not run as it must in some slot (see above)", file=sys.stderr)
         return 1
     print("Every job ran exactly once per slot across the two nodes.")
     return 0
