@@ -7,6 +7,8 @@ real code (outbox, runs, warm results, log cursors, import), so every write tran
 pays in production: `BEGIN IMMEDIATE` on SQLite, a transaction plus the store's advisory lock on PostgreSQL.
 Neither side syncs to disk on each commit (SQLite's synchronous=NORMAL in WAL mode; the cluster runs
 with fsync off), so the ratio is the engines' and the round trips', not the disk's.
+Each engine runs the whole set 3 times, alternating, each time on a fresh database, and each
+operation's fastest run is printed: one run on a shared 2-CPU machine swings by a factor of two.
 
 `python bench/bench_storage.py --sqlite-only` times the SQLite half alone: copied into an older
 checkout's bench/, it measures that checkout's library (the before/after of the storage layer).
@@ -20,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,6 +51,7 @@ N_ITEMS = 10_000
 HOST = "www.example.com"
 NODE = "bench-node"
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+REPEATS = 3
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,11 @@ def compare(sqlite: list[Figure], postgres: list[Figure] | None) -> list[str]:
     return lines
 
 
+def fastest(runs: list[list[Figure]]) -> list[Figure]:
+    """Per operation, the fastest of the repeated runs: what the code can do when the machine lets it."""
+    return [min(same, key=lambda figure: figure.seconds) for same in zip(*runs, strict=True)]
+
+
 def main(*, sqlite_only: bool = False) -> list[str]:
     report: list[str] = []
 
@@ -206,23 +214,30 @@ def main(*, sqlite_only: bool = False) -> list[str]:
         report.append(line)
         print(line, flush=True)
 
-    with tempfile.TemporaryDirectory(prefix="edgecron-bench-storage-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="edgecron-bench-storage-") as tmp, ExitStack() as stack:
         base = Path(tmp)
         feed = base / "feed.jsonl"
         write_feed(feed)
-        sqlite, sqlite_missing = measure(base / "state" / "state.db", base / "state" / "content.db", feed)
-        postgres: list[Figure] | None = None
+        new_database = None
         if sqlite_only:
             say("PostgreSQL half not measured (--sqlite-only)")
         else:
-            with postgres_databases(say) as new_database:
-                if new_database is not None:
-                    postgres, pg_missing = measure(new_database(), new_database(), feed)
-                    if pg_missing:
-                        say(f"content import on PostgreSQL not measured: {pg_missing} (helper `content`)")
-        if sqlite_missing:
-            say(f"content import on SQLite not measured: {sqlite_missing}")
-        for line in compare(sqlite, postgres):
+            new_database = stack.enter_context(postgres_databases(say))
+        sqlite_runs: list[list[Figure]] = []
+        postgres_runs: list[list[Figure]] = []
+        missing: dict[str, str | None] = {}
+        for repeat in range(REPEATS):  # alternating, so both engines meet the same load on a shared machine
+            state_dir = base / f"state-{repeat}"
+            figures, missing["SQLite"] = measure(state_dir / "state.db", state_dir / "content.db", feed)
+            sqlite_runs.append(figures)
+            if new_database is not None:
+                figures, missing["PostgreSQL"] = measure(new_database(), new_database(), feed)
+                postgres_runs.append(figures)
+        say(f"fastest of {REPEATS} alternating runs per engine, each on a fresh database")
+        for engine, why in missing.items():
+            if why:
+                say(f"content import on {engine} not measured: {why}")
+        for line in compare(fastest(sqlite_runs), fastest(postgres_runs) if postgres_runs else None):
             say(line)
     return report
 
