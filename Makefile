@@ -6,10 +6,11 @@ PY := $(BIN)/python
 ARGS ?=
 TESTS ?=
 
-.PHONY: help venv dev lock test test-fast coverage lint fmt docs bench demo demo-serve crontab warm purge import checklogs status rules clean
+.PHONY: help venv dev lock test test-fast coverage lint fmt docs bench demo demo-fleet demo-serve crontab warm purge import checklogs status rules clean
 
 help:
 	@echo "make demo      run the jobs against the embedded demo site (no credentials)"
+	@echo "make demo-fleet  two nodes sharing one throwaway PostgreSQL: each job runs once per slot"
 	@echo "make venv      the production install: .venv with the pinned runtime dependencies only"
 	@echo "make dev       add the pinned dev tools (pytest, ruff, mypy) to .venv"
 	@echo "make test      make dev, then run every test on $(WORKERS) workers, measuring coverage (CI runs this)"
@@ -17,7 +18,7 @@ help:
 	@echo "make coverage  make test, then the coverage of each file of lib/ and scripts/"
 	@echo "make lint      ruff check, ruff format --check, mypy"
 	@echo "make fmt       apply ruff fixes and formatting"
-	@echo "make bench     measure speed against peers and physical limits"
+	@echo "make bench     measure speed against peers and physical limits (ARGS=storage: SQLite vs PostgreSQL)"
 	@echo "make lock      re-resolve pyproject.toml into the hashed lock files (needs network)"
 	@echo "make warm ARGS='--dry-run'   run scripts/warm_cache.py with .env"
 
@@ -96,6 +97,10 @@ bench: venv
 
 demo: venv
 	$(PY) demo/run_demo.py $(ARGS)
+
+# Two nodes (NODE_NAME, STATE_DIR, LOCK_DIR each) sharing a throwaway PostgreSQL STATE_DB; needs the server binaries.
+demo-fleet: venv
+	$(PY) demo/fleet.py
 
 # The demo site and Cloudflare emulator kept running (writes .env.demo), to try the crontab and scheduler.
 demo-serve: venv

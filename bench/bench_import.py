@@ -50,7 +50,7 @@ def timed_import(
     store: ContentStore, feed: Path, state_dir: Path, *, run_id: str, **options: object
 ) -> tuple[float, dict, int]:
     now = datetime.now(UTC)
-    with open_state(state_dir) as state:
+    with open_state(state_dir / "state.db") as state:
         outbox = PurgeOutbox(state)
         importer = Importer(
             store=store,

@@ -36,7 +36,7 @@ def start_origin(*args: str) -> tuple[subprocess.Popen[str], str]:
 def time_edgecron(urls: list[str], concurrency: int, state_dir: Path) -> float:
     from datetime import UTC, datetime
 
-    state = open_state(state_dir)
+    state = open_state(state_dir / "state.db")
     store = WarmResultStore(state, run_id=f"bench-{concurrency}", now=lambda: datetime.now(UTC))
     options = WarmOptions(concurrency=concurrency, rate=0, timeout=30, allowed_hosts=("127.0.0.1",))
     started = time.perf_counter()

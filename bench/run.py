@@ -1,6 +1,6 @@
 """`make bench`: every benchmark section, measured in one run, printed as ratios.
 
-Run one section with `make bench ARGS=warm` (sections: warm, purge, import, logs, sources).
+Run one section with `make bench ARGS=warm` (sections: warm, purge, import, logs, sources, storage).
 Figures are never pass/fail tests; they are for the closing notes and for spotting regressions.
 """
 
@@ -20,6 +20,7 @@ SECTIONS = {
     "import": "bench_import",
     "logs": "bench_logs",
     "sources": "bench_sources",
+    "storage": "bench_storage",
 }
 
 

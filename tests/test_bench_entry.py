@@ -15,7 +15,7 @@ def test_unknown_bench_section_is_a_usage_error() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "Error: unknown bench section 'nosuch': expected one of warm, purge, import, logs, sources."
+        "Error: unknown bench section 'nosuch': expected one of warm, purge, import, logs, sources, storage."
     )
 
 

@@ -57,6 +57,7 @@ NOT_RUN = {
 MAKE_NOT_RUN = {
     "demo": "runs the whole demo (tests/test_demo.py runs it)",
     "demo-serve": "keeps servers running until Ctrl-C (tests/test_demo_serve.py runs it)",
+    "demo-fleet": "starts PostgreSQL and two nodes (tests/test_demo_fleet.py runs it)",
     "test": "is this test suite",
     "test-fast": "is part of this test suite",
     "coverage": "is this test suite, measured",
