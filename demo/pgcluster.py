@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ MISSING_REASON = "PostgreSQL server binaries not found (install Debian's postgre
 DB_ROLE = "edgecron"  # the superuser initdb creates; trust auth: the cluster lives only for the tests
 START_SECONDS = 30
 START_ATTEMPTS = 3
+STOP_SECONDS = 10
 # Durability off: the cluster is thrown away, and fsyncs would be most of its start time.
 SERVER_OPTIONS = "-F -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
 
@@ -168,7 +170,11 @@ class PgCluster:
             return
         with contextlib.suppress(RuntimeError):
             self._run(self.bin_dir / "pg_ctl", "stop", "-D", self.data_dir, "-m", "immediate", "-w")
-        if self.server_pid() is not None:
+        # The postmaster removes its pid file a moment before it exits: wait for the process itself.
+        deadline = time.monotonic() + STOP_SECONDS
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
@@ -193,6 +199,15 @@ class PgCluster:
         if result.returncode != 0:
             raise RuntimeError(f"psql failed ({result.returncode}) on {sql!r}: {result.stderr.strip()}")
         return result.stdout
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @contextlib.contextmanager

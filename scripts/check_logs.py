@@ -90,7 +90,13 @@ def check(
         findings = on_node(findings, cfg.node_name)  # this node's logs; what follows is fleet-wide
         if jobs and state is not None:
             findings += job_findings(
-                state, lock_dir=cfg.lock_dir, now=run.now(), limits=limits, max_ages=ages, exclude_run=run.run_id
+                state,
+                lock_dir=cfg.lock_dir,
+                now=run.now(),
+                limits=limits,
+                max_ages=ages,
+                exclude_run=run.run_id,
+                node=cfg.node_name,
             )
         findings += deploy_findings(state, summary.slots, now=run.now(), limits=limits)
         if run.state is not None and not run.stop.is_set():

@@ -264,3 +264,29 @@ def old_state(path: Path, *, cursor_after: Log) -> None:
     )
     db.close()
     assert UNOWNED == ""  # what 601 gives the rows it keeps
+
+
+@pytest.mark.both_backends
+def test_a_check_logs_run_on_another_node_is_neither_abandoned_nor_dead(env_file: Path, state_db: Path | str) -> None:
+    """check-logs' lock is per node: node B starting its check must not mark node A's live check
+    abandoned, and B's status must not call it dead (B cannot see A's flock). Fails on the fleet-wide
+    UPDATE (ops found it with demo-fleet: `job_died:check-logs`)."""
+    from edgecron.health import read_job
+    from edgecron.runs import RunOrigin, start_run
+
+    now = datetime(2026, 12, 2, 0, 0, tzinfo=UTC)
+    settings = load_settings(env_file=env_file)
+    with open_state(state_db) as state:
+        start_run(state, run_id="a1", job="check-logs", started=now, origin=RunOrigin("cron", "web1", None, "c"))
+        start_run(state, run_id="b1", job="check-logs", started=now, origin=RunOrigin("cron", "web2", None, "c"))
+        statuses = dict(state.execute("SELECT run_id, status FROM runs").fetchall())
+        assert statuses == {"a1": "running", "b1": "running"}
+        health = read_job(state, "check-logs", lock_dir=settings.lock_dir, exclude_run="b1", node="web2")
+        assert health.newest is not None and health.newest["run_id"] == "a1"
+        assert not health.died
+        # On web1 itself, with nobody holding web1's lock, the same row is a run that died.
+        assert read_job(state, "check-logs", lock_dir=settings.lock_dir, exclude_run="b1", node="web1").died
+        # A later run on web2 marks only web2's own dead row.
+        start_run(state, run_id="b2", job="check-logs", started=now, origin=RunOrigin("cron", "web2", None, "c"))
+        statuses = dict(state.execute("SELECT run_id, status FROM runs").fetchall())
+    assert statuses == {"a1": "running", "b1": "abandoned", "b2": "running"}

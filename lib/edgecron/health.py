@@ -24,7 +24,7 @@ from .db import DbRow
 from .findings import Finding, Thresholds
 from .lock import LockHolder, current_holder
 from .outbox import OutboxItem, PurgeOutbox
-from .runs import last_completed_at, last_run
+from .runs import PER_NODE_JOBS, last_completed_at, last_run
 from .schedule import JOBS, Cron, Scheduled, longest_gap
 from .state import StateDB
 
@@ -41,14 +41,16 @@ class JobHealth:
     last_ok: str | None  # when the newest completed run (ok or problems) finished, any trigger
     last_scheduled_ok: str | None  # the same among scheduled runs
     holder: LockHolder | None
+    node: str | None = None  # the asking node: a PER_NODE_JOBS lock is visible on its own node only
 
     @property
     def died(self) -> bool:
         """The newest run never recorded its end (abandoned, or running with nobody holding the lock)."""
         newest = self.newest
-        return newest is not None and (
-            newest["status"] == "abandoned" or (newest["status"] == "running" and self.holder is None)
-        )
+        if newest is None or newest["status"] == "abandoned":
+            return newest is not None
+        lock_visible = self.job not in PER_NODE_JOBS or newest["node"] in (None, self.node)
+        return newest["status"] == "running" and self.holder is None and lock_visible
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,11 @@ class OutboxHealth:
         return sorted((i for i in self.failing if i.attempts >= max_attempts), key=lambda i: -i.attempts)
 
 
-def read_job(state: StateDB, job: str, *, lock_dir: Path, exclude_run: str | None = None) -> JobHealth:
-    """`exclude_run`: the asking run itself (check-logs judging its own job), never its own verdict."""
+def read_job(
+    state: StateDB, job: str, *, lock_dir: Path, exclude_run: str | None = None, node: str | None = None
+) -> JobHealth:
+    """`exclude_run`: the asking run itself (check-logs judging its own job), never its own verdict;
+    `node`: the asking node (NODE_NAME)."""
     return JobHealth(
         job=job,
         newest=last_run(state, job, exclude_run=exclude_run),
@@ -70,6 +75,7 @@ def read_job(state: StateDB, job: str, *, lock_dir: Path, exclude_run: str | Non
         last_ok=last_completed_at(state, job),
         last_scheduled_ok=last_completed_at(state, job, scheduled_only=True),
         holder=current_holder(lock_dir, job, state=state),
+        node=node,
     )
 
 
@@ -162,11 +168,12 @@ def job_findings(
     limits: Thresholds,
     max_ages: Mapping[str, timedelta],
     exclude_run: str | None = None,
+    node: str | None = None,
 ) -> list[Finding]:
     """Every job's breaches, then the outbox finding (ok or breach): what `check_logs.py` reports."""
     findings: list[Finding] = []
     for job in (spec.name for spec in JOBS):
-        health = read_job(state, job, lock_dir=lock_dir, exclude_run=exclude_run)
+        health = read_job(state, job, lock_dir=lock_dir, exclude_run=exclude_run, node=node)
         findings += job_breaches(health, now=now, max_age=max_ages.get(job), limits=limits)
     findings.append(outbox_finding(read_outbox(state), limits))
     return findings

@@ -59,12 +59,15 @@ def start_run(state: StateDB, *, run_id: str, job: str, started: datetime, origi
     """Record a run as running; a 'running' row of this job left by a run that died is marked first.
 
     The caller holds the job's lock, so any other 'running' row of this job belongs to a run that
-    ended (kill -9, power loss) before it could record its end.
+    ended (kill -9, power loss) before it could record its end. A PER_NODE_JOBS lock is this node's
+    only: another node's run of it may be alive, so only this node's rows (or rows from before nodes
+    were recorded) are marked.
     """
+    own, params = ("", ()) if job not in PER_NODE_JOBS else (" AND (node = ? OR node IS NULL)", (origin.node,))
     with state.transaction():
         state.execute(
-            "UPDATE runs SET status='abandoned', error=? WHERE job=? AND status='running'",
-            ("the process ended without recording a result (killed?)", job),
+            "UPDATE runs SET status='abandoned', error=? WHERE job=? AND status='running'" + own,
+            ("the process ended without recording a result (killed?)", job, *params),
         )
         state.execute(
             "INSERT INTO runs(run_id, job, started_at, host, pid, command, trigger, node, slot)"

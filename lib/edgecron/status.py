@@ -73,7 +73,7 @@ def collect_status(
     ages = max_ages(schedule, now=now, tz=tz)
     jobs = []
     for item in schedule:
-        health = read_job(state, item.name, lock_dir=settings.lock_dir)
+        health = read_job(state, item.name, lock_dir=settings.lock_dir, node=settings.node_name)
         last, holder = health.newest, health.holder
         breaches = job_breaches(health, now=now, max_age=ages.get(item.name), limits=limits)
         jobs.append(
