@@ -94,7 +94,7 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print one JSON d
     _cli.out(f"times in {tz.key} (SCHEDULE_TIMEZONE)")
     _cli.out(_cli.table(rows, headers))
     if fleet:
-        _cli.out("\nlog checks per node:")
+        _cli.out("\nlog checks per node:" + ("" if nodes else " none recorded yet"))
         for n in nodes:
             check = (
                 f"last check {_local(n.last_check_started, tz)}, {n.last_check_status}"
@@ -108,10 +108,14 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print one JSON d
             )
             _cli.out(f"  {n.node}: {check}; {saved}")
     _cli.out(f"\npurge outbox: {outbox.pending} pending, {outbox.failing} failing")
-    _cli.out(
-        f"state on disk: {_mib(size.total)} (state.db {_mib(size.state_db)}, content.db {_mib(size.content_db)},"
-        f" logs {_mib(size.logs)})"
+    stores = ", ".join(
+        f"{name} {_mib(bytes_)}" if isinstance(where, Path) else f"{name.split('.')[0]} in PostgreSQL"
+        for name, where, bytes_ in (
+            ("state.db", cfg.state_db, size.state_db),
+            ("content.db", cfg.content_db, size.content_db),
+        )
     )
+    _cli.out(f"state on disk: {_mib(size.total)} ({stores}, logs {_mib(size.logs)})")
     for item in outbox.failing_items:
         _cli.out(f"  #{item['id']} {item['kind']} {item['value']}: {item['attempts']} attempts, {item['last_error']}")
     for j in jobs:

@@ -201,6 +201,11 @@ def test_status_shows_the_node_of_each_jobs_last_run_and_each_nodes_log_check(
     assert "  web1: " in text and "positions of 1 log(s) saved" in text
     header = next(line for line in text.splitlines() if line.startswith("job "))
     assert header.split()[:6] == ["job", "schedule", "last", "run", "node", "by"]
+    on_disk = next(line for line in text.splitlines() if line.startswith("state on disk:"))
+    if isinstance(state_db, Path):
+        assert "(state.db " in on_disk and "MiB" in on_disk
+    else:  # a database on a server has no size on this disk: said, not shown as 0.0 MiB
+        assert "state in PostgreSQL" in on_disk and "state.db" not in on_disk
 
 
 def test_status_of_one_node_reads_as_before(run_cli: RunScript, logs: tuple[Log, Log]) -> None:
