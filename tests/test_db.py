@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import RunScript
 from edgecron.db import postgres_sql, safe_dsn
 from edgecron.errors import StateError
 from edgecron.state import MIGRATIONS, StateDB, open_state, read_only_connection
@@ -82,3 +83,22 @@ def test_a_dsn_password_never_shows() -> None:
         safe_dsn("postgresql://db/edge?password=x&sslmode=require")
         == "postgresql://db/edge?password=***&sslmode=require"
     )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:longpass99@[bad/x",  # urlsplit refuses it
+        "postgresql://app@db:99999999/edge",  # port out of range
+        "postgresql://app:longpass%zz@db/edge",  # libpq refuses the percent-encoding
+        "postgresql://app@db/edge?bogus=1",  # an option libpq does not know
+    ],
+)
+def test_a_malformed_postgres_url_is_a_config_error_that_hides_its_password(run_cli: RunScript, url: str) -> None:
+    """Not "unreachable, safe to retry" (exit 75) at connect time: the URL itself is wrong (exit 2)."""
+    result = run_cli("jobs.py", "status", env={"STATE_DB": url})
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: STATE_DB is not valid: got 'postgresql://app")
+    assert "expected a postgresql://user@host:5432/dbname URL" in result.stderr
+    assert "longpass" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr

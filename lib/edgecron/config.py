@@ -227,7 +227,10 @@ def _store_url(key: str, merged: Mapping[str, str], values: Mapping[str, Any]) -
     text = read_secret_file(Path(file).expanduser(), key=f"{key}_FILE", holding="a postgresql:// URL")
     if not is_postgres_url(text):
         raise ConfigError(f"{key}_FILE does not hold a PostgreSQL URL", got=file, expected="postgresql://user@host/db")
-    return hide_password(text)
+    try:
+        return hide_password(text)
+    except ValueError as exc:
+        raise ConfigError(f"{key}_FILE holds a URL libpq cannot read", got=file, expected=str(exc)) from None
 
 
 def _loose_permissions(path: Path, kind: str, is_dir: bool) -> str | None:

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .db import is_postgres_url
@@ -114,7 +114,7 @@ def _path(text: str) -> str:
 def _state_db(text: str) -> str:
     value = text.strip()
     if value and not is_postgres_url(value):
-        raise ValueError("empty (STATE_DIR/state.db) or a postgresql://user@host:5432/dbname URL")
+        raise ValueError("empty (STATE_DIR/state.db) or " + POSTGRES_URL_EXPECTED)
     return hide_password(value)
 
 
@@ -123,13 +123,28 @@ def _content_db(text: str) -> str:
     return hide_password(value) if is_postgres_url(value) else value
 
 
+_URL_PASSWORDS = (re.compile(r"://[^:/@?#]*:([^@/?#]*)@"), re.compile(r"(?i)[?&]password=([^&#]*)"))
+POSTGRES_URL_EXPECTED = "a postgresql://user@host:5432/dbname URL (options as libpq takes them, e.g. ?sslmode=require)"
+
+
 def hide_password(url: str) -> str:
-    """A PostgreSQL URL's password is registered as a secret: `redact` hides it wherever it turns up."""
-    if is_postgres_url(url):
-        parts = urlsplit(url)
-        password = parts.password or parse_qs(parts.query).get("password", [""])[-1]
-        if password:
-            register_secret(password)
+    """A PostgreSQL URL's password is registered as a secret first (`redact` hides it wherever it turns
+    up, a refused URL's error too), then the URL is checked the way libpq will read it: a typo is a
+    config error here, not "server unreachable, retry" at connect time."""
+    if not is_postgres_url(url):
+        return url
+    for pattern in _URL_PASSWORDS:
+        for match in pattern.finditer(url):
+            register_secret(match.group(1))
+            register_secret(unquote(match.group(1)))
+    from psycopg import Error as DriverError  # only when a PostgreSQL URL is set
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        urlsplit(url).port  # noqa: B018 - urlsplit checks the port's range only when asked
+        conninfo_to_dict(url)
+    except (ValueError, DriverError):
+        raise ValueError(POSTGRES_URL_EXPECTED) from None
     return url
 
 
